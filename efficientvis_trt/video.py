@@ -92,10 +92,45 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
         cap.release()
 
 
-def iter_frames(path: str | os.PathLike, max_frames: int | None = None, stride: int = 1) -> Iterator[np.ndarray]:
-    """Yield BGR uint8 frames, converting grayscale/BGRA to BGR; raise if the video has no frame."""
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The JPEG/PNG frames of a frame folder (e.g. a YouTube-VIS video), sorted by name."""
+    folder = Path(folder)
+    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS),
+                   key=lambda p: p.name)
+    if not files:
+        raise EvisError(f"frame folder has no JPEG/PNG frames: {folder}")
+    return files
+
+
+def _iter_folder(path: str | os.PathLike, max_frames: int | None, stride: int) -> Iterator[np.ndarray]:
     import cv2
 
+    files = frame_files(path)[::stride]
+    for f in files if max_frames is None else files[:max_frames]:
+        frame = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        if frame is None:
+            raise EvisError(f"cannot decode frame image (corrupt or unsupported): {f}")
+        if frame.dtype != np.uint8:   # 16-bit PNG
+            frame = (frame >> 8).astype(np.uint8) if frame.dtype == np.uint16 else frame.astype(np.uint8)
+        yield to_bgr(frame)
+
+
+def iter_frames(path: str | os.PathLike, max_frames: int | None = None, stride: int = 1) -> Iterator[np.ndarray]:
+    """Yield BGR uint8 frames, converting grayscale/BGRA to BGR; raise if the video has no frame.
+
+    `path` may also be a folder of JPEG/PNG frames (sorted by file name), so a YouTube-VIS
+    video folder goes through the same loop as a video file.
+    """
+    import cv2
+
+    if stride < 1:
+        raise EvisError(f"frame stride must be >= 1, got {stride}")
+    if os.path.isdir(path):
+        yield from _iter_folder(path, max_frames, stride)
+        return
     cap = open_video(path)
     count = 0
     index = 0

@@ -37,9 +37,12 @@ def assign_levels(rois: Tensor, canonical_box_size: float, canonical_level: int,
 
 def _sample_axis(start: Tensor, length: Tensor, pooled: int, sampling_ratio: int, size: int):
     """Sample positions along one axis -> (low index, high index, low weight, high weight, valid)."""
-    bin_size = length / pooled                                                   # [B, R]
-    steps = (torch.arange(pooled * sampling_ratio, device=start.device, dtype=start.dtype) + 0.5) / sampling_ratio
-    pos = start[..., None] + steps * bin_size[..., None]                         # [B, R, P*S]
+    bin_size = length / pooled                                                   # [K]
+    # Same arithmetic order as the ONNX/torchvision kernels: start + ph*bin + (iy + 0.5)*bin/S.
+    bins = torch.arange(pooled, device=start.device, dtype=start.dtype)[:, None] * bin_size[..., None, None]
+    subs = ((torch.arange(sampling_ratio, device=start.device, dtype=start.dtype) + 0.5)
+            * (bin_size[..., None, None] / sampling_ratio))
+    pos = (start[..., None, None] + bins + subs).reshape(*start.shape, pooled * sampling_ratio)  # [K, P*S]
     valid = (pos >= -1.0) & (pos <= size)
     pos = pos.clamp(min=0.0)
     low = pos.floor().clamp(max=size - 1)
@@ -50,53 +53,61 @@ def _sample_axis(start: Tensor, length: Tensor, pooled: int, sampling_ratio: int
     return low.long(), high.long(), 1.0 - frac, frac, valid
 
 
-def roi_align_level(feature: Tensor, rois: Tensor, output_size: int, spatial_scale: float,
+def roi_align_level(feature: Tensor, rois: Tensor, batch_index: Tensor, output_size: int, spatial_scale: float,
                     sampling_ratio: int, aligned: bool = True) -> Tensor:
-    """Single-level RoIAlign of ``rois [B, R, 4]`` on ``feature [B, C, H, W]`` -> ``[B, R, C, P, P]``."""
+    """Single-level RoIAlign of flat ``rois [K, 4]`` (image ``batch_index [K]``) on ``feature [B, C, H, W]`` -> ``[K, C, P, P]``."""
     if sampling_ratio <= 0:
         raise ValueError("sampling_ratio must be > 0")
     b, c, height, width = feature.shape
-    r = rois.shape[1]
+    k = rois.shape[0]
     p, s = output_size, sampling_ratio
     boxes = rois.to(torch.float32) * spatial_scale
     offset = 0.5 if aligned else 0.0
-    x1, y1 = boxes[..., 0] - offset, boxes[..., 1] - offset
-    bw, bh = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    x1, y1 = boxes[:, 0] - offset, boxes[:, 1] - offset
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     if not aligned:  # legacy behaviour: boxes at least one pixel
         bw, bh = bw.clamp(min=1.0), bh.clamp(min=1.0)
-    xl, xh, wxl, wxh, vx = _sample_axis(x1, bw, p, s, width)     # [B, R, PS]
+    xl, xh, wxl, wxh, vx = _sample_axis(x1, bw, p, s, width)     # [K, PS]
     yl, yh, wyl, wyh, vy = _sample_axis(y1, bh, p, s, height)
 
-    flat = feature.reshape(b, c, height * width).float()
+    pixels = feature.permute(0, 2, 3, 1).reshape(b, height * width, c).float()   # channel-last rows
+    img = batch_index.long()[:, None]
 
     def gather(yi: Tensor, xi: Tensor) -> Tensor:
-        idx = (yi[..., :, None] * width + xi[..., None, :]).reshape(b, 1, -1)   # [B, 1, R*PS*PS]
-        return torch.gather(flat, 2, idx.expand(b, c, idx.shape[-1])).reshape(b, c, r, p * s, p * s)
+        idx = (yi[:, :, None] * width + xi[:, None, :]).reshape(k, -1)            # [K, PS*PS]
+        return pixels[img, idx]                                                   # [K, PS*PS, C]
 
-    w_ll = (wyl[..., :, None] * wxl[..., None, :])[:, None]
-    w_lh = (wyl[..., :, None] * wxh[..., None, :])[:, None]
-    w_hl = (wyh[..., :, None] * wxl[..., None, :])[:, None]
-    w_hh = (wyh[..., :, None] * wxh[..., None, :])[:, None]
-    valid = (vy[..., :, None] & vx[..., None, :])[:, None]
-    val = (gather(yl, xl) * w_ll + gather(yl, xh) * w_lh + gather(yh, xl) * w_hl + gather(yh, xh) * w_hh)
-    val = val * valid
-    out = val.reshape(b, c, r, p, s, p, s).mean(dim=(4, 6))       # [B, C, R, P, P]
-    return out.permute(0, 2, 1, 3, 4).to(feature.dtype)
+    def weight(wy: Tensor, wx: Tensor) -> Tensor:
+        return (wy[:, :, None] * wx[:, None, :]).reshape(k, -1, 1)
+
+    val = (gather(yl, xl) * weight(wyl, wxl) + gather(yl, xh) * weight(wyl, wxh)
+           + gather(yh, xl) * weight(wyh, wxl) + gather(yh, xh) * weight(wyh, wxh))
+    val = val * (vy[:, :, None] & vx[:, None, :]).reshape(k, -1, 1)
+    out = val.reshape(k, p, s, p, s, c).sum(dim=(2, 4)) / float(s * s)           # [K, P, P, C]
+    return out.permute(0, 3, 1, 2).to(feature.dtype)
 
 
 def multi_level_roi_align_reference(features: Sequence[Tensor], rois: Tensor, output_size: int,
                                     sampling_ratio: int, canonical_box_size: float = 224.0,
                                     canonical_level: int = 4, aligned: bool = True,
                                     min_level: int = 2) -> Tensor:
-    """Pool every box from its FPN level; ``features[i]`` has stride ``2**(min_level + i)``."""
+    """Pool every box from its FPN level; ``features[i]`` has stride ``2**(min_level + i)``.
+
+    ``rois [B, R, 4]`` -> ``[B, R, C, P, P]``. Each level pools only its own boxes.
+    """
+    b, r = rois.shape[:2]
+    c = features[0].shape[1]
     max_level = min_level + len(features) - 1
-    levels = assign_levels(rois, canonical_box_size, canonical_level, min_level, max_level)
-    out = None
+    levels = assign_levels(rois, canonical_box_size, canonical_level, min_level, max_level).reshape(-1)
+    flat = rois.reshape(-1, 4)
+    batch_index = torch.arange(b, device=rois.device).repeat_interleave(r)
+    out = features[0].new_zeros((b * r, c, output_size, output_size))
     for i, feature in enumerate(features):
-        pooled = roi_align_level(feature, rois, output_size, 1.0 / 2 ** (min_level + i), sampling_ratio, aligned)
-        mask = (levels == i)[..., None, None, None].to(pooled.dtype)
-        out = pooled * mask if out is None else out + pooled * mask
-    return out
+        sel = torch.nonzero(levels == i).reshape(-1)
+        if sel.numel():
+            out[sel] = roi_align_level(feature, flat[sel], batch_index[sel], output_size,
+                                       1.0 / 2 ** (min_level + i), sampling_ratio, aligned)
+    return out.reshape(b, r, c, output_size, output_size)
 
 
 def level_strides(min_level: int, num_levels: int) -> list[int]:
