@@ -98,6 +98,10 @@ class TrainConfig:
     hflip_prob: float = 0.5
     scale_jitter: list[float] = field(default_factory=lambda: [0.8, 1.2])
     max_frame_stride: int = 2
+    # Training-only choices (issue 5; efficientvis_trt/train). Appended, never renamed.
+    match_per_stage: bool = True    # deep supervision: Hungarian per stage (Sparse R-CNN) or the last stage's reused
+    loss_aux_sem: float = 0.0       # CondInst-style auxiliary semantic-segmentation loss on P3 (0 = off, the paper recipe)
+    deterministic: bool = False     # torch.use_deterministic_algorithms while training: bit-exact --resume with >1 CPU thread
 
 
 @dataclass

@@ -124,8 +124,6 @@ def iter_frames(path: str | os.PathLike, max_frames: int | None = None, stride: 
     `path` may also be a folder of JPEG/PNG frames (sorted by file name), so a YouTube-VIS
     video folder goes through the same loop as a video file.
     """
-    import cv2
-
     if stride < 1:
         raise EvisError(f"frame stride must be >= 1, got {stride}")
     if os.path.isdir(path):

@@ -154,14 +154,23 @@ def test_user_backgrounds_frame_folder_and_refusals(tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path, capsys) -> None:
-    from efficientvis_trt.cli import main
+    import argparse
 
+    from efficientvis_trt.cli import COMMANDS
+    from efficientvis_trt.data import synthetic_cli
+
+    assert COMMANDS["make-synthetic"] == synthetic_cli.__name__
+    parser = argparse.ArgumentParser()
+    synthetic_cli.add_arguments(parser)      # the module alone, so other commands' imports cannot break this test
     out = tmp_path / "cli"
-    assert main(["make-synthetic", str(out), "--split", "train", "--videos", "2", "--seed", "3",
-                 "--frames", "4", "--size", "48x64", "--classes", "3"]) == 0
+    args = parser.parse_args([str(out), "--split", "train", "--videos", "2", "--seed", "3", "--frames", "4",
+                              "--size", "48x64", "--classes", "3"])
+    assert synthetic_cli.run(args) == 0
     data = json.loads((out / ANNOTATION_FILE).read_text())
     assert len(data["videos"]) == 2 and len(data["categories"]) == 3
     assert data["videos"][0]["width"] == 64 and data["videos"][0]["height"] == 48
     assert "wrote" in capsys.readouterr().out
-    assert main(["make-synthetic", str(tmp_path / "bad"), "--split", "val", "--videos", "1", "--size", "big"]) == 2
-    assert "HxW" in capsys.readouterr().err
+    with pytest.raises(EvisError, match="HxW"):
+        synthetic_cli.run(parser.parse_args([str(tmp_path / "bad"), "--split", "val", "--videos", "1",
+                                             "--size", "big"]))
+    assert not (tmp_path / "bad").exists()

@@ -273,6 +273,22 @@ def test_scale_jitter_crops_or_pads_and_keeps_boxes_on_masks(syn: Path) -> None:
     _check_contract(big, 3, CANVAS)
     _check_contract(small, 3, CANVAS)
     assert not (torch.cat([c["frames"] for c in big["clips"]]) == PAD_VALUE).all(-1).all(0).any()
+    # Frames and masks take the same crop: frames equal resize-then-crop, boxes equal the moved JSON boxes.
+    img = cv2.imread(str(video.frame_paths[4]))
+    expect_frame = cv2.resize(img, (cw, ch), interpolation=cv2.INTER_LINEAR)[oy:oy + 48, ox:ox + 96]
+    assert np.array_equal(big["clips"][1]["frames"][1].numpy(), expect_frame)
+    anns = {a["id"]: a for a in json.loads(syn.read_text())["annotations"]}
+    scale, checked = 0.75 * 1.5, 0
+    for c, off in zip(big["clips"], (0, 3)):
+        for g, t in zip(*torch.nonzero(c["valid"], as_tuple=True)):
+            x, y, w, h = (np.array(anns[int(c["inst_ids"][g])]["bboxes"][off + int(t)]) * scale).tolist()
+            x, y = x - ox, y - oy
+            if x < 1 or y < 1 or x + w > CANVAS[1] - 1 or y + h > CANVAS[0] - 1:
+                continue                                                         # cut by the crop
+            expect = [(x + w / 2) / CANVAS[1], (y + h / 2) / CANVAS[0], w / CANVAS[1], h / CANVAS[0]]
+            assert c["boxes"][g, t].tolist() == pytest.approx(expect, abs=1.5 / CANVAS[0])
+            checked += 1
+    assert checked > 0
     sf = torch.cat([c["frames"] for c in small["clips"]])
     assert (sf[:, 24:] == PAD_VALUE).all() and (sf[:, :, 36:] == PAD_VALUE).all()
     for c in small["clips"]:

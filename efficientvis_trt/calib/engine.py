@@ -433,6 +433,11 @@ def build_engine(bundle: Any, precision: str, onnx_path: str | os.PathLike | Non
     write_json_atomic(engine_metadata_path(path), meta)
     serialized_cache = config.get_timing_cache().serialize()
     write_bytes_atomic(cache_path, bytes(memoryview(serialized_cache)))
+    for written in (path, engine_metadata_path(path), cache_path):   # atomic temp files are 0600
+        try:
+            os.chmod(written, onnx_path.stat().st_mode & 0o777)
+        except OSError:
+            pass
     log.info("wrote %s (%.1f MB, built in %.1f s; compute layers %s)", path, len(plan_bytes) / 1e6, build_s,
              report.compute_by_precision)
     return EngineBuildResult(path, engine_metadata_path(path), meta)
@@ -449,7 +454,8 @@ def check_engine_compat(meta: dict, gpu_name: str, cc: tuple[int, int], trt_vers
     built_trt = short_version(str(meta.get("tensorrt_version", "")))
     problems = []
     if built_cc and built_cc != f"{cc[0]}.{cc[1]}":
-        problems.append(f"GPU {meta.get('gpu', '?')} (sm{built_cc.replace('.', '')}) vs this {gpu_name} (sm{cc[0]}{cc[1]})")
+        problems.append(f"GPU {meta.get('gpu', '?')} (sm{built_cc.replace('.', '')}) "
+                        f"vs this {gpu_name} (sm{cc[0]}{cc[1]})")
     if built_trt and built_trt != short_version(trt_version):
         problems.append(f"TensorRT {built_trt} vs installed {short_version(trt_version)}")
     if problems:

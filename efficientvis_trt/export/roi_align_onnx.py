@@ -54,22 +54,20 @@ class _Body:
     def one(self, op_type: str, inputs: list[str], **attrs) -> str:
         return self.op(op_type, inputs, **attrs)[0]
 
-    def const(self, value, dtype: int = TensorProto.FLOAT, dims: list[int] | None = None) -> str:
-        vals = value if isinstance(value, (list, tuple)) else [value]
-        tensor = helper.make_tensor("v", dtype, dims if dims is not None else ([] if not isinstance(value, (list, tuple)) else [len(vals)]), vals)
+    def const(self, value: float | int | list, dtype: int = TensorProto.FLOAT) -> str:
+        """A Constant: a scalar for a number, a 1-D tensor for a list."""
+        is_list = isinstance(value, (list, tuple))
+        vals = list(value) if is_list else [value]
+        tensor = helper.make_tensor("v", dtype, [len(vals)] if is_list else [], vals)
         return self.one("Constant", [], value=tensor)
 
     def ref_constant(self, ref: AttributeProto) -> str:
         """A Constant whose value is the calling node's attribute (an ONNX attribute reference)."""
-        out = f"_constant_{self._count}_0"
-        self._count += 1
-        node = helper.make_node("Constant", [], [out])
-        node.attribute.append(ref)
-        self.nodes.append(node)
-        return out
+        return self.one("Constant", [], value=ref)
 
 
 def _ref(name: str, attr: str, attr_type: int) -> AttributeProto:
+    """Attribute `name` of a body node bound to the calling node's attribute `attr`."""
     a = helper.make_attribute_ref(name, attr_type)
     a.ref_attr_name = attr
     return a

@@ -33,7 +33,9 @@ Importing this module imports neither Triton nor torch. The kernel is defined at
 level with string annotations (``from __future__ import annotations``: Triton normalises
 ``"tl.constexpr"``), and ``tl`` is bound when first needed. The interpreter or JIT
 wrapper is built per call from the environment at call time, so ``TRITON_INTERPRET``
-does not have to be set before import (unlike ``@triton.jit`` at module level).
+does not have to be set before import (unlike ``@triton.jit`` at module level). That also
+needs the kernel body to call only ``tl`` builtins: Triton's own ``@jit`` helpers
+(``tl.zeros``, ``tl.sum``, ...) are wrapped for one mode when triton is first imported.
 """
 from __future__ import annotations
 
@@ -77,10 +79,10 @@ def _require_triton():
 
 
 def triton_version() -> str | None:
-    """Installed Triton version, or None; never raises."""
+    """Version of an importable Triton, or None; never raises."""
     try:
-        from importlib.metadata import version
-        return version("triton")
+        import triton
+        return str(triton.__version__)
     except Exception:
         return None
 
@@ -210,11 +212,18 @@ def evis_multi_level_roi_align(
     height_f = height.to(tl.float32)
     width_f = width.to(tl.float32)
     samples = tl.full((), SAMPLING_RATIO * 1.0, tl.float32)
+    sub_h = tl.div_rn(bin_h, samples)
+    sub_w = tl.div_rn(bin_w, samples)
+    ph_f = ph.to(tl.float32)
+    pw_f = pw.to(tl.float32)
 
-    acc = tl.zeros((BLOCK_C, BIN_BLOCK), dtype=tl.float32)
+    # tl.full, not tl.zeros: Triton's standard-library helpers (tl.zeros, tl.sum, ...) are @triton.jit
+    # functions wrapped when triton is imported, so they break the interpreter unless TRITON_INTERPRET was
+    # set before that import. This kernel uses builtins only (checked by tests/test_plugins_triton.py).
+    acc = tl.full((BLOCK_C, BIN_BLOCK), 0.0, tl.float32)
     for iy in tl.static_range(SAMPLING_RATIO):
-        # torchvision / reference _sample_axis: pos = start + (k + 0.5) / S * bin, k = ph * S + iy
-        y = start_y + tl.div_rn((ph * SAMPLING_RATIO + iy).to(tl.float32) + 0.5, samples) * bin_h
+        # Reference _sample_axis order: (start + ph * bin) + (iy + 0.5) * (bin / S)
+        y = (start_y + ph_f * bin_h) + (iy + 0.5) * sub_h
         valid_y = (y >= -1.0) & (y <= height_f)
         y = tl.maximum(y, 0.0)
         y_low = tl.minimum(tl.floor(y), height_f - 1.0)
@@ -226,7 +235,7 @@ def evis_multi_level_roi_align(
         row_low = y_low.to(tl.int32) * width
         row_high = y_high.to(tl.int32) * width
         for ix in tl.static_range(SAMPLING_RATIO):
-            x = start_x + tl.div_rn((pw * SAMPLING_RATIO + ix).to(tl.float32) + 0.5, samples) * bin_w
+            x = (start_x + pw_f * bin_w) + (ix + 0.5) * sub_w
             valid_x = (x >= -1.0) & (x <= width_f)
             x = tl.maximum(x, 0.0)
             x_low = tl.minimum(tl.floor(x), width_f - 1.0)
@@ -355,7 +364,7 @@ def _launch(features: list, rois: Any, out: Any, attrs: RoIAlignAttrs) -> None:
     if not interpret and device.type != "cuda":
         raise BackendUnavailable(
             f"the Triton RoIAlign kernel needs CUDA tensors (got {device}); on a CPU set "
-            "TRITON_INTERPRET=1 to run it in Triton's interpreter (slow), or use pooler.impl='torch'")
+            "TRITON_INTERPRET=1 to run it in Triton's interpreter (slow), or use pooler.impl='reference'")
     _require_triton()
     feats = [f.contiguous() for f in features]
     num_levels = len(feats)

@@ -1,45 +1,244 @@
-"""Backends: a dict of named arrays in, a dict of named arrays out (DESIGN §3 names)."""
+"""Backends: a dict of named arrays in, a dict of named arrays out (DESIGN §3 names).
+
+The protocol is deliberately small so the one clip loop serves every backend:
+
+    out = backend.run({"frames": ..., "query_in": ..., "boxes_in": ...},
+                      keep_on_device=("query_out", "boxes_out"))
+
+Outputs not named in `keep_on_device` come back as host numpy arrays. Named ones come
+back as the backend's own device values (a torch tensor, an ORT OrtValue, a TensorRT
+device buffer), which the next `run` of the same backend accepts as `query_in` /
+`boxes_in`: the tracklet state then never leaves the device between clips, while the
+runtime still holds it as named tensors (no hidden state in a backend, DESIGN §6).
+`to_host` turns any such value into a numpy array when it is really needed.
+"""
 from __future__ import annotations
 
-from typing import Protocol
+import logging
+from typing import Any, Collection, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 
+log = logging.getLogger(__name__)
+
+INPUT_NAMES = ("frames", "query_in", "boxes_in")
+OUTPUT_NAMES = ("logits", "boxes", "mask_logits", "query_out", "boxes_out")
+STATE_OUTPUTS = ("query_out", "boxes_out")
+STATE_INPUT_OF = {"query_out": "query_in", "boxes_out": "boxes_in"}
+INPUT_DTYPES = {"frames": np.dtype(np.uint8), "query_in": np.dtype(np.float32), "boxes_in": np.dtype(np.float32)}
+BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
+BACKEND_ALIASES = {"ort": "onnxruntime", "onnxruntime": "onnxruntime", "trt": "tensorrt", "tensorrt": "tensorrt",
+                   "torch": "torch", "pytorch": "torch"}
+
 
 class Backend(Protocol):
-    name: str
-    precision: str
+    """One clip in, DESIGN §3 outputs out; see the module docstring."""
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """One clip: `frames`, `query_in`, `boxes_in` -> the five DESIGN §3 outputs."""
+    name: str        # "torch" | "onnxruntime" | "tensorrt"
+    precision: str   # "fp32" | "fp16" | "int8"
+    device: str      # "cpu" | "cuda"
+
+    def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
+        """`frames` [T,H,W,3] uint8, `query_in` [N,C], `boxes_in` [N,4] (numpy or this backend's device values)."""
+        ...
+
+    def to_host(self, value: Any) -> np.ndarray:
+        """A numpy copy of an output (identity for numpy)."""
+        ...
+
+    def close(self) -> None:
+        """Release device memory; the backend is unusable afterwards."""
         ...
 
 
+def canonical_backend(name: str) -> str:
+    """'ort' -> 'onnxruntime', 'trt' -> 'tensorrt'; 'auto' stays; anything else is an error."""
+    if name == "auto":
+        return name
+    try:
+        return BACKEND_ALIASES[name]
+    except KeyError:
+        raise EvisError(f"unknown backend {name!r}: use auto, torch, ort (onnxruntime) or trt (tensorrt)") from None
+
+
+def check_precision(precision: str) -> None:
+    if precision not in ("fp32", "fp16", "int8"):
+        raise EvisError(f"unknown precision {precision!r}: use fp32, fp16 or int8")
+
+
+def _check_host_input(name: str, value: np.ndarray, shape: Sequence[int] | None) -> np.ndarray:
+    arr = np.asarray(value)
+    want = INPUT_DTYPES[name]
+    if arr.dtype != want:
+        if name == "frames":
+            raise EvisError(f"frames must be uint8 BGR (as OpenCV decodes them), got {arr.dtype}")
+        arr = arr.astype(want)
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise EvisError(f"input {name!r} has shape {list(arr.shape)}, the model expects {list(shape)}")
+    return np.ascontiguousarray(arr)
+
+
+# ---- PyTorch -----------------------------------------------------------------------------
+
 class TorchBackend:
-    """Eager PyTorch: fp32 on CPU or CUDA, fp16 (autocast) on CUDA."""
+    """Eager PyTorch: fp32 on CPU or CUDA, fp16 (autocast) on CUDA. Kept outputs are device tensors."""
 
     name = "torch"
 
     def __init__(self, model, device: str = "cpu", precision: str = "fp32"):
         import torch
 
+        check_precision(precision)
         if precision not in ("fp32", "fp16"):
-            raise EvisError(f"the torch backend runs fp32 or fp16, not {precision} (int8 is an ONNX/TensorRT graph)")
+            raise EvisError(f"the torch backend runs fp32 or fp16, not {precision} "
+                            "(int8 is an ONNX/TensorRT graph: use --backend ort or trt)")
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendUnavailable("CUDA was asked for but torch sees no CUDA device")
+            raise BackendUnavailable("CUDA was asked for but torch sees no CUDA device (use --device cpu)")
         if precision == "fp16" and not device.startswith("cuda"):
             raise EvisError("fp16 PyTorch needs a CUDA device (--device cuda); on CPU use fp32 or ONNX Runtime")
         self.torch = torch
-        self.device = torch.device(device)
+        self.device = "cuda" if device.startswith("cuda") else "cpu"
+        self._device = torch.device(device)
         self.precision = precision
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self._device).eval()
 
-    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _tensor(self, name: str, value: Any):
         torch = self.torch
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.float16,
+        if isinstance(value, torch.Tensor):
+            return value.to(self._device)
+        return torch.from_numpy(_check_host_input(name, value, None)).to(self._device)
+
+    def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
+        torch = self.torch
+        args = [self._tensor(k, inputs[k]) for k in INPUT_NAMES]
+        with torch.inference_mode(), torch.autocast(self._device.type, dtype=torch.float16,
                                                     enabled=self.precision == "fp16"):
-            out = self.model.forward_clip(*(torch.from_numpy(np.ascontiguousarray(inputs[k])).to(self.device)
-                                            for k in ("frames", "query_in", "boxes_in")))
-        return {k: v.float().cpu().numpy() for k, v in out.items()}
+            out = self.model.forward_clip(*args)
+        return {k: (v.float() if k in keep_on_device else v.float().cpu().numpy()) for k, v in out.items()}
+
+    def to_host(self, value: Any) -> np.ndarray:
+        if isinstance(value, self.torch.Tensor):
+            return value.detach().float().cpu().numpy()
+        return np.asarray(value)
+
+    def close(self) -> None:
+        self.model = None
+
+
+# ---- ONNX Runtime --------------------------------------------------------------------------
+
+_ORT_TYPES = {"tensor(uint8)": np.dtype(np.uint8), "tensor(float)": np.dtype(np.float32)}
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+
+
+def ort_providers_for(device: str, providers: Sequence[Any] | None = None) -> list[Any]:
+    """The execution providers for `device`, or the caller's list checked against what is installed."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if providers:
+        names = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
+        missing = [n for n in names if n not in available]
+        if missing:
+            raise BackendUnavailable(f"ONNX Runtime execution provider {missing[0]} is not installed "
+                                     f"(available: {', '.join(available)})")
+        return list(providers)
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if "CUDAExecutionProvider" not in available:
+        raise BackendUnavailable("ONNX Runtime has no CUDAExecutionProvider here: install onnxruntime-gpu "
+                                 "(`pip install 'efficientvis-trt[gpu]'`) or use --device cpu")
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+class OrtBackend:
+    """ONNX Runtime on any execution provider, through IOBinding.
+
+    Frames and a numpy state are bound from host memory; kept outputs are OrtValues on the
+    provider's device (CUDA memory with the CUDA/TensorRT providers), and an OrtValue state
+    is bound as-is, so on a GPU the state never makes a host round trip. The same code path
+    runs on the CPU provider, where the "device" is host memory.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, onnx_path, precision: str = "fp32", device: str = "cpu",
+                 providers: Sequence[Any] | None = None, threads: int | None = None, device_id: int = 0):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise BackendUnavailable("onnxruntime is not installed: `pip install onnxruntime`") from None
+        check_precision(precision)
+        self.ort = ort
+        self.precision = precision
+        chosen = ort_providers_for(device, providers)
+        first = chosen[0][0] if isinstance(chosen[0], (tuple, list)) else chosen[0]
+        self.device = "cuda" if first in _GPU_PROVIDERS else "cpu"
+        self.device_id = device_id
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        try:
+            self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=chosen)
+        except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise EvisError(f"ONNX Runtime cannot load {onnx_path}: {msg}") from None
+        active = self.session.get_providers()
+        if self.device == "cuda" and active[0] not in _GPU_PROVIDERS:
+            # ORT silently falls back to the CPU when the CUDA libraries do not load: never accept that.
+            raise BackendUnavailable(f"ONNX Runtime could not start {first} (CUDA/cuDNN libraries missing?); "
+                                     f"active providers: {', '.join(active)}")
+        self.providers = active
+        self._check_io(onnx_path)
+        self._out_device = ("cuda", device_id) if self.device == "cuda" else ("cpu", 0)
+
+    def _check_io(self, onnx_path) -> None:
+        ins = {i.name: i for i in self.session.get_inputs()}
+        outs = [o.name for o in self.session.get_outputs()]
+        if set(ins) != set(INPUT_NAMES) or set(outs) != set(OUTPUT_NAMES):
+            raise EvisError(f"{onnx_path} does not have the per-clip I/O (inputs {sorted(ins)}, outputs {sorted(outs)}; "
+                            f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)})")
+        self.input_shapes: dict[str, tuple[int, ...] | None] = {}
+        for name, info in ins.items():
+            if _ORT_TYPES.get(info.type) != INPUT_DTYPES[name]:
+                raise EvisError(f"{onnx_path}: input {name!r} is {info.type}, expected {INPUT_DTYPES[name]} "
+                                "(I/O types are the same at every precision)")
+            shape = tuple(info.shape)
+            self.input_shapes[name] = shape if all(isinstance(d, int) for d in shape) else None
+
+    def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
+        binding = self.session.io_binding()
+        for name in INPUT_NAMES:
+            value = inputs[name]
+            if isinstance(value, self.ort.OrtValue):
+                binding.bind_ortvalue_input(name, value)
+            else:
+                binding.bind_cpu_input(name, _check_host_input(name, value, self.input_shapes.get(name)))
+        for name in OUTPUT_NAMES:
+            if name in keep_on_device:
+                binding.bind_output(name, *self._out_device)
+            else:
+                binding.bind_output(name, "cpu")
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise EvisError(f"ONNX Runtime failed on a clip: {msg}") from None
+        values = binding.get_outputs()
+        return {name: (v if name in keep_on_device else v.numpy()) for name, v in zip(OUTPUT_NAMES, values)}
+
+    def to_host(self, value: Any) -> np.ndarray:
+        if isinstance(value, self.ort.OrtValue):
+            return value.numpy()
+        return np.asarray(value)
+
+    def close(self) -> None:
+        self.session = None
+
+
+__all__ = ["Backend", "TorchBackend", "OrtBackend", "INPUT_NAMES", "OUTPUT_NAMES", "STATE_OUTPUTS",
+           "canonical_backend", "ort_providers_for"]

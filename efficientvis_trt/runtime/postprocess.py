@@ -2,6 +2,8 @@
 
 Masks are pasted through their boxes, thresholded and RLE-encoded as soon as a clip is
 done, so memory stays flat in video length: a track holds boxes and RLEs, never frames.
+The RLE is computed from the box's region only (never a full-frame mask), which keeps
+4K post-processing cheap.
 """
 from __future__ import annotations
 
@@ -23,28 +25,36 @@ def cxcywh_norm_to_xyxy(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], axis=-1)
 
 
-def paste_mask(prob: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+def paste_mask_roi(prob: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int],
+                   threshold: float = 0.5) -> tuple[np.ndarray, int, int]:
     """Resample an M x M box-relative probability map into the frame through `box` (xyxy, frame pixels).
 
-    Bilinear, pixel-centre aligned: frame pixel centre u+0.5 maps to mask coordinate
-    (u + 0.5 - x1) * M / w - 0.5. Only the box's pixel range is touched.
+    Returns (binary uint8 mask of the box's pixel range, its top row, its left column); the
+    rest of the frame is 0. Bilinear, pixel-centre aligned: frame pixel centre u+0.5 maps to
+    mask coordinate (u + 0.5 - x1) * M / w - 0.5.
     """
     import cv2
 
     height, width = frame_hw
-    out = np.zeros((height, width), dtype=np.uint8)
     x1, y1, x2, y2 = (float(v) for v in box)
     bw, bh = max(x2 - x1, 1e-3), max(y2 - y1, 1e-3)
     u0, u1 = int(max(np.floor(x1), 0)), int(min(np.ceil(x2), width))
     v0, v1 = int(max(np.floor(y1), 0)), int(min(np.ceil(y2), height))
     if u1 <= u0 or v1 <= v0:
-        return out
+        return np.zeros((0, 0), np.uint8), 0, 0
     m_h, m_w = prob.shape
     affine = np.array([[m_w / bw, 0.0, (u0 + 0.5 - x1) * m_w / bw - 0.5],
                        [0.0, m_h / bh, (v0 + 0.5 - y1) * m_h / bh - 0.5]], dtype=np.float64)
     roi = cv2.warpAffine(prob.astype(np.float32), affine, (u1 - u0, v1 - v0),
                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
-    out[v0:v1, u0:u1] = roi >= threshold
+    return (roi >= threshold).astype(np.uint8), v0, u0
+
+
+def paste_mask(prob: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
+    """Full-frame binary mask of `paste_mask_roi` (for drawing and tests; the runtime encodes the ROI)."""
+    out = np.zeros(frame_hw, dtype=np.uint8)
+    roi, top, left = paste_mask_roi(prob, box, frame_hw, threshold)
+    out[top:top + roi.shape[0], left:left + roi.shape[1]] = roi
     return out
 
 
@@ -57,6 +67,36 @@ def encode_rle(mask: np.ndarray) -> dict:
     return rle
 
 
+def encode_rle_roi(roi: np.ndarray, top: int, left: int, frame_hw: tuple[int, int]) -> dict:
+    """COCO RLE of a frame that is 0 except `roi` placed at (top, left), without building the frame.
+
+    COCO counts alternate zeros/ones column-major, starting with zeros. The run boundaries
+    are the rises and falls inside each ROI column, shifted to frame positions; a fall and
+    a rise at the same position (a run crossing a column edge of a full-height ROI) cancel.
+    """
+    from pycocotools import mask as mask_utils
+
+    height, width = frame_hw
+    h, w = roi.shape[:2]
+    if h == 0 or w == 0:
+        counts = [height * width]
+    else:
+        padded = np.zeros((w, h + 2), np.int8)
+        padded[:, 1:-1] = roi.T != 0
+        cols, pos = np.nonzero(np.diff(padded, axis=1))       # row-major = column-major frame order
+        idx = (left + cols.astype(np.int64)) * height + top + pos
+        same = np.flatnonzero(np.diff(idx) == 0)
+        if same.size:
+            keep = np.ones(idx.size, bool)
+            keep[same] = keep[same + 1] = False
+            idx = idx[keep]
+        counts = np.diff(np.concatenate([[0], idx, [height * width]])).tolist()
+        if len(counts) > 1 and counts[-1] == 0:              # a run of ones reaching the last pixel
+            counts.pop()
+    rle = mask_utils.frPyObjects({"counts": [int(c) for c in counts], "size": [height, width]}, height, width)
+    return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}
+
+
 def decode_rle(rle: dict) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
@@ -64,6 +104,15 @@ def decode_rle(rle: dict) -> np.ndarray:
     if isinstance(r["counts"], str):
         r["counts"] = r["counts"].encode("ascii")
     return mask_utils.decode(r)
+
+
+def rle_area(rle: dict) -> int:
+    from pycocotools import mask as mask_utils
+
+    r = dict(rle)
+    if isinstance(r["counts"], str):
+        r["counts"] = r["counts"].encode("ascii")
+    return int(mask_utils.area(r))
 
 
 @dataclass
@@ -76,10 +125,15 @@ class Track:
     boxes: np.ndarray            # [F, 4] xyxy in original-frame pixels
     frame_scores: np.ndarray     # [F] class probability per frame
     segmentations: list[dict]    # [F] COCO RLE in original-frame coordinates
+    class_name: str = ""
 
     def to_ytvis(self, video_id: int, category_id: int) -> dict:
         return {"video_id": video_id, "category_id": category_id, "score": float(self.score),
                 "segmentations": self.segmentations}
+
+    def visible_frames(self) -> int:
+        """Frames where the mask is not empty (what the CLI prints)."""
+        return sum(1 for s in self.segmentations if rle_area(s) > 0)
 
 
 @dataclass
@@ -89,53 +143,124 @@ class VideoResult:
     width: int
     num_frames: int
     tracks: list[Track]
-    timings: dict[str, float] = field(default_factory=dict)     # seconds per stage, summed over clips
+    timings: dict[str, float] = field(default_factory=dict)     # seconds per stage, summed over clips; "wall" = elapsed
     clip_latencies: list[float] = field(default_factory=list)   # model-only seconds per clip
 
     def to_ytvis(self, video_id: int, label_to_category_id: list[int] | None = None) -> list[dict]:
         ids = label_to_category_id
         return [t.to_ytvis(video_id, ids[t.label] if ids else t.label + 1) for t in self.tracks]
 
+    @property
+    def fps(self) -> float:
+        wall = self.timings.get("wall", 0.0)
+        return self.num_frames / wall if wall > 0 else 0.0
+
+
+@dataclass
+class Instance:
+    """One (query, class) pair seen in one frame of a streamed clip."""
+
+    query_index: int
+    label: int
+    class_name: str
+    score: float                 # running video score: mean class probability over the frames so far
+    frame_score: float           # class probability in this frame
+    box: np.ndarray              # [4] xyxy in original-frame pixels
+    segmentation: dict           # COCO RLE in original-frame coordinates
+
+
+@dataclass
+class ClipPost:
+    """One clip after post-processing: real frames only, original-frame coordinates."""
+
+    probs: np.ndarray            # [N, v, K]
+    boxes: np.ndarray            # [N, v, 4] xyxy
+    rles: list[list[dict]]       # [N][v]
+
 
 class TrackAccumulator:
-    """Accumulates per-query state over clips; `finish` ranks (query, class) pairs by mean probability."""
+    """Accumulates per-query state over clips; `finish` ranks (query, class) pairs by mean probability.
 
-    def __init__(self, letterbox: Letterbox, mask_threshold: float = 0.5):
+    History is what a whole-video result needs (per frame: N class probabilities, boxes
+    and RLE strings, a few KB); with `keep_history=False` (live streams) only running
+    sums are kept, so memory does not grow at all; `finish` is then unavailable but
+    `ranked` still works.
+    """
+
+    def __init__(self, letterbox: Letterbox, mask_threshold: float = 0.5, keep_history: bool = True,
+                 class_names: list[str] | None = None):
         self.letterbox = letterbox
         self.mask_threshold = mask_threshold
+        self.keep_history = keep_history
+        self.class_names = class_names
         self._probs: list[np.ndarray] = []     # [N, t, K] per clip
         self._boxes: list[np.ndarray] = []     # [N, t, 4]
-        self._rles: list[list[list[dict]]] = []  # per clip: [N][t]
+        self._counts: list[list[list[str]]] = []  # per clip: [N][t] RLE counts (the size is the video's)
+        self._prob_sum: np.ndarray | None = None  # [N, K]
         self.num_frames = 0
 
-    def add_clip(self, outputs: dict[str, np.ndarray], valid: int) -> None:
+    def add_clip(self, outputs: dict[str, np.ndarray], valid: int) -> ClipPost:
         """Consume one clip's `logits`, `boxes`, `mask_logits`; only the first `valid` frames are real."""
-        probs = sigmoid(outputs["logits"][:, :valid].astype(np.float32))
-        canvas_boxes = cxcywh_norm_to_xyxy(outputs["boxes"][:, :valid], self.letterbox.dst_hw)
+        probs = sigmoid(np.asarray(outputs["logits"][:, :valid], np.float32))
+        canvas_boxes = cxcywh_norm_to_xyxy(np.asarray(outputs["boxes"][:, :valid]), self.letterbox.dst_hw)
         boxes = self.letterbox.boxes_to_source(canvas_boxes)
-        masks = sigmoid(outputs["mask_logits"][:, :valid].astype(np.float32))
+        masks = sigmoid(np.asarray(outputs["mask_logits"][:, :valid], np.float32))
         hw = self.letterbox.src_hw
-        rles = [[encode_rle(paste_mask(masks[n, t], boxes[n, t], hw, self.mask_threshold)) for t in range(valid)]
-                for n in range(masks.shape[0])]
-        self._probs.append(probs)
-        self._boxes.append(boxes)
-        self._rles.append(rles)
+        rles = [[encode_rle_roi(*paste_mask_roi(masks[n, t], boxes[n, t], hw, self.mask_threshold), hw)
+                 for t in range(valid)] for n in range(masks.shape[0])]
+        clip_sum = probs.sum(axis=1)
+        self._prob_sum = clip_sum if self._prob_sum is None else self._prob_sum + clip_sum
+        if self.keep_history:
+            self._probs.append(probs)
+            self._boxes.append(boxes)
+            self._counts.append([[r["counts"] for r in per_query] for per_query in rles])
         self.num_frames += valid
+        return ClipPost(probs, boxes, rles)
+
+    def running_scores(self) -> np.ndarray:
+        """[N, K] mean class probability over the frames seen so far."""
+        if self._prob_sum is None:
+            return np.zeros((0, 0), np.float32)
+        return self._prob_sum / max(self.num_frames, 1)
+
+    def ranked(self, top_k: int = 10, score_threshold: float = 0.0) -> list[tuple[int, int, float]]:
+        """The top-k (query, label, score) pairs by running video score, best first."""
+        scores = self.running_scores()
+        if scores.size == 0:
+            return []
+        n, k = scores.shape
+        order = np.argsort(-scores, axis=None, kind="stable")[: min(top_k, n * k)]
+        out = []
+        for flat in order:
+            q, label = divmod(int(flat), k)
+            score = float(scores[q, label])
+            if score >= score_threshold:
+                out.append((q, label, score))
+        return out
+
+    def clip_instances(self, post: ClipPost, top_k: int = 10, score_threshold: float = 0.0) -> list[list[Instance]]:
+        """Per real frame of `post`: the instances of the current top-k pairs (for live consumers)."""
+        pairs = self.ranked(top_k, score_threshold)
+        frames: list[list[Instance]] = []
+        for t in range(post.probs.shape[1]):
+            frames.append([Instance(q, label, self._name(label), score, float(post.probs[q, t, label]),
+                                    post.boxes[q, t].copy(), post.rles[q][t]) for q, label, score in pairs])
+        return frames
+
+    def _name(self, label: int) -> str:
+        names = self.class_names
+        return names[label] if names and 0 <= label < len(names) else f"class_{label}"
 
     def finish(self, top_k: int = 10, score_threshold: float = 0.0) -> list[Track]:
+        if not self.keep_history:
+            raise RuntimeError("finish() needs keep_history=True")
         if not self._probs:
             return []
         probs = np.concatenate(self._probs, axis=1)          # [N, F, K]
         boxes = np.concatenate(self._boxes, axis=1)
-        video_scores = probs.mean(axis=1)                     # [N, K]
-        n, k = video_scores.shape
-        order = np.argsort(-video_scores, axis=None, kind="stable")[: min(top_k, n * k)]
+        size = [int(v) for v in self.letterbox.src_hw]
         tracks = []
-        for flat in order:
-            q, label = divmod(int(flat), k)
-            score = float(video_scores[q, label])
-            if score < score_threshold:
-                continue
-            segs = [seg for clip in self._rles for seg in clip[q]]
-            tracks.append(Track(q, label, score, boxes[q], probs[q, :, label], segs))
+        for q, label, score in self.ranked(top_k, score_threshold):
+            segs = [{"size": list(size), "counts": c} for clip in self._counts for c in clip[q]]
+            tracks.append(Track(q, label, score, boxes[q], probs[q, :, label], segs, self._name(label)))
         return tracks

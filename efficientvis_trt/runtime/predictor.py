@@ -1,28 +1,41 @@
 """Whole-video inference: frames -> letterbox -> clips (last one padded) -> backend with carried state -> tracks.
 
-The same loop serves every backend; the tracklet state lives only in the named tensors
-`query_in`/`boxes_in` fed back from `query_out`/`boxes_out`.
+The same loop serves every backend, `evis infer`, evaluation and benchmarks. The
+tracklet state lives only in the named tensors `query_in`/`boxes_in`, fed back from
+`query_out`/`boxes_out`; the predictor asks the backend to keep them on its device, so
+on a GPU the state never makes a host round trip between clips.
+
+Decoding and post-processing run in their own threads (`pipeline.ThreadedClipLoop`),
+overlapped with the model; memory is flat in video length because frames and masks
+are streamed (tracks keep only boxes, scores and RLEs).
 """
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.runtime.postprocess import Track, TrackAccumulator, VideoResult
-from efficientvis_trt.video import Letterbox, iter_frames
+from efficientvis_trt.runtime.backends import STATE_INPUT_OF, STATE_OUTPUTS
+from efficientvis_trt.runtime.pipeline import ThreadedClipLoop
+from efficientvis_trt.runtime.postprocess import Instance, Track, TrackAccumulator, VideoResult
+from efficientvis_trt.runtime.sources import FrameSource, open_source
+from efficientvis_trt.video import Letterbox
+
+PER_FRAME_OUTPUTS = ("logits", "boxes", "mask_logits")
+STAGES = ("decode", "preprocess", "model", "postprocess")
 
 
-def iter_clips(frames: Iterable[np.ndarray], clip_len: int) -> Iterator[tuple[list[np.ndarray], int]]:
+def iter_clips(frames: Iterable[Any], clip_len: int) -> Iterator[tuple[list[Any], int]]:
     """Group frames into clips of `clip_len`; the last is padded by repeating its last frame.
 
     Yields (frames, number of real frames).
     """
-    buf: list[np.ndarray] = []
+    buf: list[Any] = []
     for frame in frames:
         buf.append(frame)
         if len(buf) == clip_len:
@@ -34,26 +47,73 @@ def iter_clips(frames: Iterable[np.ndarray], clip_len: int) -> Iterator[tuple[li
 
 
 @dataclass
-class ClipOutput:
-    """One finished clip of a stream: raw outputs for its real frames and the model time."""
+class ClipJob:
+    """A letterboxed clip on its way to the model (plus the original frames when an overlay is streamed)."""
 
     index: int
+    first_frame: int
     valid: int
-    outputs: dict[str, np.ndarray]
-    latency: float
+    canvas: np.ndarray                 # [T, H, W, 3] uint8
+    letterbox: Letterbox
+    originals: list[np.ndarray] | None
+    decoded_at: float                  # perf_counter when the clip's last real frame was decoded
+
+
+@dataclass
+class ClipResult:
+    """One finished clip of a stream, as a live consumer wants it.
+
+    `instances[t]` lists, for real frame t of the clip, the current top-k (query, class)
+    pairs with their box and mask in original-frame pixels; `score` is the running video
+    score (mean class probability so far), so labels settle as the stream goes on.
+    """
+
+    index: int
+    first_frame: int
+    valid: int
+    latency: float                              # model seconds
+    outputs: dict[str, np.ndarray]              # logits/boxes/mask_logits, real frames only
+    instances: list[list[Instance]] = field(default_factory=list)
+    end_to_end: float = 0.0                     # seconds from the clip's last frame decoded to this result
+
+    @property
+    def frame_indices(self) -> range:
+        return range(self.first_frame, self.first_frame + self.valid)
+
+
+ClipOutput = ClipResult  # the earlier name
 
 
 class Predictor:
-    """Run a model over whole videos, clip by clip.
+    """Run a model over whole videos (or live streams), clip by clip.
 
-    `source` is an EfficientVIS module or a checkpoint path (PyTorch backend).
+    `source`: an exported bundle folder (or `Bundle`), a checkpoint `.pt`, or an
+    EfficientVIS module. `backend`: auto | torch | ort | trt (auto: TensorRT if this GPU
+    has an engine, else ONNX Runtime; a checkpoint/model always runs on torch).
+    `device`: cpu | cuda | None (best available).
     """
 
-    def __init__(self, source, backend: str = "torch", precision: str = "fp32", device: str = "cpu",
-                 top_k: int = 10, score_threshold: float = 0.0, mask_threshold: float = 0.5):
+    def __init__(self, source: Any, backend: str = "auto", precision: str = "fp32", device: str | None = None, *,
+                 top_k: int = 10, score_threshold: float = 0.0, mask_threshold: float = 0.5, queue_size: int = 2,
+                 providers=None, cuda_graph: bool = False, threads: int | None = None):
+        from efficientvis_trt.runtime.resolve import load_runtime
+
+        if top_k < 1:
+            raise EvisError(f"top-k must be >= 1, got {top_k}")
+        if not 0.0 <= mask_threshold <= 1.0:
+            raise EvisError(f"mask threshold must be in [0, 1], got {mask_threshold}")
         self.top_k, self.score_threshold, self.mask_threshold = top_k, score_threshold, mask_threshold
-        self.backend, self.clip_len, self.input_hw, self.init_state, self.class_names = _resolve(
-            source, backend, precision, device)
+        self.queue_size = queue_size
+        rt = load_runtime(source, backend, precision, device, providers=providers, cuda_graph=cuda_graph,
+                          threads=threads)
+        self.runtime = rt
+        self.backend = rt.backend
+        self.clip_len, self.input_hw, self.init_state = rt.clip_len, tuple(rt.input_hw), rt.init_state
+        self.class_names = rt.class_names
+        self.backend_reason = rt.reason
+        self.precision = precision
+        self.state: dict[str, Any] = {}
+        self._active: VideoRun | None = None
         self.reset()
 
     # ---- state ----------------------------------------------------------------------
@@ -62,27 +122,105 @@ class Predictor:
         query, boxes = self.init_state
         self.state = {"query_in": np.asarray(query, np.float32), "boxes_in": np.asarray(boxes, np.float32)}
 
-    def run_clip(self, canvas_frames: list[np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-        """One letterboxed clip through the backend; carries the state. Returns (outputs, seconds)."""
-        inputs = {"frames": np.stack(canvas_frames), **self.state}
+    def state_to_host(self) -> dict[str, np.ndarray]:
+        """The carried state as numpy (a device-to-host copy; the loop itself never needs one)."""
+        return {k: self.backend.to_host(v) for k, v in self.state.items()}
+
+    def run_clip(self, canvas_frames: np.ndarray | list[np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+        """One letterboxed clip through the backend; carries the state on the device. Returns (outputs, seconds)."""
+        frames = canvas_frames if isinstance(canvas_frames, np.ndarray) else np.stack(canvas_frames)
+        inputs = {"frames": frames, **self.state}
         start = time.perf_counter()
-        out = self.backend.run(inputs)
+        out = self.backend.run(inputs, keep_on_device=STATE_OUTPUTS)
         latency = time.perf_counter() - start
-        self.state = {"query_in": out["query_out"], "boxes_in": out["boxes_out"]}
+        self.state = {STATE_INPUT_OF[k]: out.pop(k) for k in STATE_OUTPUTS}
         return out, latency
 
-    # ---- whole video ----------------------------------------------------------------
-    def predict_video(self, path: str | os.PathLike, max_frames: int | None = None) -> VideoResult:
-        self.reset()
-        timings = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
-        latencies: list[float] = []
-        letterbox: Letterbox | None = None
-        acc: TrackAccumulator | None = None
-        frames = iter_frames(path, max_frames)
-        canvas: list[np.ndarray] = []
+    # ---- streaming -------------------------------------------------------------------
+    def stream(self, source: str | os.PathLike | int | FrameSource | Iterable[np.ndarray], *,
+               max_frames: int | None = None, keep_history: bool = True, live: bool | None = None,
+               overlay: str | os.PathLike | None = None) -> "VideoRun":
+        """A run over one input; iterate it for `ClipResult`s, then call `.result()`.
 
-        def timed_frames():
-            nonlocal letterbox
+        `source` is a video file, a frame folder, a camera index / stream URL, a
+        `FrameSource`, or any iterable of BGR frames. `overlay` streams an overlay video of
+        the running tracks (for live inputs; files get the final tracks via `predict_video`).
+        """
+        return VideoRun(self, source, max_frames=max_frames, keep_history=keep_history, live=live,
+                        overlay=overlay)
+
+    def feed(self, frames: Iterable[np.ndarray], keep_history: bool = False) -> Iterator[ClipResult]:
+        """Streaming over in-memory/live frames: yields each clip's result as soon as it is post-processed.
+
+        Clips fill as frames arrive; the last one is padded only when the iterable ends.
+        """
+        yield from self.stream(iter(frames), keep_history=keep_history)
+
+    def predict_video(self, path: str | os.PathLike | FrameSource, max_frames: int | None = None, *,
+                      overlay: str | os.PathLike | None = None,
+                      progress: Callable[[int], None] | None = None) -> VideoResult:
+        """Whole video -> tracks (top-k (query, class) pairs by mean probability).
+
+        `overlay`: write an mp4 of the final tracks (a second decoding pass, streamed).
+        `progress(n)`: called with the number of frames each finished clip adds.
+        """
+        run = self.stream(path, max_frames=max_frames, keep_history=True, live=False)
+        for clip in run:
+            if progress is not None:
+                progress(clip.valid)
+        result = run.result()
+        if overlay is not None:
+            from efficientvis_trt.runtime.overlay import render_tracks
+
+            t0 = time.perf_counter()
+            render_tracks(run.source, result.tracks, overlay, max_frames)
+            result.timings["overlay"] = time.perf_counter() - t0
+        return result
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> "Predictor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class VideoRun:
+    """One input through the threaded clip loop; see `Predictor.stream`."""
+
+    def __init__(self, predictor: Predictor, source, *, max_frames: int | None, keep_history: bool,
+                 live: bool | None, overlay: str | os.PathLike | None):
+        self.p = predictor
+        if isinstance(source, FrameSource):
+            self.source: FrameSource | None = source
+            self._frames = lambda: source.frames(max_frames)
+        elif isinstance(source, (str, os.PathLike, int)):
+            self.source = open_source(source, live)
+            self._frames = lambda: self.source.frames(max_frames)
+        else:
+            self.source = None
+            it = iter(source)
+            self._frames = lambda: it if max_frames is None else _take(it, max_frames)
+        self.name = self.source.spec if self.source is not None else "<frames>"
+        self.keep_history = keep_history
+        self.overlay_path = Path(overlay) if overlay is not None else None
+        self.timings = {k: 0.0 for k in STAGES}
+        self.latencies: list[float] = []
+        self.acc: TrackAccumulator | None = None
+        self.letterbox: Letterbox | None = None
+        self._overlay = None
+        self._started = False
+        self._finished = False
+
+    # the three stages ------------------------------------------------------------------
+    def _produce(self) -> Iterator[ClipJob]:
+        p, timings = self.p, self.timings
+        keep_originals = self.overlay_path is not None
+        frames = iter(self._frames())
+
+        def canvases():
             while True:
                 t0 = time.perf_counter()
                 try:
@@ -90,56 +228,106 @@ class Predictor:
                 except StopIteration:
                     return
                 t1 = time.perf_counter()
-                if letterbox is None:
-                    letterbox = Letterbox(frame.shape[:2], self.input_hw)
-                out = letterbox.apply(frame)
+                if self.letterbox is None:
+                    self.letterbox = Letterbox(frame.shape[:2], p.input_hw)
+                canvas = self.letterbox.apply(frame)
+                t2 = time.perf_counter()
                 timings["decode"] += t1 - t0
-                timings["preprocess"] += time.perf_counter() - t1
-                yield out
+                timings["preprocess"] += t2 - t1
+                yield canvas, (frame if keep_originals else None), t1
 
-        for canvas, valid in iter_clips(timed_frames(), self.clip_len):
-            out, latency = self.run_clip(canvas)
-            latencies.append(latency)
-            timings["model"] += latency
-            t0 = time.perf_counter()
-            if acc is None:
-                acc = TrackAccumulator(letterbox, self.mask_threshold)
-            acc.add_clip(out, valid)
-            timings["postprocess"] += time.perf_counter() - t0
-        assert acc is not None and letterbox is not None  # iter_frames raises on a video with no frames
+        first = 0
+        try:
+            for index, (items, valid) in enumerate(iter_clips(canvases(), p.clip_len)):
+                t0 = time.perf_counter()
+                canvas = np.stack([c for c, _, _ in items])
+                timings["preprocess"] += time.perf_counter() - t0
+                originals = [o for o, _, _ in items[:valid]] if keep_originals else None
+                yield ClipJob(index, first, valid, canvas, self.letterbox, originals, items[valid - 1][2])
+                first += valid
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    def _infer(self, job: ClipJob) -> tuple[ClipJob, dict[str, np.ndarray], float]:
+        out, latency = self.p.run_clip(job.canvas)
+        self.latencies.append(latency)
+        self.timings["model"] += latency
+        return job, out, latency
+
+    def _post(self, item: tuple[ClipJob, dict[str, np.ndarray], float]) -> ClipResult:
+        job, out, latency = item
+        p = self.p
         t0 = time.perf_counter()
-        tracks = acc.finish(self.top_k, self.score_threshold)
-        timings["postprocess"] += time.perf_counter() - t0
-        h, w = letterbox.src_hw
-        return VideoResult(str(path), h, w, acc.num_frames, tracks, timings, latencies)
+        if self.acc is None:
+            self.acc = TrackAccumulator(job.letterbox, p.mask_threshold, self.keep_history, p.class_names)
+        trimmed = {k: out[k][:, :job.valid] for k in PER_FRAME_OUTPUTS}
+        post = self.acc.add_clip(trimmed, job.valid)
+        instances = self.acc.clip_instances(post, p.top_k, p.score_threshold)
+        if self._overlay is not None and job.originals is not None:
+            self._draw_live(job, instances)
+        self.timings["postprocess"] += time.perf_counter() - t0
+        return ClipResult(job.index, job.first_frame, job.valid, latency, trimmed, instances,
+                          time.perf_counter() - job.decoded_at)
 
-    def feed(self, frames: Iterable[np.ndarray]) -> Iterator[ClipOutput]:
-        """Streaming: letterboxed clips of `frames` as they fill (no padding until the stream ends)."""
-        letterbox = None
-        for index, (clip, valid) in enumerate(iter_clips(frames, self.clip_len)):
-            if letterbox is None:
-                letterbox = Letterbox(clip[0].shape[:2], self.input_hw)
-            out, latency = self.run_clip([letterbox.apply(f) for f in clip])
-            yield ClipOutput(index, valid, {k: v[:, :valid] if k in ("logits", "boxes", "mask_logits") else v
-                                            for k, v in out.items()}, latency)
+    def _draw_live(self, job: ClipJob, instances: list[list[Instance]]) -> None:
+        from efficientvis_trt.runtime.overlay import draw_instances
+        from efficientvis_trt.runtime.postprocess import decode_rle
+
+        for frame, frame_instances in zip(job.originals, instances):
+            items = [(i.query_index, decode_rle(i.segmentation), i.box, f"{i.class_name} {i.score:.2f}")
+                     for i in frame_instances]
+            self._overlay.write(draw_instances(frame, items))
+
+    # running ---------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[ClipResult]:
+        if self._started:
+            raise EvisError("a VideoRun can only be iterated once")
+        if self.p._active is not None:
+            raise EvisError(f"this Predictor is already running {self.p._active.name}: one video at a time "
+                            "(the carried state belongs to one stream); use a second Predictor")
+        self._started = True
+        self.p._active = self
+        self.p.reset()
+        self._overlay = None
+        if self.overlay_path is not None:
+            from efficientvis_trt.runtime.overlay import OverlayWriter
+
+            fps = self.source.fps if self.source is not None else 0.0
+            self._overlay = OverlayWriter(self.overlay_path, fps, keep_on_interrupt=True)
+        start = time.perf_counter()
+        loop = ThreadedClipLoop(self._produce, self._infer, self._post, self.p.queue_size)
+        try:
+            if self._overlay is not None:
+                with self._overlay:
+                    yield from loop
+            else:
+                yield from loop
+        finally:
+            self.timings["wall"] = time.perf_counter() - start
+            self.p._active = None
+        if self.acc is None:
+            raise EvisError(f"no frames in {self.name}")
+        self._finished = True
+
+    def result(self) -> VideoResult:
+        """The whole-video result (after iterating; needs keep_history=True)."""
+        if not self._started:
+            for _ in self:
+                pass
+        if not self._finished or self.acc is None or self.letterbox is None:
+            raise EvisError(f"the run over {self.name} did not finish")
+        tracks: list[Track] = self.acc.finish(self.p.top_k, self.p.score_threshold) if self.keep_history else []
+        h, w = self.letterbox.src_hw
+        return VideoResult(self.name, h, w, self.acc.num_frames, tracks, dict(self.timings), list(self.latencies))
 
 
-def _resolve(source, backend: str, precision: str, device: str):
-    """-> (backend object, clip_len, input_hw, init_state, class_names)."""
-    from efficientvis_trt.model.checkpoint import default_class_names, load_checkpoint
-    from efficientvis_trt.runtime.backends import TorchBackend
-
-    if backend != "torch":
-        raise EvisError(f"backend {backend!r} needs a bundle; see `evis infer`")
-    if isinstance(source, (str, os.PathLike)):
-        model, payload = load_checkpoint(source)
-        names = payload["class_names"]
-    else:
-        model, names = source, default_class_names(source.config.model.num_classes)
-    m = model.config.model
-    query, boxes = model.initial_state()
-    return (TorchBackend(model, device, precision), m.clip_len, tuple(m.input_size),
-            (query.numpy(), boxes.numpy()), names)
+def _take(it: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
+    for i, x in enumerate(it):
+        if i >= n:
+            return
+        yield x
 
 
-__all__ = ["Predictor", "iter_clips", "Track", "VideoResult", "ClipOutput"]
+__all__ = ["Predictor", "VideoRun", "iter_clips", "ClipResult", "ClipOutput", "Track", "VideoResult"]

@@ -1,0 +1,336 @@
+#!/usr/bin/env python
+"""Issue 8: what fp16 and int8 graphs cost and buy on ONNX Runtime's CPU provider (tiny and r50).
+
+For each config: export a random-init bundle (`evis export --config X --init random`, random
+weights are fine for speed), build its fp16 and int8 graphs (`evis build`), then
+- accuracy: outputs of each precision vs fp32 on the second clip of bikes.mp4 (state carried);
+- speed: one clip per session, sessions interleaved round by round (order rotated), so a
+  busy shared machine slows every precision alike; median and min latency per clip.
+The int8 graph as built (Q/DQ + fp16 rest, the TensorRT form) is compared with the same
+quantization in ONNX Runtime's CPU-friendly forms (`--variants`): QDQ with fp32 float parts
+(inputs only, and with output Q/DQ so ORT fuses QLinearConv) and QOperator.
+
+Writes JSON to WORKDIR/precision_throughput.json and the "Precision (issue 8)" section of
+benchmarks/RESULTS.md (between markers; the rest of the file is left alone).
+
+    python benchmarks/precision_throughput.py --configs tiny r50 --variants
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+START = "<!-- precision-issue-8:start -->"
+END = "<!-- precision-issue-8:end -->"
+OUTPUTS = ("logits", "boxes", "mask_logits", "query_out", "boxes_out")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cpu_flags() -> list[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "f16c", "avx512_fp16") if f in flags]
+
+
+def ensure_bundle(config: str, workdir: Path, calib_clips: int, seed: int, log, rebuild: bool = False) -> Path:
+    """Export (random init) and build fp16/int8 if missing (or always, with `rebuild`)."""
+    from efficientvis_trt.calib.build import BuildOptions, build
+    from efficientvis_trt.export.exporter import export_bundle
+
+    path = workdir / config
+    if not (path / "model.onnx").is_file():
+        log(f"[{config}] exporting (random init) ...")
+        export_bundle(path, config=config, init="random", seed=0, verify=False, echo=None)
+    for precision in ("fp16", "int8"):
+        if rebuild or not (path / f"model.{precision}.onnx").is_file():
+            log(f"[{config}] building {precision} ({calib_clips} calibration clips) ...")
+            t = time.perf_counter()
+            build(path, BuildOptions(precision=precision, calib_clips=calib_clips, seed=seed))
+            log(f"[{config}] {precision} built in {time.perf_counter() - t:.0f} s")
+    return path
+
+
+def real_clips(bundle, fp32_session, video: str, count: int = 2) -> list[dict]:
+    """Consecutive clips of a sample video, state carried by the fp32 graph."""
+    from efficientvis_trt.calib.ort_utils import run
+    from efficientvis_trt.video import Letterbox, read_frames, sample_video
+
+    t = bundle.clip_len
+    frames = read_frames(sample_video(video), max_frames=count * t)
+    lb = Letterbox(frames[0].shape[:2], bundle.input_hw)
+    canvas = np.stack([lb.apply(f) for f in frames])
+    q, b = bundle.init_state()
+    feeds = []
+    for k in range(count):
+        feed = {"frames": canvas[k * t:(k + 1) * t], "query_in": q, "boxes_in": b}
+        feeds.append(feed)
+        out = run(fp32_session, feed)
+        q, b = out["query_out"], out["boxes_out"]
+    return feeds
+
+
+def accuracy(ref: dict, got: dict) -> dict:
+    """Max abs difference per output, relative to the fp32 range, plus decision agreement."""
+    out = {}
+    for k in OUTPUTS:
+        d = float(np.abs(got[k].astype(np.float64) - ref[k]).max())
+        out[k] = {"max_abs": d, "rel_to_range": d / max(float(np.ptp(ref[k])), 1e-12)}
+    out["top_class_agree"] = float(np.mean(ref["logits"].argmax(-1) == got["logits"].argmax(-1)))
+    out["mask_pixel_agree"] = float(np.mean((ref["mask_logits"] > 0) == (got["mask_logits"] > 0)))
+    return out
+
+
+def time_sessions(sessions: dict, feed: dict, rounds: int, warmup: int) -> dict:
+    from efficientvis_trt.calib.ort_utils import run
+
+    names = list(sessions)
+    for name in names:
+        for _ in range(warmup):
+            run(sessions[name], feed)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            t = time.perf_counter()
+            run(sessions[name], feed)
+            times[name].append(time.perf_counter() - t)
+    return {n: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v), "runs": len(v)}
+            for n, v in times.items()}
+
+
+def variant_models(bundle, workdir: Path, config: str, log) -> dict:
+    """The shipped int8 quantization in ORT-CPU-friendly forms (same clips, same ranges)."""
+    import onnx
+
+    from efficientvis_trt.calib import graph as G
+    from efficientvis_trt.calib import int8 as I
+    from efficientvis_trt.calib.build import read_record
+    from efficientvis_trt.calib.data import build_calibration_set
+
+    rec = read_record(bundle.path)["int8"]
+    model = onnx.load(str(bundle.onnx_path("fp32")))
+    G.ensure_node_names(model)
+    roles = G.classify(model)
+    cache = workdir / f"{config}.ranges.json"
+    calib = None
+    if not cache.is_file():
+        log(f"[{config}] calibrating variants on the build's clips (seed {rec['seed']}) ...")
+        calib = build_calibration_set(bundle.onnx_path("fp32"), bundle.init_state(), bundle.input_hw,
+                                      bundle.clip_len, None, len(rec["clips"]), rec["seed"])
+    out = {}
+    r = I.quantize(model, calib, roles, rec["fp16"]["kept_fp32"], method=rec["int8"]["method"], keep_fp32=True,
+                   cache=cache)
+    out["int8 QDQ, fp32 rest"] = r.qdq_fp32
+    out["int8 QDQ+output Q, fp32 rest"] = I.quantize_for_cpu(model, None, roles, cache, rec["int8"]["method"],
+                                                             qoperator=False, output_quant=True)
+    out["int8 QOperator, fp32 rest"] = I.quantize_for_cpu(model, None, roles, cache, rec["int8"]["method"],
+                                                          qoperator=True)
+    out["int8 QDQ u8 act. asym. (ORT x86 recipe)"] = I.quantize_for_cpu(model, None, roles, cache,
+                                                                      rec["int8"]["method"], u8_activations=True)
+    return out
+
+
+FUSED_OPS = ("QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "QLinearAdd", "ConvInteger", "MatMulInteger",
+             "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "Conv", "FusedConv", "NchwcConv",
+             "MatMul", "FusedMatMul", "Gemm", "Cast")
+
+
+def fused_ops(model) -> dict[str, int]:
+    """Op counts after ONNX Runtime's CPU graph optimisations: which Q/DQ patterns became int8 kernels."""
+    import collections
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
+        data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
+        ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
+        opt = onnx.load(so.optimized_model_filepath, load_external_data=False)
+    counts = collections.Counter(n.op_type for n in opt.graph.node)
+    return {k: counts[k] for k in FUSED_OPS if counts.get(k)}
+
+
+def fmt_ms(v: float) -> str:
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def render(results: dict) -> str:
+    env = results["environment"]
+    lines = [START, "## Precision (issue 8)", "",
+             f"ONNX Runtime {env['onnxruntime']} CPUExecutionProvider on {env['cpu']} ({env['cores']} cores, "
+             f"{env['threads']} intra-op threads; CPU flags: {', '.join(env['cpu_flags']) or 'n/a'}), "
+             f"{env['date']}. Load average during the run: {env['load_before']} -> {env['load_after']} "
+             "(a shared machine: sessions are timed interleaved, so the ratios are fairer than the absolute times).",
+             "", "Command:", "", "```", env["command"], "```", "",
+             "Random-init bundles (`evis export --config X --init random`), graphs from `evis build --precision "
+             f"fp16|int8` ({env['calib_clips']} calibration clips, seed {env['seed']}, minmax). Latency = one clip "
+             f"(T frames) through the graph, median of {env['rounds']} interleaved rounds per config "
+             "(min in brackets).",
+             ""]
+    for cfg, r in results["configs"].items():
+        lines += [f"### {cfg} (clip {r['clip_len']} x {r['input_hw'][0]}x{r['input_hw'][1]})", "",
+                  "| graph | ms / clip | clips/s | vs fp32 | logits max abs diff | boxes max abs diff | "
+                  "mask logits max abs diff | top-class agree | mask pixel agree |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, t in r["timing"].items():
+            acc = r["accuracy"].get(name)
+            acc_cells = ("| - | - | - | - | - |" if acc is None else
+                         f"| {acc['logits']['max_abs']:.3g} | {acc['boxes']['max_abs']:.3g} | "
+                         f"{acc['mask_logits']['max_abs']:.3g} | {100 * acc['top_class_agree']:.1f}% | "
+                         f"{100 * acc['mask_pixel_agree']:.1f}% |")
+            lines.append(f"| {name} | {fmt_ms(t['median_ms'])} ({fmt_ms(t['min_ms'])}) | {1e3 / t['median_ms']:.2f} | "
+                         f"{t['vs_fp32']:.2f}x {acc_cells}")
+        lines.append("")
+        if r.get("ops_after_ort_optimisation"):
+            lines.append("Ops after ONNX Runtime's CPU optimisations (which Q/DQ patterns became int8 kernels):")
+            lines.append("")
+            for name, counts in r["ops_after_ort_optimisation"].items():
+                lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+            lines.append("")
+        lines.append(f"INT8/FP32 throughput ratio ({cfg}, the int8 graph as built): **{r['int8_fp32_ratio']:.2f}x**"
+                     + (f"; best CPU form ({r['best_cpu_int8']}): **{r['best_cpu_int8_ratio']:.2f}x**"
+                        if r.get("best_cpu_int8") else "") + ".")
+        lines.append("")
+    lines += [results.get("notes", "").strip(), END]
+    return "\n".join(lines) + "\n"
+
+
+def write_results_md(path: Path, section: str) -> None:
+    from efficientvis_trt.io_utils import write_text_atomic
+
+    text = path.read_text() if path.is_file() else "# Benchmark results\n"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + section.rstrip("\n") + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    write_text_atomic(path, text)
+
+
+NOTES = """\
+Reading the table. "int8 (graph as built)" is `model.int8.onnx`: explicit Q/DQ on the inputs of the
+quantized Conv/MatMul/Gemm/Add, everything else fp16 (RoIAlign, softmax, predictors and box
+decoding fp32): the form TensorRT builds strongly typed. ONNX Runtime's CPU provider fuses int8
+kernels (QLinearConv, MatMulInteger) only from fp32 Q/DQ patterns and has few fp16 CPU kernels, so
+on this CPU that graph runs as dequantize + fp32/fp16 math with casts: correct, not fast. The
+variants re-express the same quantization (same clips, same ranges) for ORT's CPU kernels; they
+are measurement aids (`efficientvis_trt.calib.int8.quantize_for_cpu`), not what TensorRT gets.
+The fp16 graph on CPU likewise mostly runs through fp32 kernels with casts (x86 ORT has few fp16
+kernels): its value is on GPUs. Accuracy columns compare with the fp32 graph on the second clip
+of bikes.mp4 (state carried); random weights, so these are numeric deltas, not AP."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", nargs="+", default=["tiny", "r50"])
+    p.add_argument("--workdir", type=Path, default=ROOT / "bench_out" / "precision")
+    p.add_argument("--calib-clips", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rounds", type=int, default=0, help="timed rounds (default: 20 tiny, 5 others)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (default: all cores)")
+    p.add_argument("--video", default="bikes.mp4")
+    p.add_argument("--variants", action="store_true", help="also time the int8 quantization in ORT-CPU forms")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the fp16/int8 graphs of existing bundles")
+    p.add_argument("--results-md", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    p.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
+    args = p.parse_args(argv)
+
+    import onnxruntime
+
+    from efficientvis_trt.calib.ort_utils import make_session, run
+    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.io_utils import write_json_atomic
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    threads = args.threads or os.cpu_count() or 1
+    env = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "cpu_flags": cpu_flags(),
+           "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
+           "date": datetime.date.today().isoformat(), "load_before": round(os.getloadavg()[0], 1),
+           "command": "python benchmarks/precision_throughput.py "
+                      + " ".join(argv if argv is not None else sys.argv[1:]),
+           "calib_clips": args.calib_clips, "seed": args.seed}
+    results: dict = {"environment": env, "configs": {}, "notes": NOTES}
+    for cfg in args.configs:
+        bundle = Bundle.open(ensure_bundle(cfg, args.workdir, args.calib_clips, args.seed, log, args.rebuild))
+        rounds = args.rounds or (20 if cfg == "tiny" else 5)
+        env["rounds"] = args.rounds or "20 (tiny) / 5 (others)"
+        sess32 = make_session(bundle.onnx_path("fp32"), threads=threads)
+        feeds = real_clips(bundle, sess32, args.video)
+        feed = feeds[1]
+        ref = run(sess32, feed)
+        models = {"fp32": bundle.onnx_path("fp32"), "fp16": bundle.onnx_path("fp16"),
+                  "int8 (graph as built)": bundle.onnx_path("int8")}
+        groups = [models]
+        if args.variants:
+            groups.append({"fp32": models["fp32"], **variant_models(bundle, args.workdir, cfg, log)})
+        timing: dict = {}            # row name -> {median_ms, min_ms, runs, vs_fp32}
+        acc: dict = {}
+        ops: dict = {}
+        for gi, group in enumerate(groups):
+            sessions = {name: (sess32 if name == "fp32" else make_session(m, threads=threads))
+                        for name, m in group.items()}
+            for name, s in sessions.items():
+                if name != "fp32":
+                    acc[name] = accuracy(ref, run(s, feed))
+                if name.startswith("int8"):
+                    ops[name] = fused_ops(group[name])
+            log(f"[{cfg}] timing {', '.join(sessions)} ({rounds} rounds) ...")
+            t = time_sessions(sessions, feed, rounds, args.warmup)
+            base = t["fp32"]["median_ms"]      # ratios within a group: timed interleaved with this fp32
+            for name, v in t.items():
+                v["vs_fp32"] = base / v["median_ms"]
+                timing[name if not (gi and name == "fp32") else "fp32 (re-timed with the variants)"] = v
+            del sessions
+        r = {"clip_len": bundle.clip_len, "input_hw": list(bundle.input_hw), "timing": timing, "accuracy": acc,
+             "ops_after_ort_optimisation": ops,
+             "int8_fp32_ratio": timing["int8 (graph as built)"]["vs_fp32"]}
+        cpu_forms = {k: v for k, v in timing.items() if k.startswith("int8") and "as built" not in k}
+        if cpu_forms:
+            best = max(cpu_forms, key=lambda k: cpu_forms[k]["vs_fp32"])
+            r["best_cpu_int8"], r["best_cpu_int8_ratio"] = best, cpu_forms[best]["vs_fp32"]
+        results["configs"][cfg] = r
+        log(json.dumps({k: round(v["median_ms"], 1) for k, v in timing.items()}))
+    env["load_after"] = round(os.getloadavg()[0], 1)
+    write_json_atomic(args.workdir / "precision_throughput.json", results)
+    section = render(results)
+    print(section)
+    if not args.no_write:
+        write_results_md(args.results_md, section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,404 @@
+"""PyTorch -> per-clip ONNX graph (DESIGN §3) -> bundle (DESIGN §4).
+
+Exporter choice: the dynamo exporter (torch.export + onnxscript) first, the TorchScript
+exporter as fallback (torch deprecates it); `exporter="dynamo"|"torchscript"` forces one
+and the bundle records which ran. Both write the same custom node (see `torch_ops`).
+
+The bundle is assembled in a temp sibling folder and swapped in whole
+(`io_utils.atomic_dir`): an interrupted or failed export (verification over tolerance
+included) leaves no half bundle and an existing bundle untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import platform
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from efficientvis_trt.errors import EvisError
+
+log = logging.getLogger(__name__)
+
+FLAVOURS = ("plugin", "inline")
+EXPORTERS = ("auto", "dynamo", "torchscript")
+DEFAULT_OPSET = 18
+DYNAMO_MIN_OPSET = 18  # torch 2.13's dynamo exporter writes opset 18 when asked for 16/17
+
+
+def check_options(flavour: str, opset: int, exporter: str) -> None:
+    from efficientvis_trt.export.roi_align_onnx import MIN_OPSET
+
+    if flavour not in FLAVOURS:
+        raise EvisError(f"--flavour must be one of {', '.join(FLAVOURS)}, got {flavour!r}")
+    if exporter not in EXPORTERS:
+        raise EvisError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
+    if int(opset) < MIN_OPSET:
+        raise EvisError(f"--opset {opset} is too old: RoiAlign's half_pixel mode needs opset >= {MIN_OPSET} "
+                        "(TensorRT silently falls back to output_half_pixel below it)")
+    if int(opset) > 23:
+        raise EvisError(f"--opset {opset} is newer than the exporters support (<= 23)")
+
+
+# ---- torch -> ONNX ------------------------------------------------------------------------
+def _clip_graph(model):
+    """forward_clip with outputs as a tuple in DESIGN §3 order (exporters name outputs positionally)."""
+    import torch
+
+    from efficientvis_trt.export.bundle import OUTPUT_NAMES
+
+    class ClipGraph(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, frames, query_in, boxes_in):
+            out = self.inner.forward_clip(frames, query_in, boxes_in)
+            return tuple(out[k] for k in OUTPUT_NAMES)
+
+    return ClipGraph(model).eval()
+
+
+@contextlib.contextmanager
+def export_roi_align(model, route: str) -> Iterator[None]:
+    """Temporarily swap every stage's RoIAlign for the single-op export version (no model copy)."""
+    from efficientvis_trt.export.torch_ops import ExportRoIAlign
+
+    originals = [stage.roi_align for stage in model.stages]
+    try:
+        for stage, orig in zip(model.stages, originals):
+            stage.roi_align = ExportRoIAlign(orig.attrs, route)
+        yield
+    finally:
+        for stage, orig in zip(model.stages, originals):
+            stage.roi_align = orig
+
+
+@contextlib.contextmanager
+def _quiet(verbose: bool) -> Iterator[io.StringIO]:
+    """The exporters print progress and warnings; keep them for errors, show them only with -v."""
+    buf = io.StringIO()
+    if verbose:
+        yield buf
+        return
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir",
+                                              "onnxslim")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(buf):
+            warnings.simplefilter("ignore")
+            yield buf
+    finally:
+        for lg, lvl in zip(loggers, levels):
+            lg.setLevel(lvl)
+
+
+def _example_inputs(model, clip_len: int, input_hw: tuple[int, int]):
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (clip_len, *input_hw, 3), dtype=torch.uint8, generator=g)
+    query, boxes = model.initial_state()
+    return frames, query, boxes
+
+
+def torch_to_onnx(model, clip_len: int, input_hw: tuple[int, int], opset: int, route: str,
+                  verbose: bool = False):
+    """One exporter run -> ModelProto with the custom node (no local function yet)."""
+    import onnx
+    import torch
+
+    from efficientvis_trt.export.bundle import INPUT_NAMES, OUTPUT_NAMES
+    from efficientvis_trt.export.torch_ops import onnx_translation_table
+
+    args = _example_inputs(model, clip_len, input_hw)
+    wrapper = _clip_graph(model)
+    with export_roi_align(model, route), _quiet(verbose), torch.no_grad():
+        if route == "dynamo":
+            program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset,
+                                        input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
+                                        custom_translation_table=onnx_translation_table(), external_data=False,
+                                        optimize=True, verbose=False)
+            return program.model_proto
+        buf = io.BytesIO()
+        torch.onnx.export(wrapper, args, buf, dynamo=False, opset_version=opset, input_names=list(INPUT_NAMES),
+                          output_names=list(OUTPUT_NAMES), do_constant_folding=True,
+                          custom_opsets={"efficientvis": 1})
+        return onnx.load_from_string(buf.getvalue())
+
+
+def export_onnx(model, clip_len: int, input_hw: tuple[int, int], flavour: str = "plugin", opset: int = DEFAULT_OPSET,
+                exporter: str = "auto", verbose: bool = False):
+    """The per-clip graph as a ModelProto (+ info: which exporter ran, and why a fallback happened)."""
+    from efficientvis_trt.export.roi_align_onnx import attach_function, inline_function
+
+    check_options(flavour, opset, exporter)
+    routes = ["dynamo", "torchscript"] if exporter == "auto" else [exporter]
+    errors: list[str] = []
+    if exporter == "auto" and opset < DYNAMO_MIN_OPSET:
+        routes = ["torchscript"]
+        errors.append(f"dynamo: skipped, it writes opset >= {DYNAMO_MIN_OPSET} only (torch 2.13)")
+    proto = None
+    for route in routes:
+        try:
+            proto = torch_to_onnx(model, clip_len, input_hw, opset, route, verbose)
+            got = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+            if got != opset:  # the dynamo exporter emits >= 18 whatever was asked
+                raise RuntimeError(f"asked for opset {opset}, the exporter wrote opset {got}")
+            break
+        except Exception as exc:  # exporter internals raise anything; the fallback is the point
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            errors.append(f"{route}: {type(exc).__name__}: {first[:300]}")
+            log.warning("%s exporter failed (%s)%s", route, first[:200],
+                        "; falling back to the TorchScript exporter" if route != routes[-1] else "")
+            if route == routes[-1]:
+                raise RuntimeError(f"ONNX export failed with every exporter: {'; '.join(errors)}") from exc
+    attach_function(proto, opset)
+    if flavour == "inline":
+        proto = inline_function(proto)
+    proto.producer_name = "efficientvis-trt"
+    info = {"exporter": route, "exporter_fallback_reason": errors or None}
+    return proto, info
+
+
+# ---- graph checks --------------------------------------------------------------------------
+def check_graph(path: Path, expected_io: list[dict], flavour: str, attrs: dict, num_stages: int,
+                roi_shape: list[int]) -> dict[str, Any]:
+    """checker (full) + shape inference + the I/O contract + the RoIAlign node/function contract."""
+    import onnx
+
+    from efficientvis_trt.export.bundle import check_onnx_io
+    from efficientvis_trt.export.roi_align_onnx import custom_nodes, node_attributes
+    from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE
+
+    onnx.checker.check_model(str(path), full_check=True)
+    check_onnx_io(path, expected_io)
+    model = onnx.load(str(path))
+    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inferred.graph.value_info}
+    info: dict[str, Any] = {}
+    if flavour == "plugin":
+        nodes = custom_nodes(model)
+        if len(nodes) != num_stages:
+            raise RuntimeError(f"expected {num_stages} {DOMAIN}::{OP_TYPE} nodes, found {len(nodes)}")
+        for node in nodes:
+            if node_attributes(node) != attrs:
+                raise RuntimeError(f"node {node.name} has attributes {node_attributes(node)}, expected {attrs}")
+            if len(node.input) != 5:
+                raise RuntimeError(f"node {node.name} has {len(node.input)} inputs, expected 5 (P2..P5, rois)")
+            got = shapes.get(node.output[0])
+            if got != roi_shape:
+                raise RuntimeError(f"shape inference gives {got} for {node.name}'s output, expected {roi_shape}")
+        funcs = [f for f in model.functions if f.domain == DOMAIN and f.name == OP_TYPE]
+        if len(funcs) != 1:
+            raise RuntimeError(f"the model-local function {DOMAIN}::{OP_TYPE} is missing")
+        if not any(o.domain == DOMAIN for o in model.opset_import):
+            raise RuntimeError(f"the model does not import the {DOMAIN} domain")
+        info.update(nodes=len(nodes), local_function=True)
+    else:
+        if any(n.domain == DOMAIN for n in model.graph.node) or model.functions or \
+                any(o.domain == DOMAIN for o in model.opset_import):
+            raise RuntimeError(f"inline flavour still references the {DOMAIN} domain")
+        roi = [n for n in model.graph.node if n.op_type == "RoiAlign"]
+        if len(roi) != 4 * num_stages:
+            raise RuntimeError(f"inline flavour: expected {4 * num_stages} RoiAlign nodes, found {len(roi)}")
+        info.update(nodes=0, roi_align_nodes=len(roi), local_function=False)
+    info["graph_nodes"] = len(model.graph.node)
+    return info
+
+
+def simplify(proto):
+    """onnxslim (constant folding, fusions). Returns (model, tool string) or (None, reason)."""
+    try:
+        import onnxslim
+    except ImportError:
+        return None, "onnxslim not installed"
+    try:
+        with _quiet(False):
+            return onnxslim.slim(proto), f"onnxslim {getattr(onnxslim, '__version__', '?')}"
+    except Exception as exc:  # a simplifier crash must never fail the export
+        return None, f"onnxslim failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+# ---- the bundle ----------------------------------------------------------------------------
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import onnxscript
+    import torch
+
+    from efficientvis_trt import __version__
+
+    out = {"efficientvis_trt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+           "onnxruntime": onnxruntime.__version__, "onnxscript": onnxscript.__version__,
+           "numpy": np.__version__, "python": platform.python_version()}
+    try:
+        import onnxslim
+
+        out["onnxslim"] = onnxslim.__version__
+    except Exception:
+        pass
+    return out
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    from efficientvis_trt.model.checkpoint import file_sha256
+
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+
+
+def _write_state(path: Path, state: tuple[np.ndarray, np.ndarray]) -> None:
+    with open(path, "wb") as fh:
+        np.savez(fh, query=np.ascontiguousarray(state[0], np.float32), boxes=np.ascontiguousarray(state[1], np.float32))
+
+
+def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
+    from efficientvis_trt.io_utils import write_json_atomic
+
+    write_json_atomic(path, metadata)
+
+
+def export_bundle(out: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None, config: Any = None,
+                  init: str = "checkpoint", seed: int = 0, clip_len: int | None = None,
+                  size: tuple[int, int] | str | None = None, flavour: str = "plugin", opset: int = DEFAULT_OPSET,
+                  verify: bool = True, exporter: str = "auto", simplify_graph: bool = True, num_clips: int = 3,
+                  video: str | os.PathLike | None = None, verbose: bool = False,
+                  echo: Callable[[str], None] | None = print) -> Path:
+    """Export a checkpoint (or a seeded random init) to a verified bundle at `out`; returns `out`."""
+    import onnx
+    from tqdm import tqdm
+
+    from efficientvis_trt.export.bundle import (BUNDLE_FORMAT, MODEL_FILE, SCHEMA_VERSION, STATE_FILE,
+                                                METADATA_FILE, Bundle, io_table)
+    from efficientvis_trt.export.source import load_source, parse_size, weights_fingerprint
+    from efficientvis_trt.export.verify import format_report, public_report, verify_model
+    from efficientvis_trt.io_utils import atomic_dir
+    from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
+    from efficientvis_trt.video import PAD_VALUE
+
+    say = echo or (lambda _s: None)
+    check_options(flavour, opset, exporter)
+    if isinstance(size, str):
+        size = parse_size(size)
+    if verify and num_clips < 1:
+        raise EvisError(f"verification needs at least 1 clip, got {num_clips}")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EvisError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / METADATA_FILE).is_file():
+        raise EvisError(f"--out {out} is a non-empty folder that is not a bundle; refusing to replace it")
+
+    t_start = time.perf_counter()
+    src = load_source(checkpoint, config, init, seed, clip_len, size)
+    model, cfg, t = src.model, src.config, src.clip_len
+    m = cfg.model
+    hw = (int(m.input_size[0]), int(m.input_size[1]))
+    expected_io = io_table(t, hw, m.num_queries, m.hidden_dim, m.num_classes, 2 * m.pooler.resolution)
+    attrs = RoIAlignAttrs.from_pooler(m.pooler).onnx_attributes()
+    roi_shape = [t, m.num_queries, m.hidden_dim, m.pooler.resolution, m.pooler.resolution]
+    state = tuple(s.numpy() for s in model.initial_state())
+
+    steps = tqdm(total=4 if verify else 3, desc=f"export {out.name}", unit="step", disable=echo is None, leave=False)
+    steps.set_postfix_str("torch -> onnx")
+    t0 = time.perf_counter()
+    raw, info = export_onnx(model, t, hw, flavour, opset, exporter, verbose)
+    export_s = time.perf_counter() - t0
+    steps.update()
+
+    candidates: list[tuple[str | None, Any]] = []
+    notes: list[str] = [] if simplify_graph else ["simplifier disabled (--no-simplify)"]
+    if simplify_graph:
+        steps.set_postfix_str("simplify")
+        slim, note = simplify(raw)
+        if slim is not None:
+            candidates.append((note, slim))
+        else:
+            notes.append(note)
+    candidates.append((None, raw))
+    steps.update()
+
+    with atomic_dir(out) as tmp:
+        _write_state(tmp / STATE_FILE, state)
+        model_path = tmp / MODEL_FILE
+        reference = None
+        report: dict[str, Any] | None = None
+        chosen = None
+        for tool, proto in candidates:
+            onnx.save(proto, str(model_path))
+            try:
+                graph_info = check_graph(model_path, expected_io, flavour, attrs, m.num_stages, roi_shape)
+            except Exception as exc:
+                if tool is None:
+                    raise
+                notes.append(f"{tool} output failed the graph checks ({str(exc).splitlines()[0][:200]})")
+                continue
+            if verify:
+                steps.set_postfix_str("verify" + (" (simplified)" if tool else ""))
+                report = verify_model(model, model_path, state, t, hw, num_clips, video, reference, progress=False)
+                reference = report["_reference_outputs"]
+                if not report["passed"]:
+                    steps.clear()
+                    say(format_report(report))
+                    if tool is not None:
+                        notes.append(f"{tool} output failed verification, kept the un-simplified graph")
+                        continue
+                    worst = max(report["outputs"].items(), key=lambda kv: kv[1]["max_abs"] / kv[1]["limit"])
+                    raise EvisError(f"verification failed: ONNX Runtime differs from PyTorch on '{worst[0]}' by "
+                                    f"{worst[1]['max_abs']:.3g} (limit {worst[1]['limit']:.3g}); nothing written")
+            chosen = (tool, graph_info)
+            break
+        steps.update(steps.total - steps.n)
+        steps.close()
+        tool, graph_info = chosen
+        del candidates, raw
+        if verify:
+            say(format_report(report))
+
+        metadata = {
+            "format": BUNDLE_FORMAT,
+            "schema_version": SCHEMA_VERSION,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": _versions(),
+            "config": cfg.to_dict(),
+            "class_names": src.class_names,
+            "clip_len": t,
+            "input_size": list(hw),
+            "io": expected_io,
+            "letterbox": {"rule": "fit inside (keep aspect), pad bottom-right", "pad_value": PAD_VALUE,
+                          "canvas_hw": list(hw), "interpolation": "INTER_AREA when shrinking, else INTER_LINEAR",
+                          "implementation": "efficientvis_trt.video.Letterbox"},
+            "preprocessing": "in the graph: uint8 BGR NHWC -> float RGB NCHW, (x - pixel_mean) / pixel_std",
+            "clip_padding": "a video whose length is not a multiple of clip_len pads its last clip by repeating "
+                            "the last frame; outputs of padded frames are dropped",
+            "onnx": {
+                "file": MODEL_FILE, "opset": int(opset), "flavour": flavour, **info,
+                "simplifier": tool,
+                "simplifier_note": "; ".join(notes) or None,
+                "roi_align": {"domain": DOMAIN if flavour == "plugin" else None, "op_type": OP_TYPE,
+                              "attributes": attrs, **graph_info},
+            },
+            "source": src.meta,
+            "weights_sha256": weights_fingerprint(model),
+            "init_state": {"file": STATE_FILE, "query": [m.num_queries, m.hidden_dim], "boxes": [m.num_queries, 4]},
+            "precisions": {"fp32": MODEL_FILE},
+            "files": {MODEL_FILE: _file_record(model_path), STATE_FILE: _file_record(tmp / STATE_FILE)},
+            "verification": public_report(report) if verify else {"skipped": True, "reason": "--no-verify"},
+            "timing_s": {"export": round(export_s, 2), "total": round(time.perf_counter() - t_start, 2)},
+        }
+        if src.meta["kind"] == "checkpoint" and t != m.clip_len:
+            metadata["notes"] = [f"graph clip length {t} < the checkpoint's clip_len {m.clip_len}: "
+                                 f"frames use the first {t} rows of the time embedding, as forward_clip does"]
+        _write_metadata(tmp / METADATA_FILE, metadata)
+        Bundle.open(tmp)  # the bundle must open with the same checks every consumer runs
+    say(f"wrote {out} ({flavour} flavour, opset {opset}, {info['exporter']} exporter, "
+        f"{'simplified by ' + tool if tool else 'not simplified'}) in {time.perf_counter() - t_start:.1f} s")
+    return out

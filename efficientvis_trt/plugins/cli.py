@@ -1,0 +1,112 @@
+"""``evis plugins``: which MultiLevelRoIAlign path TensorRT would take on this machine, and why."""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+HELP = "show which RoIAlign path (AOT/JIT plugin, built-in RoiAlign) TensorRT would take here, and why"
+
+PTX_TARGETS = ((9, 0), (8, 7))   # datacenter Hopper, Jetson Orin
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-ptx-check", action="store_true",
+                        help="skip compiling the Triton kernel to PTX for sm_90 and sm_87 (a few seconds)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+def _probe_cuda() -> dict:
+    info: dict = {"available": False}
+    try:
+        import torch
+    except Exception as exc:
+        info["detail"] = f"torch not importable ({exc})"
+        return info
+    try:
+        if torch.cuda.is_available():
+            idx = torch.cuda.current_device()
+            major, minor = torch.cuda.get_device_capability(idx)
+            info.update(available=True, name=torch.cuda.get_device_name(idx), compute_capability=f"{major}.{minor}")
+        else:
+            build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+            info["detail"] = f"torch {torch.__version__} ({build}) sees no CUDA device"
+    except Exception as exc:
+        info["detail"] = f"CUDA probe failed ({exc})"
+    return info
+
+
+def _probe_trt() -> dict:
+    try:
+        import tensorrt
+        return {"installed": True, "version": str(tensorrt.__version__)}
+    except Exception as exc:
+        return {"installed": False, "detail": f"{type(exc).__name__}: {exc}"}
+
+
+def _ptx_checks() -> list[dict]:
+    from efficientvis_trt.errors import EvisError
+    from efficientvis_trt.plugins.spec import RoIAlignAttrs
+    from efficientvis_trt.plugins.triton_roi_align import compile_ptx
+
+    results = []
+    for cc in PTX_TARGETS:
+        entry = {"target": f"sm_{cc[0]}{cc[1]}"}
+        start = time.perf_counter()
+        try:
+            k = compile_ptx(RoIAlignAttrs(), "fp32", cc)
+            entry.update(ok=True, kernel=k.kernel_name, ptx_target=k.target, ptx_isa=k.ptx_version,
+                         ptx_bytes=len(k.ptx))
+        except EvisError as exc:
+            entry.update(ok=False, error=str(exc))
+        except Exception as exc:  # a broken Triton install must not crash the report
+            entry.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+        entry["seconds"] = round(time.perf_counter() - start, 2)
+        results.append(entry)
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    from efficientvis_trt.plugins.triton_roi_align import triton_version
+    from efficientvis_trt.plugins.trt_plugin import select_plugin_path, torch_cuda_available
+
+    trt = _probe_trt()
+    tv = triton_version()
+    cuda = _probe_cuda()
+    path = select_plugin_path(trt.get("version"), triton_available=tv is not None,
+                              torch_cuda_available=torch_cuda_available())
+    report = {
+        "path": path.mode,
+        "reason": path.reason,
+        "needs_python_at_load": path.needs_python_at_load,
+        "tensorrt": trt,
+        "triton": {"installed": tv is not None, "version": tv},
+        "cuda": cuda,
+    }
+    if tv is not None and not args.no_ptx_check:
+        report["ptx"] = _ptx_checks()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+
+    print(f"RoIAlign path: {path.mode}")
+    print(f"  why: {path.reason}")
+    print(f"  engine needs Python at load: {'yes' if path.needs_python_at_load else 'no'}")
+    print(f"TensorRT: {trt['version'] if trt['installed'] else 'not installed (' + trt['detail'] + ')'}")
+    print(f"Triton: {tv if tv else 'not installed'}")
+    if cuda["available"]:
+        print(f"CUDA device: {cuda['name']} (compute capability {cuda['compute_capability']})")
+    else:
+        print(f"CUDA device: none ({cuda.get('detail', '')})")
+    if "ptx" in report:
+        for entry in report["ptx"]:
+            if entry["ok"]:
+                print(f"PTX {entry['target']}: ok ({entry['seconds']} s): .entry {entry['kernel']}, "
+                      f".target {entry['ptx_target']}, PTX ISA {entry['ptx_isa']}")
+            else:
+                print(f"PTX {entry['target']}: FAILED ({entry['error']})")
+    elif tv is None:
+        print("PTX: not checked (Triton not installed)")
+    else:
+        print("PTX: not checked (--no-ptx-check)")
+    return 0

@@ -1,0 +1,142 @@
+"""The threaded clip loop: decode + preprocess thread -> model (caller's thread) -> post-process thread.
+
+Why three stages: decoding/letterboxing and mask pasting/RLE are CPU work that would
+otherwise sit between two model calls; with bounded queues they overlap with inference
+while memory stays bounded (at most `queue_size` clips wait between two stages, whatever
+the video length). The model runs in the caller's thread, so a backend (CUDA context,
+stream, CUDA graph) is only ever used from one thread.
+
+Errors: a worker's exception object is handed over the queue and re-raised in the
+caller's thread unchanged, so an EvisError stays the same one-line message. Stopping
+(an error anywhere, or the consumer abandoning the iterator) sets one event that every
+blocking put/get polls, so no thread waits forever.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
+
+J = TypeVar("J")
+M = TypeVar("M")
+R = TypeVar("R")
+
+_POLL_S = 0.005
+_END = object()
+
+
+class _Failure:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
+    """Blocking put that gives up (False) once `stop` is set."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.05)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+class ThreadedClipLoop(Generic[J, M, R]):
+    """Iterate to run `post(infer(job))` for every job of `produce()`, in order, three stages overlapped.
+
+    `produce` runs in a "decode" thread, `infer` in the iterating thread, `post` in a
+    "post" thread; results are yielded in the iterating thread as they finish.
+    """
+
+    def __init__(self, produce: Callable[[], Iterable[J]], infer: Callable[[J], M], post: Callable[[M], R],
+                 queue_size: int = 2, name: str = "evis"):
+        if queue_size < 1:
+            raise ValueError("queue_size must be >= 1")
+        self.produce, self.infer, self.post = produce, infer, post
+        self.queue_size = queue_size
+        self.name = name
+
+    def __iter__(self) -> Iterator[R]:
+        stop = threading.Event()
+        jobs: queue.Queue = queue.Queue(maxsize=self.queue_size)
+        to_post: queue.Queue = queue.Queue(maxsize=self.queue_size)
+        done: queue.Queue = queue.Queue()  # bounded in practice: drained after every model call
+
+        def producer() -> None:
+            source = None
+            try:
+                source = iter(self.produce())
+                for job in source:
+                    if not _put(jobs, job, stop):
+                        return
+                _put(jobs, _END, stop)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller as-is
+                _put(jobs, _Failure(exc), stop)
+            finally:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    try:
+                        close()   # releases the decoder even when stopped early
+                    except Exception:  # noqa: BLE001
+                        pass
+
+        def poster() -> None:
+            try:
+                while True:
+                    try:
+                        item = to_post.get(timeout=0.05)
+                    except queue.Empty:
+                        if stop.is_set():
+                            return
+                        continue
+                    if item is _END:
+                        done.put(_END)
+                        return
+                    done.put(self.post(item))
+            except BaseException as exc:  # noqa: BLE001
+                done.put(_Failure(exc))
+                stop.set()
+
+        threads = [threading.Thread(target=producer, name=f"{self.name}-decode", daemon=True),
+                   threading.Thread(target=poster, name=f"{self.name}-post", daemon=True)]
+        for t in threads:
+            t.start()
+        try:
+            input_done = False
+            while True:
+                # Hand over every finished result first (low latency for live consumers).
+                while True:
+                    try:
+                        res = done.get_nowait() if not input_done else done.get(timeout=0.05)
+                    except queue.Empty:
+                        if input_done and not threads[1].is_alive() and done.empty():
+                            raise RuntimeError("post-processing thread ended without a result")
+                        break
+                    if res is _END:
+                        return
+                    if isinstance(res, _Failure):
+                        raise res.exc
+                    yield res
+                if input_done:
+                    continue
+                try:
+                    item = jobs.get(timeout=_POLL_S)
+                except queue.Empty:
+                    continue
+                if isinstance(item, _Failure):
+                    raise item.exc
+                if item is _END:
+                    input_done = True
+                    if not _put(to_post, _END, stop):
+                        continue  # the post thread failed: its failure is waiting in `done`
+                    continue
+                out = self.infer(item)
+                if not _put(to_post, out, stop):
+                    continue      # as above: the next drain raises the post thread's error
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=2.0)
+

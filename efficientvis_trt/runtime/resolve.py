@@ -1,0 +1,224 @@
+"""SOURCE + backend name -> a ready backend and what the clip loop needs (T, H x W, clip-0 state, classes).
+
+`auto` prefers TensorRT when this GPU has an engine for the precision, else ONNX Runtime,
+and always says which and why. A precision a backend cannot run is an error, never a
+silent downgrade; the only fallback is a *device* one (an unspecified device on a machine
+whose CUDA provider does not start), and it is said out loud.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from efficientvis_trt.errors import BackendUnavailable, EvisError
+from efficientvis_trt.runtime.backends import Backend, OrtBackend, TorchBackend, canonical_backend, check_precision
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt")
+
+
+@dataclass
+class RuntimeModel:
+    """A backend plus the contract values the clip loop needs."""
+
+    backend: Backend
+    clip_len: int
+    input_hw: tuple[int, int]
+    init_state: tuple[np.ndarray, np.ndarray]
+    class_names: list[str]
+    reason: str                     # why this backend (printed by `evis infer`)
+    bundle: Any = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _is_model(obj: Any) -> bool:
+    return hasattr(obj, "forward_clip") and hasattr(obj, "config")
+
+
+def _is_bundle(obj: Any) -> bool:
+    return hasattr(obj, "onnx_path") and hasattr(obj, "init_state") and hasattr(obj, "engine_dir")
+
+
+def open_bundle(path: str | os.PathLike):
+    try:
+        from efficientvis_trt.export.bundle import Bundle
+    except ImportError as exc:
+        raise EvisError(f"cannot open bundle {path}: efficientvis_trt.export.bundle is unavailable ({exc})") from None
+    return Bundle.open(path)
+
+
+def classify_source(source: Any) -> tuple[str, Any]:
+    """-> ("model" | "checkpoint" | "bundle", object or path)."""
+    if _is_model(source):
+        return "model", source
+    if _is_bundle(source):
+        return "bundle", source
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            return "bundle", open_bundle(path)
+        if path.suffix.lower() in CHECKPOINT_SUFFIXES:
+            if not path.is_file():
+                raise EvisError(f"checkpoint not found: {path}")
+            return "checkpoint", path
+        if not path.exists():
+            raise EvisError(f"model source not found: {path} (give a bundle folder or a checkpoint .pt)")
+        raise EvisError(f"{path} is neither a bundle folder nor a checkpoint (.pt/.pth)")
+    raise EvisError(f"cannot run {type(source).__name__}: give a bundle folder, a checkpoint .pt or an EfficientVIS model")
+
+
+def _torch_device(device: str | None) -> str:
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _torch_from(kind: str, obj: Any, precision: str, device: str | None) -> tuple[TorchBackend, Any]:
+    from efficientvis_trt.model.checkpoint import default_class_names, load_checkpoint
+
+    if kind == "model":
+        names = default_class_names(obj.config.model.num_classes)
+        return TorchBackend(obj, _torch_device(device), precision), names
+    if kind == "bundle":
+        return TorchBackend(_bundle_torch_model(obj), _torch_device(device), precision), obj.class_names
+    model, payload = load_checkpoint(obj)
+    return TorchBackend(model, _torch_device(device), precision), payload["class_names"]
+
+
+def _bundle_torch_model(bundle):
+    """The PyTorch weights a bundle was exported from: BUNDLE/checkpoint.pt, else the source its metadata names.
+
+    The rebuilt model is checked against the bundle's weights fingerprint, so the torch
+    backend never runs other weights than the graphs hold.
+    """
+    from efficientvis_trt.model.checkpoint import load_checkpoint
+
+    path = Path(bundle.path) / "checkpoint.pt"
+    if path.is_file():
+        model, _ = load_checkpoint(path)
+        return model
+    try:
+        from efficientvis_trt.export.source import rebuild_model
+    except ImportError:
+        rebuild_model = None
+    if rebuild_model is None:
+        raise EvisError(f"bundle {bundle.path} has no checkpoint.pt (the source weights the torch backend runs): "
+                        "use --backend ort, or re-export the bundle")
+    try:
+        return rebuild_model(bundle.metadata)
+    except EvisError as exc:
+        raise EvisError(f"the torch backend needs the bundle's source weights: {exc} "
+                        f"(no checkpoint.pt in {bundle.path}; use --backend ort)") from None
+
+
+def _ort_device(device: str | None) -> str:
+    if device:
+        return "cuda" if device.startswith("cuda") else "cpu"
+    import onnxruntime as ort
+
+    return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+
+
+def _make_ort(bundle, precision: str, device: str | None, providers: Sequence[Any] | None,
+              threads: int | None) -> tuple[OrtBackend, str]:
+    onnx_path = bundle.onnx_path(precision)      # missing graph -> EvisError that says how to build it
+    want = _ort_device(device)
+    try:
+        return OrtBackend(onnx_path, precision, want, providers=providers, threads=threads), ""
+    except BackendUnavailable as exc:
+        if device is None and want == "cuda" and not providers:
+            note = f"ONNX Runtime CUDA provider unusable ({exc}); running on the CPU"
+            log.warning(note)
+            return OrtBackend(onnx_path, precision, "cpu", threads=threads), note
+        raise
+
+
+def _find_trt_engine(bundle, precision: str) -> tuple[Path | None, str]:
+    """(engine path, '') or (None, why not)."""
+    from efficientvis_trt.runtime.trt_backend import tensorrt_runtime_available
+
+    ok, why = tensorrt_runtime_available()
+    if not ok:
+        return None, why
+    try:
+        from efficientvis_trt.calib.engine import find_engine
+    except ImportError as exc:
+        return None, f"engine lookup unavailable ({exc})"
+    try:
+        path = find_engine(bundle, precision)
+    except BackendUnavailable as exc:
+        return None, str(exc)
+    if path is None:
+        return None, f"no {precision} TensorRT engine for this GPU/TensorRT in {bundle.engine_dir}"
+    return path, ""
+
+
+def load_runtime(source: Any, backend: str = "auto", precision: str = "fp32", device: str | None = None, *,
+                 providers: Sequence[Any] | None = None, cuda_graph: bool = False,
+                 threads: int | None = None) -> RuntimeModel:
+    """Open SOURCE (bundle folder / Bundle, checkpoint path, or model) on the requested backend."""
+    check_precision(precision)
+    backend = canonical_backend(backend)
+    if device is not None and device != "cpu" and not device.startswith("cuda"):
+        raise EvisError(f"unknown device {device!r}: use cpu or cuda")
+    kind, obj = classify_source(source)
+    notes: list[str] = []
+
+    if kind != "bundle":
+        if backend in ("onnxruntime", "tensorrt"):
+            raise EvisError(f"the {backend} backend runs an exported bundle folder, not a "
+                            f"{'checkpoint' if kind == 'checkpoint' else 'PyTorch model'}: make one with `evis export`")
+        be, names = _torch_from(kind, obj, precision, device)
+        model = be.model
+        m = model.config.model
+        q, b = model.initial_state()
+        reason = "torch: the source is a PyTorch " + ("checkpoint" if kind == "checkpoint" else "model")
+        return RuntimeModel(be, m.clip_len, tuple(m.input_size), (q.cpu().numpy(), b.cpu().numpy()), list(names),
+                            reason, None, notes)
+
+    bundle = obj
+    reason = ""
+    if backend == "auto":
+        if device == "cpu":
+            backend, reason = "onnxruntime", "onnxruntime: --device cpu (TensorRT needs a GPU)"
+        else:
+            engine, why = _find_trt_engine(bundle, precision)
+            if engine is not None:
+                backend, reason = "tensorrt", f"tensorrt: engine {engine.name} matches this GPU and TensorRT"
+            else:
+                backend, reason = "onnxruntime", f"onnxruntime: TensorRT not used ({why})"
+    if backend == "torch":
+        be, names = _torch_from("bundle", bundle, precision, device)
+        reason = reason or "torch: asked for"
+    elif backend == "onnxruntime":
+        be, note = _make_ort(bundle, precision, device, providers, threads)
+        if note:
+            notes.append(note)
+        names = bundle.class_names
+        reason = (reason or "onnxruntime: asked for") + f" [{', '.join(be.providers)}]"
+    else:
+        if device == "cpu":
+            raise EvisError("the TensorRT backend runs on a CUDA GPU: drop --device cpu or use --backend ort")
+        from efficientvis_trt.runtime.trt_backend import TensorRTBackend, import_cudart, import_tensorrt
+
+        import_tensorrt()
+        import_cudart()
+        engine, why = _find_trt_engine(bundle, precision)
+        if engine is None:
+            raise EvisError(f"cannot use TensorRT: {why}; build it with `evis build {bundle.path} --precision {precision}`")
+        be = TensorRTBackend(engine, precision, bundle_path=bundle.path, cuda_graph=cuda_graph)
+        names = bundle.class_names
+        reason = reason or f"tensorrt: asked for (engine {engine.name})"
+    q, b = bundle.init_state()
+    return RuntimeModel(be, bundle.clip_len, tuple(bundle.input_hw), (q, b), list(names), reason, bundle, notes)
+
+
+__all__ = ["RuntimeModel", "load_runtime", "classify_source", "open_bundle"]

@@ -1,0 +1,422 @@
+"""TensorRT backend: a deserialized engine, CUDA buffers through cuda-python, one non-default stream.
+
+Why it looks like this:
+- No torch import and no pycuda: NVIDIA's own Python samples use cuda-python since
+  TensorRT 10.14 (samples/python/common_runtime.py in NVIDIA/TensorRT). Every cuda-python
+  call returns a tuple whose first item is an error code; `_cuda` checks each one.
+- Name-based I/O only (`num_io_tensors`, `get_tensor_name`, `get_tensor_mode`,
+  `set_tensor_address`, `execute_async_v3`), the API that exists from 10.0 through 11.x
+  (https://docs.nvidia.com/deeplearning/tensorrt/latest/api/migration/tensorrt-8x-to-10x-python-api-patterns.html,
+  https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/ExecutionContext.html).
+- The tracklet state stays on the GPU: `query_out`/`boxes_out` are handed back as
+  `TrtDeviceTensor`s that point into this backend's output buffers; the next `run` copies
+  them device-to-device into the `query_in`/`boxes_in` buffers on the same stream, before
+  the enqueue, so no host round trip happens between clips. Tensor addresses never
+  change, which is also what a captured CUDA graph requires.
+- `register_trt_plugin()` runs before `deserialize_cuda_engine`: an engine that uses our
+  Python plugin cannot be deserialized otherwise (TRT_NOTES.md, "Plugins defined in Python").
+- `deserialize_cuda_engine` returns None for a plan from another GPU/TensorRT version:
+  that becomes a one-line "rebuild" EvisError.
+
+Everything TensorRT/CUDA is imported inside the constructor, so importing this module is
+free and a missing TensorRT is one BackendUnavailable line.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any, Collection, Mapping
+
+import numpy as np
+
+from efficientvis_trt.errors import BackendUnavailable, EvisError
+from efficientvis_trt.runtime.backends import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, check_precision
+
+log = logging.getLogger(__name__)
+
+TRT_INSTALL_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU run "
+                    "`pip install 'efficientvis-trt[trt]'` (Jetson: use JetPack's TensorRT), or use --backend ort")
+_PLUGIN_LOCK = threading.Lock()
+_PLUGIN_DONE: dict[str, Any] = {}
+
+
+def import_tensorrt():
+    """`tensorrt` (bindings + runtime are enough to run a plan; the builder is not needed)."""
+    try:
+        import tensorrt as trt  # noqa: PLC0415
+    except (ImportError, OSError):  # OSError: bindings present, libnvinfer missing
+        raise BackendUnavailable(TRT_INSTALL_HINT) from None
+    if not hasattr(trt, "Runtime"):
+        raise BackendUnavailable(f"{TRT_INSTALL_HINT} (the installed `tensorrt` package is a stub)")
+    return trt
+
+
+def import_cudart():
+    """cuda-python's runtime: `cuda.bindings.runtime` (12.6+), or `cuda.cudart` on older releases (JetPack 6)."""
+    try:
+        from cuda.bindings import runtime as cudart  # noqa: PLC0415
+        return cudart
+    except ImportError:
+        pass
+    try:
+        from cuda import cudart  # noqa: PLC0415
+        return cudart
+    except ImportError:
+        raise BackendUnavailable("cuda-python is not installed: `pip install cuda-python` "
+                                 "(or `pip install 'efficientvis-trt[trt]'`)") from None
+
+
+def tensorrt_runtime_available() -> tuple[bool, str]:
+    """(True, '') when TensorRT, cuda-python and a CUDA device are all usable, else (False, a short why)."""
+    try:
+        import_tensorrt()
+    except BackendUnavailable:
+        return False, "TensorRT is not installed"
+    try:
+        cudart = import_cudart()
+    except BackendUnavailable:
+        return False, "cuda-python is not installed"
+    try:
+        count = _cuda(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+    except EvisError as exc:
+        return False, str(exc)
+    if int(count) < 1:
+        return False, "no CUDA device found"
+    return True, ""
+
+
+def _cuda(cudart, result, what: str):
+    """Check a cuda-python call: result is (err, *values); raise on any error code, return the values."""
+    if isinstance(result, tuple):
+        err, values = result[0], result[1:]
+    else:
+        err, values = result, ()
+    if int(err) != int(cudart.cudaError_t.cudaSuccess):
+        name = str(err)
+        try:
+            got = cudart.cudaGetErrorName(err)
+            name = got[1].decode() if isinstance(got[1], bytes) else str(got[1])
+        except Exception:  # noqa: BLE001 - the error's name is a nicety
+            pass
+        if "NoDevice" in name or "InsufficientDriver" in name:
+            raise BackendUnavailable(f"CUDA is not usable here ({what}: {name})")
+        raise EvisError(f"CUDA call {what} failed: {name}")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else values
+
+
+def register_plugin_once(meta: dict | None = None) -> str:
+    """Register the MultiLevelRoIAlign TensorRT plugin (before any deserialize); returns how.
+
+    Engines built without the plugin (TensorRT 10.3, or the built-in ROIAlign_TRT path)
+    deserialize without it, so a missing plugin module is only an error when the engine's
+    metadata says the plugin is inside.
+    """
+    with _PLUGIN_LOCK:
+        if "mode" in _PLUGIN_DONE:
+            return _PLUGIN_DONE["mode"]
+        try:
+            from efficientvis_trt.plugins.trt_plugin import register_trt_plugin  # noqa: PLC0415
+        except ImportError as exc:
+            uses_plugin = str((meta or {}).get("plugin_path", {}).get("mode", "")) in ("jit", "aot")
+            if uses_plugin:
+                raise EvisError("this engine contains the efficientvis::MultiLevelRoIAlign plugin but "
+                                f"efficientvis_trt.plugins.trt_plugin cannot be imported ({exc})") from None
+            _PLUGIN_DONE["mode"] = "none"
+            return "none"
+        info = register_trt_plugin()
+        _PLUGIN_DONE["mode"] = str(getattr(info, "mode", info))
+        return _PLUGIN_DONE["mode"]
+
+
+class TrtDeviceTensor:
+    """A tensor in one of a TensorRTBackend's device buffers; valid until that backend's next `run`."""
+
+    __slots__ = ("name", "ptr", "shape", "dtype", "nbytes", "owner", "generation")
+
+    def __init__(self, name: str, ptr: int, shape: tuple[int, ...], dtype: np.dtype, owner: "TensorRTBackend",
+                 generation: int):
+        self.name, self.ptr, self.shape, self.dtype = name, int(ptr), tuple(shape), np.dtype(dtype)
+        self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
+        self.owner, self.generation = owner, generation
+
+    def __repr__(self) -> str:
+        return f"TrtDeviceTensor({self.name}, {list(self.shape)} {self.dtype}, 0x{self.ptr:x})"
+
+
+class TensorRTBackend:
+    """Run one TensorRT plan per clip; see the module docstring for the memory and state design.
+
+    `cuda_graph=True` captures the enqueue into a CUDA graph after one ordinary warm-up
+    enqueue and replays it for every later clip (fixed shapes and addresses make that
+    valid). If capture fails (some engines cannot be captured) it logs why and keeps
+    using `execute_async_v3`.
+    """
+
+    name = "tensorrt"
+    device = "cuda"
+
+    def __init__(self, engine_path: str | os.PathLike, precision: str, *, bundle_path: str | os.PathLike | None = None,
+                 cuda_graph: bool = False, device_index: int = 0):
+        check_precision(precision)
+        self.precision = precision
+        self.engine_path = Path(engine_path)
+        self._closed = True
+        trt = import_tensorrt()
+        cudart = import_cudart()
+        self.trt, self.cudart = trt, cudart
+        if not self.engine_path.is_file():
+            raise EvisError(f"TensorRT engine not found: {self.engine_path}")
+        self.device_index = device_index
+        _cuda(cudart, cudart.cudaSetDevice(device_index), "cudaSetDevice")
+        _cuda(cudart, cudart.cudaFree(0), "cudaFree(0)")          # create the context before measuring memory
+        self._free_before = int(_cuda(cudart, cudart.cudaMemGetInfo(), "cudaMemGetInfo")[0])
+        self._thread = threading.get_ident()
+        meta = self._read_meta()
+        if meta.get("precision") and meta["precision"] != precision:
+            raise EvisError(f"engine {self.engine_path.name} is {meta['precision']}, not {precision}")
+        self._check_compat(meta, bundle_path)
+        register_plugin_once(meta)
+
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
+        if self._engine is None:
+            raise EvisError(f"TensorRT {trt.__version__} cannot load {self.engine_path.name} (built for another GPU or "
+                            f"TensorRT version, or corrupt): rebuild it here with `evis build "
+                            f"{bundle_path or 'BUNDLE'} --precision {precision}`")
+        self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise EvisError(f"TensorRT could not create an execution context for {self.engine_path.name} "
+                            "(out of GPU memory?)")
+        # One non-default stream for everything (never the legacy default stream).
+        flags = getattr(cudart, "cudaStreamNonBlocking", 1)
+        self._stream = _cuda(cudart, cudart.cudaStreamCreateWithFlags(flags), "cudaStreamCreateWithFlags")
+        self._stream_handle = int(self._stream)
+        self._device: dict[str, int] = {}
+        self._host: dict[str, np.ndarray] = {}
+        self._host_ptr: dict[str, int] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.dtypes: dict[str, np.dtype] = {}
+        self._generation = 0
+        self._want_graph = bool(cuda_graph)
+        self._graph_tried = False
+        self._graph = None
+        self._graph_exec = None
+        self.graph_status = "off" if not cuda_graph else "pending"
+        self._events: tuple[Any, Any] | None = None
+        self._compute_ms: list[float] = []
+        self._closed = False
+        try:
+            self._allocate()
+            self._events = (_cuda(cudart, cudart.cudaEventCreate(), "cudaEventCreate"),
+                            _cuda(cudart, cudart.cudaEventCreate(), "cudaEventCreate"))
+        except BaseException:
+            self.close()
+            raise
+        free_after = int(_cuda(cudart, cudart.cudaMemGetInfo(), "cudaMemGetInfo")[0])
+        self.device_bytes = max(0, self._free_before - free_after)   # engine weights + activations + I/O buffers
+
+    # ---- setup --------------------------------------------------------------------------
+    def _read_meta(self) -> dict:
+        from efficientvis_trt.calib.engine import engine_metadata_path  # noqa: PLC0415
+
+        path = engine_metadata_path(self.engine_path)
+        if not path.is_file():
+            return {}
+        try:
+            return json.loads(path.read_text())
+        except ValueError:
+            raise EvisError(f"engine metadata {path} is not valid JSON") from None
+
+    def _check_compat(self, meta: dict, bundle_path) -> None:
+        from efficientvis_trt.calib.engine import check_engine_compat, cuda_device_info  # noqa: PLC0415
+
+        gpu_name, cc = cuda_device_info()
+        self.gpu_name = gpu_name
+        check_engine_compat(meta, gpu_name, cc, self.trt.__version__, self.engine_path, bundle_path)
+
+    def _allocate(self) -> None:
+        trt, cudart, engine = self.trt, self.cudart, self._engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        if sorted(names) != sorted(INPUT_NAMES + OUTPUT_NAMES):
+            raise EvisError(f"engine {self.engine_path.name} does not have the per-clip I/O: {names}")
+        for name in names:
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            if is_input != (name in INPUT_NAMES):
+                raise EvisError(f"engine {self.engine_path.name}: {name!r} has the wrong direction")
+            shape = tuple(int(d) for d in engine.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise EvisError(f"engine {self.engine_path.name}: {name!r} has a dynamic shape {list(shape)}; "
+                                "build it from the bundle's static per-clip graph")
+            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+            want = INPUT_DTYPES.get(name, np.dtype(np.float32))
+            if dtype != want:
+                raise EvisError(f"engine {self.engine_path.name}: {name!r} is {dtype}, expected {want} "
+                                "(I/O types are the same at every precision)")
+            nbytes = int(np.prod(shape)) * dtype.itemsize
+            self.shapes[name], self.dtypes[name] = shape, dtype
+            self._device[name] = int(_cuda(cudart, cudart.cudaMalloc(nbytes), f"cudaMalloc({name})"))
+            # Pinned host memory so the async copies really are async (as the NVIDIA samples do).
+            host_ptr = int(_cuda(cudart, cudart.cudaMallocHost(nbytes), f"cudaMallocHost({name})"))
+            self._host_ptr[name] = host_ptr
+            raw = np.ctypeslib.as_array(ctypes.cast(host_ptr, ctypes.POINTER(ctypes.c_uint8)), (nbytes,))
+            self._host[name] = raw.view(dtype).reshape(shape)
+            if not self._context.set_tensor_address(name, self._device[name]):
+                raise EvisError(f"TensorRT rejected the address of {name!r}")
+
+    # ---- running ------------------------------------------------------------------------
+    def _copy(self, dst: int, src: int, nbytes: int, kind: str) -> None:
+        k = getattr(self.cudart.cudaMemcpyKind, f"cudaMemcpy{kind}")
+        _cuda(self.cudart, self.cudart.cudaMemcpyAsync(dst, src, nbytes, k, self._stream), f"cudaMemcpyAsync {kind}")
+
+    def _sync(self) -> None:
+        _cuda(self.cudart, self.cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+
+    def _stage_input(self, name: str, value: Any) -> None:
+        nbytes = self._host[name].nbytes
+        if isinstance(value, TrtDeviceTensor):
+            if value.owner is not self:
+                raise EvisError(f"{name}: a device tensor from another TensorRT backend cannot be used here")
+            if value.generation != self._generation:
+                raise EvisError(f"{name}: stale device tensor (it was overwritten by a later clip)")
+            if value.shape != self.shapes[name] or value.dtype != self.dtypes[name]:
+                raise EvisError(f"{name}: device tensor is {list(value.shape)} {value.dtype}, "
+                                f"expected {list(self.shapes[name])} {self.dtypes[name]}")
+            if value.ptr != self._device[name]:
+                self._copy(self._device[name], value.ptr, nbytes, "DeviceToDevice")
+            return
+        arr = np.asarray(value)
+        if name == "frames" and arr.dtype != np.uint8:
+            raise EvisError(f"frames must be uint8 BGR, got {arr.dtype}")
+        if tuple(arr.shape) != self.shapes[name]:
+            raise EvisError(f"input {name!r} has shape {list(arr.shape)}, the engine expects {list(self.shapes[name])}")
+        np.copyto(self._host[name], arr, casting="same_kind")
+        self._copy(self._device[name], self._host_ptr[name], nbytes, "HostToDevice")
+
+    def _enqueue(self) -> None:
+        if self._graph_exec is not None:
+            _cuda(self.cudart, self.cudart.cudaGraphLaunch(self._graph_exec, self._stream), "cudaGraphLaunch")
+            return
+        if not self._context.execute_async_v3(self._stream_handle):
+            raise EvisError("TensorRT execute_async_v3 failed (see the TensorRT log above)")
+
+    def _capture_graph(self) -> None:
+        """Capture one enqueue into a CUDA graph (after a warm-up enqueue, on our non-default stream).
+
+        TensorRT's guide (Optimizing TensorRT Performance -> CUDA Graphs,
+        https://docs.nvidia.com/deeplearning/tensorrt/latest/performance/optimization.html):
+        call execute once before capturing so deferred setup is done, capture on a
+        non-default stream, and the graph fixes the shapes and tensor addresses. Thread-local
+        capture mode, so other threads' CUDA calls cannot invalidate the capture.
+        """
+        cudart = self.cudart
+        self._graph_tried = True
+        mode = cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
+        _cuda(cudart, cudart.cudaStreamBeginCapture(self._stream, mode), "cudaStreamBeginCapture")
+        ok = False
+        try:
+            ok = bool(self._context.execute_async_v3(self._stream_handle))
+        finally:
+            end = cudart.cudaStreamEndCapture(self._stream)     # always leave capture mode
+        err, graph = end[0], end[1]
+        captured = int(err) == int(cudart.cudaError_t.cudaSuccess) and graph is not None and int(graph) != 0
+        if not ok or not captured:
+            self.graph_status = f"capture failed ({err}); running without CUDA graphs"
+            log.warning("CUDA graph %s", self.graph_status)
+            if captured:
+                cudart.cudaGraphDestroy(graph)
+            return
+        self._graph = graph
+        # CUDA 12 bindings: cudaGraphInstantiate(graph, flags) -> (err, exec); older ones return more values.
+        made = _cuda(cudart, cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        self._graph_exec = made[0] if isinstance(made, tuple) else made
+        self.graph_status = "on"
+
+    def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
+        if self._closed:
+            raise EvisError("the TensorRT backend was closed")
+        if threading.get_ident() != self._thread:   # the current device is per host thread
+            _cuda(self.cudart, self.cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
+            self._thread = threading.get_ident()
+        for name in INPUT_NAMES:
+            self._stage_input(name, inputs[name])
+        start, end = self._events
+        _cuda(self.cudart, self.cudart.cudaEventRecord(start, self._stream), "cudaEventRecord")
+        self._enqueue()
+        _cuda(self.cudart, self.cudart.cudaEventRecord(end, self._stream), "cudaEventRecord")
+        self._generation += 1                    # device tensors handed out before this run are now stale
+        out: dict[str, Any] = {}
+        for name in OUTPUT_NAMES:
+            if name in keep_on_device:
+                out[name] = TrtDeviceTensor(name, self._device[name], self.shapes[name], self.dtypes[name], self,
+                                            self._generation)
+            else:
+                self._copy(self._host_ptr[name], self._device[name], self._host[name].nbytes, "DeviceToHost")
+        self._sync()
+        ms = _cuda(self.cudart, self.cudart.cudaEventElapsedTime(start, end), "cudaEventElapsedTime")
+        self._compute_ms = (self._compute_ms + [float(ms)])[-256:]
+        for name in OUTPUT_NAMES:
+            if name not in keep_on_device:
+                out[name] = self._host[name].copy()  # the pinned buffer is reused by the next clip
+        if self._want_graph and not self._graph_tried:
+            self._capture_graph()
+        return out
+
+    def device_report(self) -> dict[str, float]:
+        """GPU-only bench columns: device memory this backend took, median GPU time of the enqueue (no copies)."""
+        out = {"device_mb": self.device_bytes / 2**20}
+        if self._compute_ms:
+            out["gpu_compute_ms"] = float(np.median(self._compute_ms))
+        return out
+
+    def to_host(self, value: Any) -> np.ndarray:
+        if not isinstance(value, TrtDeviceTensor):
+            return np.asarray(value)
+        if value.owner is not self or value.generation != self._generation:
+            raise EvisError(f"{value.name}: stale or foreign device tensor")
+        self._copy(self._host_ptr[value.name], value.ptr, value.nbytes, "DeviceToHost")
+        self._sync()
+        return self._host[value.name].copy()
+
+    def close(self) -> None:
+        """Free everything after the stream drained (never free memory the GPU may still use)."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        cudart = self.cudart
+        try:
+            cudart.cudaStreamSynchronize(self._stream)
+        finally:
+            if self._graph_exec is not None:
+                cudart.cudaGraphExecDestroy(self._graph_exec)
+            if self._graph is not None:
+                cudart.cudaGraphDestroy(self._graph)
+            for event in self._events or ():
+                cudart.cudaEventDestroy(event)
+            for ptr in self._device.values():
+                cudart.cudaFree(ptr)
+            for ptr in self._host_ptr.values():
+                cudart.cudaFreeHost(ptr)
+            self._device.clear()
+            self._host_ptr.clear()
+            self._host.clear()
+            self._context = None
+            self._engine = None
+            self._runtime = None
+            cudart.cudaStreamDestroy(self._stream)
+
+    def __del__(self) -> None:  # best effort; explicit close() is the contract
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+__all__ = ["TensorRTBackend", "TrtDeviceTensor", "import_tensorrt", "import_cudart", "tensorrt_runtime_available",
+           "register_plugin_once"]

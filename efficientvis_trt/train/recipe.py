@@ -1,0 +1,145 @@
+"""The synthetic-data training recipe: make the splits, train `tiny` on the CPU, evaluate on val.
+
+Why a recipe in the package (and not only in benchmarks/): `evis demo` calls it with a
+short budget, and benchmarks/train_synthetic.py calls it with the full one, so both train
+the same way. The iteration count is either given or derived from a time budget by timing
+a few real training steps first (so a slower machine trains fewer iterations, on the same
+schedule shape, rather than overrunning the budget).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from efficientvis_trt.config import Config, get_config
+from efficientvis_trt.errors import EvisError
+from efficientvis_trt.io_utils import write_json_atomic
+
+
+@dataclass
+class Recipe:
+    """Everything the recipe changes from the `tiny` preset, with the reasons."""
+
+    # 128x224 canvas (the data is 180x320): 0.62x the pixels of tiny's 160x288, objects still 25-60 px.
+    input_size: tuple[int, int] = (128, 224)
+    lr: float = 5e-4               # small transformer + BN backbone from scratch tolerate a high AdamW lr
+    batch_size: int = 2
+    warmup_iters: int = 100
+    lr_steps: tuple[float, ...] = (0.8,)
+    lr_gamma: float = 0.1
+    train_videos: int = 80
+    val_videos: int = 24
+    frames: int = 20
+    data_seed: int = 0              # train split seed; val uses data_seed + 1
+    extra: dict[str, Any] = field(default_factory=dict)   # further TrainConfig overrides
+
+    def config(self, iters: int) -> Config:
+        cfg = get_config("tiny")
+        cfg.model.input_size = [int(v) for v in self.input_size]
+        t = cfg.train
+        t.lr, t.batch_size, t.iters = self.lr, self.batch_size, int(iters)
+        t.warmup_iters = min(self.warmup_iters, max(1, iters // 5))
+        t.lr_steps, t.lr_gamma = list(self.lr_steps), self.lr_gamma
+        t.checkpoint_every = max(50, iters // 10)
+        t.eval_every = 0
+        for k, v in self.extra.items():
+            if not hasattr(t, k):
+                raise EvisError(f"recipe: unknown train config field {k!r}")
+            setattr(t, k, v)
+        return cfg.validate()
+
+
+def machine_description() -> dict[str, Any]:
+    """CPU model and core count (for the results record)."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version()}
+
+
+def make_splits(data_dir: Path, recipe: Recipe, progress: bool = True) -> tuple[Path, Path]:
+    """The synthetic train and val splits under `data_dir` (kept if already there with the same parameters)."""
+    from efficientvis_trt.data.synthetic import make_synthetic
+
+    stamp = {"train_videos": recipe.train_videos, "val_videos": recipe.val_videos, "frames": recipe.frames,
+             "seed": recipe.data_seed}
+    stamp_file = data_dir / "recipe_data.json"
+    train_dir, val_dir = data_dir / "train", data_dir / "val"
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp \
+            and (train_dir / "annotations.json").is_file() and (val_dir / "annotations.json").is_file():
+        return train_dir, val_dir
+    make_synthetic(train_dir, "train", recipe.train_videos, recipe.data_seed, frames=recipe.frames, progress=progress)
+    make_synthetic(val_dir, "val", recipe.val_videos, recipe.data_seed + 1, frames=recipe.frames, progress=progress)
+    write_json_atomic(stamp_file, stamp)
+    return train_dir, val_dir
+
+
+def seconds_per_iteration(recipe: Recipe, train_dir: Path, scratch: Path, device: str = "cpu", steps: int = 4) -> float:
+    """Time real training steps (after one warm-up step) of this recipe on this machine."""
+    import numpy as np
+
+    from efficientvis_trt.train.trainer import Trainer
+
+    trainer = Trainer(recipe.config(1000), train_dir, scratch, device=device, progress=False)
+    rng = np.random.default_rng(0)
+    batches = [[trainer.pairs.sample(int(rng.integers(len(trainer.pairs))), rng) for _ in range(recipe.batch_size)]
+               for _ in range(steps + 1)]
+    trainer.step(batches[0])
+    start = time.perf_counter()
+    for b in batches[1:]:
+        trainer.step(b)
+    return (time.perf_counter() - start) / steps
+
+
+def train_synthetic_recipe(out_dir: str | os.PathLike, minutes_budget: float = 25.0, *, iters: int | None = None,
+                           recipe: Recipe | None = None, device: str = "cpu", data_dir: str | os.PathLike | None = None,
+                           progress: bool = True, resume: bool = False) -> Path:
+    """Make the synthetic splits, train `tiny` for `iters` (or what fits `minutes_budget`), evaluate on val.
+
+    -> the final checkpoint (OUT/run/final.pt). OUT/result.json records AP/AP50/AP75, the
+    iteration count, wall and CPU time and the machine.
+    """
+    from efficientvis_trt.train.trainer import load_metrics, train
+
+    recipe = recipe or Recipe()
+    out = Path(out_dir)
+    data = Path(data_dir) if data_dir is not None else out / "data"
+    wall0, cpu0 = time.perf_counter(), time.process_time()
+    train_dir, val_dir = make_splits(data, recipe, progress)
+    data_s = time.perf_counter() - wall0
+    if iters is None:
+        if minutes_budget <= 0:
+            raise EvisError(f"minutes_budget must be > 0, got {minutes_budget}")
+        per_iter = seconds_per_iteration(recipe, train_dir, out / "calibration", device)
+        # Evaluation and checkpoints take roughly 10 % on top of the steps.
+        iters = max(20, int(0.9 * (minutes_budget * 60.0 - (time.perf_counter() - wall0)) / per_iter))
+    cfg = recipe.config(iters)
+    run = out / "run"
+    t0, c0 = time.perf_counter(), time.process_time()
+    final = train(cfg, train_dir, run, iters=iters, device=device, val_dir=val_dir, progress=progress,
+                  resume=resume and (run / "last.pt").is_file())
+    train_wall, train_cpu = time.perf_counter() - t0, time.process_time() - c0
+    metrics = load_metrics(run)
+    result = {
+        "AP": metrics.get("AP"), "AP50": metrics.get("AP50"), "AP75": metrics.get("AP75"),
+        "iterations": iters, "train_wall_s": round(train_wall, 1), "train_cpu_s": round(train_cpu, 1),
+        "total_wall_s": round(time.perf_counter() - wall0, 1), "total_cpu_s": round(time.process_time() - cpu0, 1),
+        "data_s": round(data_s, 1), "checkpoint": str(final), "recipe": asdict(recipe),
+        "machine": machine_description(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "stats": metrics,
+    }
+    write_json_atomic(out / "result.json", result)
+    return final

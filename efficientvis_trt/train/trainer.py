@@ -1,0 +1,504 @@
+"""The training loop: clip pairs -> EfficientVIS -> matching + losses -> AdamW, with exact resume and DDP.
+
+Why it is built this way:
+
+* Exact resume. Everything random is a pure function of (seed, rank, position in the
+  sample stream): sample i of the stream is video `DistributedSampler(epoch)[offset]`
+  drawn with its own numpy generator seeded by (seed, rank, i); the learning rate is a
+  pure function of the iteration. A checkpoint carries weights, AdamW state, grad-scaler
+  state, torch RNG state and the iteration, so `--resume` continues bit-for-bit.
+* DDP under torchrun with the same command: RANK/WORLD_SIZE/LOCAL_RANK in the
+  environment start a process group (nccl on CUDA, gloo on CPU); the whole two-clip
+  forward is one module (`PairForward`) wrapped in DistributedDataParallel so its
+  gradient hooks see a normal forward; only rank 0 writes files and evaluates.
+* AMP (float16 autocast + GradScaler) on CUDA only; losses are computed in float32.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from efficientvis_trt.config import Config, get_config
+from efficientvis_trt.errors import EvisError
+from efficientvis_trt.io_utils import write_json_atomic, write_text_atomic
+from efficientvis_trt.train.losses import LOSS_TERMS, SetCriterion
+
+log = logging.getLogger(__name__)
+
+LAST, FINAL = "last.pt", "final.pt"
+LOG_FIELDS = ("iter", "lr", "loss", *LOSS_TERMS, "loss_aux_sem", "grad_norm", "sec_per_iter", "elapsed_s", "AP", "AP50", "AP75")
+_SHORT = {"loss_class": "cls", "loss_l1": "l1", "loss_giou": "giou", "loss_mask_bce": "bce", "loss_mask_dice": "dice",
+          "loss_aux_sem": "aux"}
+
+
+# ---- data ----------------------------------------------------------------------------
+
+def resolve_annotations(path: str | os.PathLike, what: str = "data") -> Path:
+    """A YouTube-VIS JSON file, or a folder holding `annotations.json` (or exactly one *.json)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise EvisError(f"{what} not found: {p} (expected a YouTube-VIS folder or JSON file)")
+    if (p / "annotations.json").is_file():
+        return p / "annotations.json"
+    found = sorted(p.glob("*.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise EvisError(f"{what} folder {p} has no annotations.json (not a YouTube-VIS data set?)")
+    raise EvisError(f"{what} folder {p} has several JSON files ({', '.join(f.name for f in found[:4])}); "
+                    "pass the annotation file itself")
+
+
+class SampleStream(torch.utils.data.Dataset):
+    """Item i = sample at position `start + i` of this rank's endless, reproducible sample stream."""
+
+    def __init__(self, pairs, start: int, length: int, seed: int, rank: int, world_size: int):
+        from torch.utils.data.distributed import DistributedSampler
+
+        self.pairs, self.start, self.length, self.seed, self.rank = pairs, start, length, seed, rank
+        self.sampler = DistributedSampler(pairs, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self._epoch, self._order = -1, []
+
+    def __len__(self) -> int:
+        return self.length
+
+    def index_at(self, position: int) -> int:
+        epoch, offset = divmod(position, len(self.sampler))
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._epoch, self._order = epoch, list(iter(self.sampler))
+        return self._order[offset]
+
+    def __getitem__(self, i: int) -> dict:
+        position = self.start + i
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0x5A3D1E, self.rank, position]))
+        return self.pairs.sample(self.index_at(position), rng)
+
+
+def stack_clip(samples: list[dict], c: int, device: torch.device) -> tuple[Tensor, list[dict]]:
+    """Clip `c` of every sample -> (frames [B, T, H, W, 3] uint8, targets per sample on `device`)."""
+    frames = torch.stack([s["clips"][c]["frames"] for s in samples]).to(device, non_blocking=True)
+    targets = [{k: s["clips"][c][k].to(device, non_blocking=True) for k in ("labels", "boxes", "masks", "valid")}
+               for s in samples]
+    return frames, targets
+
+
+# ---- model pieces ----------------------------------------------------------------------
+
+class PairForward(nn.Module):
+    """Both clips of a sample in one forward (so DDP sees one normal forward per step).
+
+    Clip 1 starts from the learned initial state; clip 2 from clip 1's query_out (gradients
+    flow through it) and boxes_out (detached), as the runtime carries them. With an
+    `aux_head`, the backbone's FPN output of each clip is captured by a forward hook and
+    also returns the auxiliary semantic logits ([B*T, K, H/8, W/8] per clip, else None).
+    """
+
+    def __init__(self, model: nn.Module, aux_head: nn.Module | None = None):
+        super().__init__()
+        self.model = model
+        self.aux_head = aux_head
+        self._features: list[list[Tensor]] = []
+        self._capturing = False
+        self._hook = model.backbone.register_forward_hook(self._capture) if aux_head is not None else None
+
+    def _capture(self, _module: nn.Module, _inputs: Any, out: list[Tensor]) -> None:
+        if self._capturing:     # only inside our forward: evaluation must not pile up features
+            self._features.append(out)
+
+    def close(self) -> None:
+        """Detach the hook from the model (it outlives training otherwise)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def forward(self, frames1: Tensor, frames2: Tensor):
+        m = self.model
+        b, hw = frames1.shape[0], tuple(frames1.shape[2:4])
+        self._features, self._capturing = [], self.aux_head is not None
+        query0 = m.init_query.weight[None].expand(b, -1, -1)
+        boxes0 = m.init_boxes.weight[None].expand(b, -1, -1)
+        stages1 = m.forward_stages(frames1, query0, boxes0, all_masks=True)
+        carry = m.outputs_from_last_stage(stages1[-1], boxes0, hw)
+        stages2 = m.forward_stages(frames2, carry["query_out"], carry["boxes_out"].detach(), all_masks=True)
+        aux = (None, None)
+        if self.aux_head is not None:
+            aux = tuple(self.aux_head(f) for f in self._features[-2:])
+        self._features, self._capturing = [], False
+        return stages1, stages2, aux[0], aux[1]
+
+
+def lr_factor(iteration: int, total: int, warmup: int, steps: list[float], gamma: float,
+              warmup_factor: float = 0.001) -> float:
+    """Linear warmup from `warmup_factor`, then x`gamma` at each fraction in `steps` of `total`."""
+    factor = gamma ** sum(iteration >= int(round(s * total)) for s in steps)
+    if iteration < warmup:
+        alpha = iteration / max(1, warmup)
+        factor *= warmup_factor * (1 - alpha) + alpha
+    return factor
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> DistInfo:
+    """Start a process group when launched by torchrun (RANK and WORLD_SIZE set)."""
+    import torch.distributed as dist
+
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return DistInfo()
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", rank))
+    if dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), local, False)
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    dist.init_process_group(backend=backend, rank=rank, world_size=world)
+    return DistInfo(rank, world, local, True)
+
+
+# ---- log -------------------------------------------------------------------------------
+
+class CsvLog:
+    """RUN/log.csv: one row per logging interval and per evaluation; resume drops rows past the checkpoint."""
+
+    def __init__(self, path: Path, resume_iter: int | None):
+        self.path = path
+        if resume_iter is not None and path.is_file():
+            rows = [r for r in csv.DictReader(io.StringIO(path.read_text())) if int(r.get("iter") or 0) <= resume_iter]
+        else:
+            rows = []
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text_atomic(path, buf.getvalue())
+
+    def write(self, row: dict[str, Any]) -> None:
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore").writerow(
+            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        with open(self.path, "a") as f:
+            f.write(buf.getvalue())
+
+
+# ---- evaluation ------------------------------------------------------------------------
+
+def evaluate_model(model: nn.Module, val_json: Path, device: str = "cpu", progress: bool = True,
+                   class_names: list[str] | None = None) -> dict[str, float]:
+    """Run the model over every video of a YouTube-VIS split and score it; -> stats (AP, AP50, ... in 0-1)."""
+    from tqdm import tqdm
+
+    from efficientvis_trt.data.ytvis import load_ytvis
+    from efficientvis_trt.eval import evaluate
+    from efficientvis_trt.runtime.predictor import Predictor
+
+    data = load_ytvis(val_json)
+    if class_names is not None and len(class_names) != data.num_classes:
+        raise EvisError(f"validation set {val_json} has {data.num_classes} classes, the model {len(class_names)}")
+    was_training = model.training
+    predictor = Predictor(model, device=device)
+    results: list[dict] = []
+    try:
+        for video in tqdm(data.videos, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+            folder = video.frame_paths[0].parent
+            result = predictor.predict_video(folder)
+            results.extend(result.to_ytvis(video.id, data.label_to_category_id))
+    finally:
+        model.train(was_training)
+    stats = evaluate(str(val_json), results).stats
+    return {k: float(v) for k, v in stats.items()}
+
+
+# ---- the trainer -----------------------------------------------------------------------
+
+class Trainer:
+    """Holds model, optimizer and data for one run; `run()` trains to `iters` and returns RUN/final.pt."""
+
+    def __init__(self, cfg: Config | str, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                 iters: int | None = None, resume: bool = False, device: str = "cpu",
+                 val_dir: str | os.PathLike | None = None, progress: bool = True, log_every: int = 20):
+        from efficientvis_trt.data.ytvis import YTVISClipPairs, load_ytvis
+        from efficientvis_trt.model.efficientvis import EfficientVIS
+
+        cfg = get_config(cfg)
+        self.out = Path(out_dir)
+        self.progress, self.log_every = progress, max(1, int(log_every))
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise EvisError("--device cuda asked for, but torch sees no CUDA device")
+        if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+            raise EvisError(f"device must be cpu or cuda, got {device!r}")
+        self.dist = setup_distributed(device)
+        if device.startswith("cuda") and self.dist.owns_group:
+            device = f"cuda:{self.dist.local_rank}"
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
+        self.device = torch.device(device)
+
+        # Data first: the number of classes comes from it.
+        train_json = resolve_annotations(data_dir, "training data")
+        data = load_ytvis(train_json)
+        if data.num_classes < 1:
+            raise EvisError(f"{train_json} has no categories")
+        self.class_names = list(data.categories)
+        self.val_json = resolve_annotations(val_dir, "validation data") if val_dir is not None else None
+        cfg.model.num_classes = data.num_classes
+        if iters is not None:
+            if iters < 1:
+                raise EvisError(f"--iters must be >= 1, got {iters}")
+            cfg.train.iters = int(iters)
+        t = cfg.train
+        if t.batch_size < 1 or t.lr <= 0:
+            raise EvisError(f"need batch size >= 1 and lr > 0, got {t.batch_size} and {t.lr}")
+        self.cfg = cfg.validate()
+
+        resume_payload = None
+        if resume:
+            from efficientvis_trt.model.checkpoint import read_checkpoint
+
+            last = self.out / LAST
+            if not last.is_file():
+                raise EvisError(f"--resume: no checkpoint {last} to resume from")
+            resume_payload = read_checkpoint(last)
+            saved = Config.from_dict(resume_payload["config"])
+            if saved.model != cfg.model:
+                raise EvisError(f"--resume: {last} is another architecture than the requested config "
+                                "(different preset, data classes or model fields)")
+            if "extra" not in resume_payload or "iteration" not in resume_payload["extra"]:
+                raise EvisError(f"--resume: {last} carries no training state")
+
+        torch.manual_seed(t.seed)
+        self.model = EfficientVIS(cfg).to(self.device)
+        if cfg.model.backbone.pretrained and resume_payload is None:
+            from efficientvis_trt.model.checkpoint import load_torchvision_resnet
+
+            load_torchvision_resnet(self.model, cfg.model.backbone.pretrained)
+        self.model.train()
+        self.aux_head = None
+        if t.loss_aux_sem > 0:
+            from efficientvis_trt.train.aux import SemanticAuxHead
+
+            self.aux_head = SemanticAuxHead(cfg.model.hidden_dim, cfg.model.num_classes).to(self.device).train()
+        self.pair_forward = PairForward(self.model, self.aux_head)
+        self.net: nn.Module = self.pair_forward
+        if self.dist.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DDP(self.net, device_ids=ids)
+        self.criterion = SetCriterion(t)
+        params = [p for p in self.trained_parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        self.amp = bool(t.amp and self.device.type == "cuda")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.iteration, self.elapsed = 0, 0.0
+        self.last_eval: dict[str, float] | None = None
+        if resume_payload is not None:
+            self._load_state(resume_payload)
+
+        self.pairs = YTVISClipPairs(data, cfg.model.clip_len, cfg.model.input_size, hflip_prob=t.hflip_prob,
+                                    scale_jitter=t.scale_jitter, max_frame_stride=t.max_frame_stride)
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            cfg.save_yaml(self.out / "config.yaml")
+            self.log = CsvLog(self.out / "log.csv", self.iteration if resume else None)
+
+    def trained_parameters(self) -> list[nn.Parameter]:
+        """Model parameters, then the auxiliary head's (a fixed order: the optimizer state depends on it)."""
+        params = list(self.model.parameters())
+        if self.aux_head is not None:
+            params += list(self.aux_head.parameters())
+        return params
+
+    # ---- state -------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything `--resume` needs beyond the weights (all weights_only-loadable)."""
+        t = self.cfg.train
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "iteration": self.iteration,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"kind": "warmup_step", "last_iter": self.iteration, "total": t.iters,
+                          "warmup": t.warmup_iters, "steps": list(t.lr_steps), "gamma": t.lr_gamma},
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+            "elapsed_s": self.elapsed,
+            "world_size": self.dist.world_size,
+            "last_eval": self.last_eval or {},
+            "aux_head": {k: v.detach().cpu() for k, v in self.aux_head.state_dict().items()} if self.aux_head else {},
+        }
+
+    def _load_state(self, payload: dict[str, Any]) -> None:
+        from efficientvis_trt.model.checkpoint import load_state_strict
+
+        extra = payload["extra"]
+        load_state_strict(self.model, payload["model"], f"checkpoint {self.out / LAST}")
+        if self.aux_head is not None:
+            if not extra.get("aux_head"):
+                raise EvisError(f"--resume: {self.out / LAST} has no auxiliary head but loss_aux_sem > 0")
+            self.aux_head.load_state_dict(extra["aux_head"])
+        self.optimizer.load_state_dict(extra["optimizer"])
+        if extra.get("scaler"):
+            self.scaler.load_state_dict(extra["scaler"])
+        torch.set_rng_state(extra["rng"]["torch"])
+        if "cuda" in extra["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(extra["rng"]["cuda"], self.device)
+        self.iteration = int(extra["iteration"])
+        self.elapsed = float(extra.get("elapsed_s", 0.0))
+        self.last_eval = extra.get("last_eval") or None
+        if int(extra.get("world_size", 1)) != self.dist.world_size:
+            log.warning("resuming a %s-process run with %s processes: the sample order changes",
+                        extra.get("world_size"), self.dist.world_size)
+
+    def save(self, name: str) -> Path:
+        from efficientvis_trt.model.checkpoint import save_checkpoint
+
+        return save_checkpoint(self.out / name, self.model, self.class_names, extra=self.state())
+
+    # ---- one step ----------------------------------------------------------------------
+    def step(self, samples: list[dict]) -> dict[str, float]:
+        t = self.cfg.train
+        lr = t.lr * lr_factor(self.iteration, t.iters, t.warmup_iters, t.lr_steps, t.lr_gamma)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        frames1, targets1 = stack_clip(samples, 0, self.device)
+        frames2, targets2 = stack_clip(samples, 1, self.device)
+        hw = tuple(frames1.shape[2:4])
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            stages1, stages2, aux1, aux2 = self.net(frames1, frames2)
+        loss, terms, _ = self.criterion(stages1, targets1, hw, stages2, targets2)
+        if aux1 is not None:
+            from efficientvis_trt.train.aux import aux_semantic_loss, semantic_targets
+
+            k = self.cfg.model.num_classes
+            aux = sum(aux_semantic_loss(a.float(), semantic_targets(tg, k), t.focal_alpha, t.focal_gamma)
+                      for a, tg in ((aux1, targets1), (aux2, targets2))) / 2
+            terms["loss_aux_sem"] = (t.loss_aux_sem * aux).detach()
+            loss = loss + t.loss_aux_sem * aux
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        max_norm = t.clip_grad_norm if t.clip_grad_norm > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trained_parameters(), max_norm)
+        self.scaler.step(self.optimizer)   # skips the update if the gradients are not finite
+        self.scaler.update()
+        self.iteration += 1
+        out = {k: float(v) for k, v in terms.items()}
+        out.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=lr)
+        return out
+
+    # ---- the loop ----------------------------------------------------------------------
+    def run(self) -> Path:
+        from tqdm import tqdm
+
+        from efficientvis_trt.data.ytvis import collate_pairs
+
+        t = self.cfg.train
+        total, start = t.iters, self.iteration
+        final = self.out / FINAL
+        if start >= total:
+            log.info("already at iteration %d of %d", start, total)
+        b = t.batch_size
+        stream = SampleStream(self.pairs, start * b, (total - start) * b, t.seed, self.dist.rank, self.dist.world_size)
+        loader = torch.utils.data.DataLoader(stream, batch_size=b, shuffle=False, num_workers=t.num_workers,
+                                             collate_fn=collate_pairs, persistent_workers=False,
+                                             prefetch_factor=2 if t.num_workers > 0 else None)
+        bar = tqdm(total=total, initial=start, desc="train", disable=not (self.progress and self.dist.is_main),
+                   dynamic_ncols=True)
+        # Multi-threaded CPU index_put (RoIAlign's backward) accumulates in a varying order; the
+        # deterministic kernels make two runs (and a resumed run) bit-identical.
+        was_deterministic = torch.are_deterministic_algorithms_enabled()
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True)
+        window: dict[str, float] = {}
+        count, window_time, tick = 0, 0.0, time.perf_counter()
+        try:
+            for samples in loader:
+                out = self.step(samples)
+                now = time.perf_counter()
+                self.elapsed += now - tick
+                window_time += now - tick
+                tick = now
+                for k, v in out.items():
+                    window[k] = window.get(k, 0.0) + v
+                count += 1
+                bar.update(1)
+                bar.set_postfix({"loss": f"{out['loss']:.3f}", **{_SHORT[k]: f"{v:.3f}" for k, v in out.items() if k in _SHORT}})
+                it = self.iteration
+                if self.dist.is_main and (it % self.log_every == 0 or it == total):
+                    row = {k: v / count for k, v in window.items()}
+                    row.update(iter=it, lr=out["lr"], elapsed_s=self.elapsed, sec_per_iter=window_time / count)
+                    self.log.write(row)
+                    window, count, window_time = {}, 0, 0.0
+                if t.checkpoint_every > 0 and it % t.checkpoint_every == 0 and it < total and self.dist.is_main:
+                    self.save(LAST)
+                if self.val_json is not None and t.eval_every > 0 and it % t.eval_every == 0 and it < total:
+                    self._evaluate(bar)
+                    tick = time.perf_counter()
+        finally:
+            bar.close()
+            torch.use_deterministic_algorithms(was_deterministic)
+        if self.dist.is_main:
+            if self.val_json is not None:
+                self._evaluate(bar)
+            self.save(LAST)
+            self.save(FINAL)
+            if self.last_eval:
+                write_json_atomic(self.out / "metrics.json", {"iteration": self.iteration, **self.last_eval})
+        self._barrier()
+        self.pair_forward.close()
+        if self.dist.owns_group:
+            torch.distributed.destroy_process_group()
+        return final
+
+    def _barrier(self) -> None:
+        if self.dist.world_size > 1:
+            torch.distributed.barrier()
+
+    def _evaluate(self, bar) -> None:
+        if self.dist.is_main:
+            bar.write(f"evaluating on {self.val_json} at iteration {self.iteration} ...")
+            stats = evaluate_model(self.model, self.val_json, str(self.device), self.progress, self.class_names)
+            self.last_eval = stats
+            self.log.write({"iter": self.iteration, "elapsed_s": self.elapsed,
+                            **{k: stats.get(k, float("nan")) for k in ("AP", "AP50", "AP75")}})
+            bar.write(f"iteration {self.iteration}: AP {stats.get('AP', float('nan')):.3f} "
+                      f"AP50 {stats.get('AP50', float('nan')):.3f} AP75 {stats.get('AP75', float('nan')):.3f}")
+        self._barrier()
+
+
+def train(cfg: Config | str, data_dir: str | os.PathLike, out_dir: str | os.PathLike, iters: int | None = None,
+          resume: bool = False, device: str = "cpu", val_dir: str | os.PathLike | None = None,
+          progress: bool = True, log_every: int = 20) -> Path:
+    """Train on a YouTube-VIS split; -> RUN/final.pt. See the module docstring for resume and DDP."""
+    return Trainer(cfg, data_dir, out_dir, iters, resume, device, val_dir, progress, log_every).run()
+
+
+def load_metrics(out_dir: str | os.PathLike) -> dict[str, float]:
+    """RUN/metrics.json (the last evaluation), or {} if there was none."""
+    p = Path(out_dir) / "metrics.json"
+    return json.loads(p.read_text()) if p.is_file() else {}
