@@ -18,7 +18,6 @@ from efficientvis_trt.errors import EvisError
 # name -> module; order is the order shown in --help.
 COMMANDS: dict[str, str] = {
     "demo": "efficientvis_trt.bench.demo",
-    "predict": "efficientvis_trt.model.predict_cli",
     "infer": "efficientvis_trt.runtime.cli",
     "export": "efficientvis_trt.export.cli",
     "build": "efficientvis_trt.calib.cli",
@@ -39,12 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, module_name in COMMANDS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:  # a command whose module is not part of this install
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
+        module = importlib.import_module(module_name)
         cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(cmd)
         cmd.set_defaults(_run=module.run)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -102,6 +101,7 @@ class TrainConfig:
     match_per_stage: bool = True    # deep supervision: Hungarian per stage (Sparse R-CNN) or the last stage's reused
     loss_aux_sem: float = 0.0       # CondInst-style auxiliary semantic-segmentation loss on P3 (0 = off, the paper recipe)
     deterministic: bool = False     # torch.use_deterministic_algorithms while training: bit-exact --resume with >1 CPU thread
+    init_proposals: str = "image"   # initial learned proposals: "image" (whole image, Sparse R-CNN) or "grid" (tiles)
 
 
 @dataclass
@@ -142,7 +142,17 @@ class Config:
         return copy.deepcopy(self)
 
     def validate(self) -> "Config":
+        """Reject a config that cannot build, train or export, with one line naming the field."""
         m = self.model
+        if len(m.input_size) != 2:
+            raise EvisError(f"input_size must be [H, W], got {m.input_size}")
+        for name in ("hidden_dim", "num_queries", "num_stages", "num_classes", "num_heads", "ffn_dim",
+                     "dim_dynamic", "mask_dim"):
+            if getattr(m, name) < 1:
+                raise EvisError(f"{name} must be >= 1, got {getattr(m, name)}")
+        if m.pooler.max_level - m.pooler.min_level != 3:
+            raise EvisError(f"pooler levels {m.pooler.min_level}..{m.pooler.max_level} must span the 4 FPN levels "
+                            "P2..P5 the backbone produces")
         h, w = m.input_size
         if h % 32 or w % 32 or h <= 0 or w <= 0:
             raise EvisError(f"input size {h}x{w} must be positive multiples of 32 (the FPN stride)")
@@ -251,9 +261,3 @@ def get_config(preset_or_path: str | Path | Config) -> Config:
     if key.endswith((".yaml", ".yml")) or Path(key).is_file():
         return Config.load_yaml(key)
     raise EvisError(f"unknown config {key!r}: use one of {', '.join(PRESETS)} or a YAML file")
-
-
-def level_for_box_size(box_size: float, pooler: PoolerConfig) -> int:
-    """detectron2's level rule for one box (sqrt(area) in input pixels); documents the vectorised version."""
-    lvl = math.floor(pooler.canonical_level + math.log2(box_size / pooler.canonical_box_size + 1e-8))
-    return min(max(lvl, pooler.min_level), pooler.max_level)

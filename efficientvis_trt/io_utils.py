@@ -22,6 +22,20 @@ def _umask() -> int:
     return 0o022
 
 
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk; best effort where the OS refuses."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def file_mode() -> int:
     """The mode a plain `open(path, "w")` would give; mkstemp's temp files are 0600."""
     return 0o666 & ~_umask()
@@ -42,7 +56,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _fsync(tmp_path)          # the data is on disk before the name points at it
         os.replace(tmp_path, path)
+        _fsync(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

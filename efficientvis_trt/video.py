@@ -196,11 +196,20 @@ class Letterbox:
         canvas[:h, :w] = resized
         return canvas
 
-    def boxes_to_source(self, boxes_xyxy: np.ndarray) -> np.ndarray:
-        """Canvas-pixel xyxy boxes -> source-frame pixels, clipped to the frame."""
-        out = np.asarray(boxes_xyxy, dtype=np.float32) / self.scale
-        out[..., 0::2] = out[..., 0::2].clip(0, self.src_hw[1])
-        out[..., 1::2] = out[..., 1::2].clip(0, self.src_hw[0])
+    def boxes_to_source(self, boxes_xyxy: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Canvas-pixel xyxy boxes -> source-frame pixels (clipped to the frame unless `clip=False`).
+
+        Uses the per-axis ratio of the content actually drawn (its size is rounded to whole
+        pixels), not the nominal scale. Masks must be pasted through the unclipped box: the
+        28x28 mask covers the whole predicted box, also where it leaves the frame.
+        """
+        (ch, cw), (sh, sw) = self.content_hw, self.src_hw
+        out = np.asarray(boxes_xyxy, dtype=np.float32).copy()
+        out[..., 0::2] *= sw / cw
+        out[..., 1::2] *= sh / ch
+        if clip:
+            out[..., 0::2] = out[..., 0::2].clip(0, sw)
+            out[..., 1::2] = out[..., 1::2].clip(0, sh)
         return out
 
     def to_dict(self) -> dict:

@@ -90,3 +90,26 @@ def test_paste_mask_lands_inside_its_box():
     half[:, :14] = 1
     m = paste_mask(half, np.array([0.0, 0.0, 40.0, 40.0]), (40, 40))
     assert m[:, :19].all() and not m[:, 21:].any()
+
+
+def test_mask_of_a_box_leaving_the_frame_is_not_squeezed_into_it():
+    """The mask covers the whole predicted box: its off-frame half must stay off-frame."""
+    from efficientvis_trt.runtime.postprocess import TrackAccumulator
+
+    lb = Letterbox((100, 200), (96, 192))  # content 96x192, scale 0.96
+    acc = TrackAccumulator(lb, keep_history=True)
+    # One query, one frame: a box centred on x=0 (half outside), whose object fills the box's left half.
+    box = np.array([[[0.0, 0.5, 100.0 / 192, 0.5]]], np.float32)   # normalised cxcywh on the canvas
+    logits = np.full((1, 1, 28, 28), -20.0, np.float32)
+    logits[..., :14] = 20.0
+    acc.add_clip({"logits": np.zeros((1, 1, 1), np.float32), "boxes": box, "mask_logits": logits}, valid=1)
+    track = acc.finish(top_k=1)[0]
+    assert decode_rle(track.segmentations[0]).sum() == 0
+    assert track.boxes[0, 0] == 0.0  # the reported box is clipped to the frame
+
+
+def test_letterbox_maps_boxes_with_the_drawn_content_size():
+    lb = Letterbox((144, 176), (160, 288))
+    (ch, cw) = lb.content_hw
+    corner = lb.boxes_to_source(np.array([[0.0, 0.0, cw, ch]], np.float32))
+    np.testing.assert_allclose(corner, [[0, 0, 176, 144]], atol=1e-3)

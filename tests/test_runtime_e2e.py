@@ -156,10 +156,12 @@ def test_boxes_and_masks_land_in_original_frame_coordinates(bundle, videos, name
     assert all(c.outputs["boxes"].shape[1] == c.valid for c in clips)       # padded frames dropped
     lb = Letterbox((h, w), p.input_hw)
     raw = np.concatenate([c.outputs["boxes"] for c in clips], axis=1)        # [N, n, 4] normalised canvas cxcywh
-    scale = min(p.input_hw[0] / h, p.input_hw[1] / w)
+    content_h, content_w = lb.content_hw   # the drawn content, rounded to whole pixels, maps back per axis
     for track in result.tracks:
         assert track.boxes.shape == (n, 4) and len(track.segmentations) == n
-        expected = cxcywh_norm_to_xyxy(raw[track.query_index], lb.dst_hw) / scale
+        expected = cxcywh_norm_to_xyxy(raw[track.query_index], lb.dst_hw)
+        expected[:, 0::2] *= w / content_w
+        expected[:, 1::2] *= h / content_h
         expected[:, 0::2] = expected[:, 0::2].clip(0, w)
         expected[:, 1::2] = expected[:, 1::2].clip(0, h)
         np.testing.assert_allclose(track.boxes, expected, rtol=1e-4, atol=1e-2)

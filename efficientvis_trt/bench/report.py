@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +75,7 @@ def write_reports(rows: list[BenchRow], machine: dict, out_dir: Path, title: str
     ratio_lines = "\n".join(f"- {k}: {v:.2f}" for k, v in sorted(extra.items())) or "- (no INT8/FP32 pair measured)"
     md = (f"# {title}\n\nMachine: {machine_line(machine)}\n\n{table}\n\nRatios:\n{ratio_lines}\n\n"
           "AP columns in percent (YouTube-VIS AP); 'AP vs FP32' = AP of this row's tracks on the real videos "
-          "against the same backend's FP32 tracks; latency is model-only per clip after warm-up; "
+          "against the same backend's FP32 tracks (else the first FP32 row; JSON `fidelity_reference` says which); latency is model-only per clip after warm-up; "
           "e2e = file to results JSON; ms/f = milliseconds per frame per stage.\n")
     paths = {"markdown": out_dir / "bench.md", "csv": out_dir / "bench.csv", "json": out_dir / "bench.json",
              "plot": out_dir / "bench.png"}
@@ -124,13 +123,3 @@ def plot(rows: list[BenchRow], path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
-
-
-def rows_from_json(path: Path) -> list[BenchRow]:
-    data = json.loads(Path(path).read_text())
-    rows = []
-    for d in data["rows"]:
-        d = dict(d)
-        rows.append(BenchRow(d.pop("backend"), d.pop("precision"), d.pop("available"), d.pop("reason"),
-                             {k: v for k, v in d.items() if v is not None}))
-    return rows

@@ -30,7 +30,7 @@ class BenchSettings:
     videos: list[Path] = field(default_factory=list)  # real videos: end-to-end speed and fidelity to FP32
     iters: int = 20                           # timed model-only clips
     warmup: int = 3
-    device: str = "cpu"
+    device: str | None = None                 # None: each backend's best device (TensorRT needs CUDA)
     fidelity_threshold: float = 0.5
     max_frames: int | None = None             # per real video
     max_val_videos: int | None = None
@@ -100,24 +100,37 @@ def run_videos(predictor, videos: list[Path], max_frames: int | None) -> tuple[d
     return metrics, results
 
 
-def evaluate_split(predictor, data_dir: Path, max_videos: int | None) -> dict[str, float]:
-    """AP/AP50/AP75 of `predictor` on a YouTube-VIS-format split through the same evaluator as `evis eval`."""
-    from efficientvis_trt.data.ytvis import load_ytvis
-    from efficientvis_trt.eval import evaluate
+def predict_split(predictor, json_path: Path, max_videos: int | None = None,
+                  progress: bool = False) -> tuple[dict, list[dict]]:
+    """Run `predictor` over a YouTube-VIS-format split -> (ground truth of those videos, results).
 
-    json_path = annotations_path(data_dir)
+    Frames are read in the order the JSON's `file_names` give (not a folder listing), so the
+    results always have one segmentation per annotated frame.
+    """
+    from tqdm import tqdm
+
+    from efficientvis_trt.data.ytvis import load_ytvis
+
     data = load_ytvis(json_path)
     videos = data.videos[:max_videos] if max_videos else data.videos
     results: list[dict] = []
-    for video in videos:
-        folder = data.video_frames(video)[0].parent
-        results += predictor.predict_video(folder).to_ytvis(video.id, list(data.label_to_category_id))
-    gt = subset_ground_truth(json_path, {v.id for v in videos})
+    for video in tqdm(videos, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
+        frames = (data.read_frame(video, t) for t in range(video.length))
+        results += predictor.predict_video(frames).to_ytvis(video.id, list(data.label_to_category_id))
+    return subset_ground_truth(json_path, {v.id for v in videos}), results
+
+
+def evaluate_split(predictor, data_dir: Path, max_videos: int | None = None, progress: bool = False) -> dict[str, float]:
+    """AP/AP50/AP75 (0-1) of `predictor` on a YouTube-VIS-format split through the same evaluator as `evis eval`."""
+    from efficientvis_trt.eval import evaluate
+
+    gt, results = predict_split(predictor, annotations_path(data_dir), max_videos, progress)
     stats = evaluate(gt, results).stats
     return {"AP": stats["AP"], "AP50": stats["AP50"], "AP75": stats["AP75"]}
 
 
 def annotations_path(data_dir: Path) -> Path:
+    """The split's YouTube-VIS JSON: the path itself, or the (first) JSON in the folder."""
     data_dir = Path(data_dir)
     if data_dir.is_file():
         return data_dir
@@ -128,6 +141,7 @@ def annotations_path(data_dir: Path) -> Path:
 
 
 def subset_ground_truth(json_path: Path, video_ids: set[int]) -> dict:
+    """The ground truth restricted to the videos actually run (so --max-val-videos scores fairly)."""
     import json
 
     gt = json.loads(Path(json_path).read_text())
@@ -145,10 +159,22 @@ def fidelity(reference: list[dict], results: list[dict], threshold: float) -> fl
     return float(evaluate_fidelity(reference, results, threshold).stats["AP"])
 
 
+def _fidelity_of(backend: str, results: list[dict], references: dict[str, list[dict]],
+                 threshold: float) -> tuple[float | str, str]:
+    """Fidelity against this backend's FP32 tracks, else the first FP32 row measured; -> (AP, which)."""
+    if backend in references:
+        return fidelity(references[backend], results, threshold), f"{backend} fp32"
+    if references:
+        other = next(iter(references))
+        return fidelity(references[other], results, threshold), f"{other} fp32"
+    return "n/a (no FP32 reference row)", "none"
+
+
 def run_bench(bundle_path: Path, settings: BenchSettings,
               make_predictor: Callable[..., Any] | None = None, progress: bool = True) -> list[BenchRow]:
     """Every backend x precision, FP32 of each backend first so later rows have their reference."""
     from efficientvis_trt.bench.memory import PeakRSS
+    from efficientvis_trt.runtime.predictor import iter_clips
     from efficientvis_trt.video import read_frames
 
     if make_predictor is None:
@@ -175,26 +201,27 @@ def run_bench(bundle_path: Path, settings: BenchSettings,
         except EvisError as exc:
             rows.append(BenchRow(backend, precision, False, str(exc)))
             continue
-        row = BenchRow(backend, precision, True)
-        with PeakRSS() as mem:
-            if clip_source is not None:
-                clip = read_frames(clip_source, max_frames=predictor.clip_len)
-                while len(clip) < predictor.clip_len:
-                    clip.append(clip[-1])
-                row.metrics.update(measure_latency(predictor, clip, settings.iters, settings.warmup))
-                metrics, results = run_videos(predictor, settings.videos, settings.max_frames)
-                row.metrics.update(metrics)
-                row.metrics["e2e_over_model"] = metrics["e2e_fps"] / row.metrics["model_fps"]
-                if precision == "fp32":
-                    references[backend] = results
-                reference = references.get(backend) or next(iter(references.values()), None)
-                row.metrics["fidelity_AP"] = (fidelity(reference, results, settings.fidelity_threshold)
-                                              if reference is not None else "n/a (no FP32 reference row)")
-            if settings.data is not None:
-                row.metrics.update(evaluate_split(predictor, settings.data, settings.max_val_videos))
-        row.metrics["peak_host_mb"] = mem.peak_mb
+        row = BenchRow(backend, precision, True, metrics={"device": str(getattr(predictor.backend, "device", "cpu"))})
+        try:
+            with PeakRSS() as mem:
+                if clip_source is not None:
+                    clip, _ = next(iter_clips(read_frames(clip_source, max_frames=predictor.clip_len), predictor.clip_len))
+                    row.metrics.update(measure_latency(predictor, clip, settings.iters, settings.warmup))
+                    metrics, results = run_videos(predictor, settings.videos, settings.max_frames)
+                    row.metrics.update(metrics)
+                    row.metrics["e2e_over_model"] = metrics["e2e_fps"] / row.metrics["model_fps"]
+                    if precision == "fp32":
+                        references[backend] = results
+                    row.metrics["fidelity_AP"], row.metrics["fidelity_reference"] = _fidelity_of(
+                        backend, results, references, settings.fidelity_threshold)
+                if settings.data is not None:
+                    row.metrics.update(evaluate_split(predictor, settings.data, settings.max_val_videos))
+            row.metrics["peak_host_mb"] = mem.peak_mb
+        except EvisError as exc:  # a row that fails mid-way is reported, not allowed to sink the table
+            row = BenchRow(backend, precision, False, f"failed while measuring: {exc}")
+        finally:
+            close = getattr(predictor, "close", None)
+            if callable(close):
+                close()
         rows.append(row)
-        close = getattr(predictor, "close", None)
-        if callable(close):
-            close()
     return rows

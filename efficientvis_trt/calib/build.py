@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import platform
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ CALIBRATION_FILE = "calibration.json"
 RECORD_SCHEMA = 1
 DEFAULT_CLIPS = 16
 CHECK_CLIPS = 2
+CPU_INT8_FILE = "model.int8.cpu.onnx"          # ONNX Runtime CPU form of the int8 graph (not for TensorRT)
 
 
 @dataclass
@@ -158,10 +160,14 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
                  "guard_rounds": r16.rounds},
         "tool_versions": tool_versions(),
     }
+    cpu_model = None
     if precision == "fp16":
         out_model = r16.model
     else:
-        r8 = I.quantize(model, calib, roles, r16.blocked, method=opts.calib_method)
+        with tempfile.TemporaryDirectory(prefix="evis-int8-ranges-") as tmp:
+            cache = Path(tmp) / "ranges.json"       # one calibration, shared by both int8 graphs
+            r8 = I.quantize(model, calib, roles, r16.blocked, method=opts.calib_method, cache=cache)
+            cpu_model = I.quantize_cpu_graph(model, roles, cache, method=opts.calib_method)
         out_model = r8.model
         section["int8"] = {
             "method": opts.calib_method, "format": "QDQ", "activations": "int8 symmetric per-tensor",
@@ -173,15 +179,35 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     onnx.checker.check_model(out_model, full_check=True)
     data = _serialize(out_model)
     check_feeds = calib.feeds[-CHECK_CLIPS:]
-    section["check_vs_fp32"] = compare_outputs(make_session(model), make_session(data), check_feeds)
+    ref_session = make_session(model)
+    section["check_vs_fp32"] = compare_outputs(ref_session, make_session(data), check_feeds)
     bad = [k for k, v in section["check_vs_fp32"].items() if not v["finite"]]
     if bad:
         raise EvisError(f"the {precision} graph produces inf/NaN in {', '.join(bad)} on the calibration clips")
+    cpu_data = None
+    if cpu_model is not None:
+        onnx.checker.check_model(cpu_model, full_check=True)
+        cpu_data = _serialize(cpu_model)
+        cpu_check = compare_outputs(ref_session, make_session(cpu_data), check_feeds)
+        bad = [k for k, v in cpu_check.items() if not v["finite"]]
+        if bad:
+            raise EvisError(f"the int8 CPU graph produces inf/NaN in {', '.join(bad)} on the calibration clips")
+        section["int8"]["cpu_graph"] = {
+            "output_onnx": CPU_INT8_FILE, "output_onnx_sha256": hashlib.sha256(cpu_data).hexdigest(),
+            "for": "ONNX Runtime CPUExecutionProvider (TensorRT uses model.int8.onnx)",
+            "format": "QDQ with output Q/DQ (ORT fuses QLinearConv/QLinearAdd)",
+            "activations": "uint8 asymmetric per-tensor (ranges: this section's calibration)",
+            "weights": "int8 symmetric per-channel", "float_parts": "fp32",
+            "check_vs_fp32": cpu_check,
+        }
 
     out_name = f"model.{precision}.onnx"
     out_path = bundle.path / out_name
     write_bytes_atomic(out_path, data)
     _share_like(out_path, src_path)
+    if cpu_data is not None:
+        write_bytes_atomic(bundle.path / CPU_INT8_FILE, cpu_data)
+        _share_like(bundle.path / CPU_INT8_FILE, src_path)
     section["output_onnx"] = out_name
     section["output_onnx_sha256"] = hashlib.sha256(data).hexdigest()
     section["build_time_s"] = round(time.perf_counter() - start, 2)
@@ -191,16 +217,21 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     record[precision] = section
     write_json_atomic(bundle.path / CALIBRATION_FILE, record)
     _share_like(bundle.path / CALIBRATION_FILE, src_path)
-    _update_bundle_metadata(bundle, precision, out_name)
+    _update_bundle_metadata(bundle, precision, out_name, CPU_INT8_FILE if cpu_data is not None else None)
     return section
 
 
-def _update_bundle_metadata(bundle, precision: str, out_name: str) -> None:
+def _update_bundle_metadata(bundle, precision: str, out_name: str, cpu_name: str | None = None) -> None:
     precisions = dict(bundle.metadata.get("precisions", {"fp32": "model.onnx"}))
     precisions[precision] = out_name
-    bundle.update_metadata(precisions=precisions, calibration=CALIBRATION_FILE)
+    fields: dict[str, Any] = {"precisions": precisions, "calibration": CALIBRATION_FILE}
+    if cpu_name is not None:     # the graph ONNX Runtime's CPU provider loads for this precision
+        fields["ort_cpu_graphs"] = {**bundle.metadata.get("ort_cpu_graphs", {}), precision: cpu_name}
+    bundle.update_metadata(**fields)
     if hasattr(bundle, "record_file"):
         bundle.record_file(out_name)
+        if cpu_name is not None:
+            bundle.record_file(cpu_name)
 
 
 def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:

@@ -177,8 +177,9 @@ def letterbox_clip(frames: list[np.ndarray], input_hw: tuple[int, int], clip_len
     return np.stack(canvas[:clip_len]), real
 
 
-def build_calibration_set(fp32_onnx: "str | os.PathLike | onnx.ModelProto", init_state: tuple[np.ndarray, np.ndarray],
-                          input_hw: tuple[int, int], clip_len: int, sources: Sequence[str | os.PathLike] | None,
+def build_calibration_set(fp32_onnx: "str | os.PathLike | onnx.ModelProto",
+                          init_state: tuple[np.ndarray, np.ndarray], input_hw: tuple[int, int], clip_len: int,
+                          sources: Sequence[str | os.PathLike] | None,
                           num_clips: int, seed: int, progress: bool = True,
                           absmax_tensors: Sequence[str] = ()) -> CalibrationSet:
     """Read the planned clips and run each sequence through the fp32 graph to carry the state.

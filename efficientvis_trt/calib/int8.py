@@ -19,10 +19,19 @@ input and scale), every scale is rounded to an fp16 value and the int8 weights a
 re-quantized against the rounded scale, so the fp16 scale TensorRT sees (strongly typed:
 an fp16 scale must match an fp16 input) is exactly the one the weights were made for.
 
-Trade-off on ONNX Runtime's CPU provider: its int8 kernels (QLinearConv, MatMulInteger)
-are only fused from fp32 Q/DQ patterns, and it has few fp16 CPU kernels, so this graph
-runs correctly but not fast on CPU; `qdq_fp32` (written by `quantize(..., keep_fp32=True)`)
-is the CPU-friendly form of the same quantization, used to measure what int8 buys on a CPU.
+Scales below the smallest normal fp16 (6.1e-5: channels with max|w| < 7.7e-3) are raised
+to it rather than left subnormal; TensorRT requires strictly positive scales.
+Every quantized consumer gets its own Q/DQ pair and nothing else reads a dequantized
+activation (`unshare_dequantized_inputs`).
+
+Trade-off on ONNX Runtime's CPU provider: its int8 kernels (QLinearConv, ...) are only
+fused from fp32 Q/DQ patterns, and it has few fp16 CPU kernels, so this graph runs
+correctly but slower than fp32 on a CPU (benchmarks/RESULTS.md, "Precision (issue 8)").
+`quantize_for_cpu` re-expresses the same node selection in the forms ORT's CPU kernels
+fuse; `evis build --precision int8` writes one of them, ORT's x86 recipe
+(`quantize_cpu_graph`: uint8 asymmetric activations, same calibrated ranges), as
+model.int8.cpu.onnx, which the ONNX Runtime backend loads on the CPU provider. It is not
+what TensorRT gets.
 """
 from __future__ import annotations
 
@@ -193,7 +202,8 @@ def _quantize_static(model: onnx.ModelProto, calib: CalibrationSet | None, roles
         if not cache.is_file():
             if calib is None:
                 raise EvisError("no calibration clips and no calibration cache to quantize with")
-            calibrate(src_path, calib, method, cache, Path(tmp), percentile)
+            calibrate(src_path, calib, method, cache, Path(tmp), percentile,
+                      tensors=calibration_tensors(src, to_quantize))
         quantize_static(str(src_path), str(out_path), None,
                         quant_format=QuantFormat.QOperator if qoperator else QuantFormat.QDQ,
                         op_types_to_quantize=["Conv", "MatMul", "Gemm", "Add"],
@@ -205,29 +215,103 @@ def _quantize_static(model: onnx.ModelProto, calib: CalibrationSet | None, roles
         return onnx.load(str(out_path))
 
 
+def calibration_tensors(model: onnx.ModelProto, nodes: Sequence[str]) -> set[str]:
+    """Activation inputs and outputs of the nodes to quantize: the only ranges the quantizer reads."""
+    constants = G.constant_names(model)
+    wanted = set(nodes)
+    return {t for n in model.graph.node if n.name in wanted for t in list(n.input) + list(n.output)
+            if t and t not in constants}
+
+
+def entropy_threshold(hist: np.ndarray, edges: np.ndarray, lowest, highest, num_quantized_bins: int = 128):
+    """KL-divergence threshold of a symmetric histogram: onnxruntime's search, vectorised per candidate.
+
+    Same candidates, bin merging (float counts truncated into an int64 array, as there),
+    smoothing and KL as `onnxruntime.quantization.calibrate.HistogramCollector.get_entropy_threshold`
+    (itself the TensorRT 2017 entropy calibration), without its Python loops over the
+    quantized bins: ~1 s -> a few ms per tensor at 2048 bins. Returns (low, high).
+    """
+    from onnxruntime.quantization.calibrate import entropy
+    from onnxruntime.quantization.quant_utils import smooth_distribution
+
+    hist = np.asarray(hist, dtype=np.int64)
+    num_bins = hist.size
+    zero = num_bins // 2
+    nq = num_quantized_bins
+    cum = np.concatenate([[0], np.cumsum(hist)])
+    best, best_pair = np.inf, None
+    for i in range(nq // 2, zero + 1):
+        start, end = zero - i, min(zero + i + 1, num_bins)
+        sliced = hist[start:end]
+        size = sliced.size
+        p = sliced.copy()
+        p[0] += cum[start]
+        p[-1] += cum[num_bins] - cum[end]
+        merged = size // nq
+        body = nq * merged
+        quantized = sliced[:body].reshape(nq, merged).sum(axis=1)
+        quantized[-1] += sliced[body:].sum()
+        norm = (p[:body] != 0).reshape(nq, merged).sum(axis=1)
+        per_bin = np.where(norm != 0, quantized / np.maximum(norm, 1), 0.0)
+        q = np.zeros(size, dtype=np.int64)
+        q[:body] = np.repeat(np.trunc(per_bin).astype(np.int64), merged)
+        ps, qs = smooth_distribution(p), smooth_distribution(q)
+        div = np.inf if ps is None or qs is None else float(entropy(ps, qs))
+        if div < best or best_pair is None:
+            best, best_pair = div, (edges[start], edges[end])
+    low, high = best_pair
+    low = lowest if low < lowest else low
+    high = highest if high > highest else high
+    return low, high
+
+
+def _entropy_data(calibrator):
+    """TensorsData for an EntropyCalibrater from its histograms, with the vectorised search."""
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorsData
+
+    out = {}
+    for name, (hist, edges, lowest, highest, _thr) in calibrator.collector.histogram_dict.items():
+        low, high = entropy_threshold(hist, edges, lowest, highest, calibrator.collector.num_quantized_bins)
+        out[name] = (np.asarray(low, dtype=edges.dtype), np.asarray(high, dtype=edges.dtype), hist, edges)
+    return TensorsData(CalibrationMethod.Entropy, out)
+
+
 def calibrate(model_path: Path, calib: CalibrationSet, method: str, cache: Path, workdir: Path,
-              percentile: float = 99.999) -> None:
-    """Activation ranges of every Conv/MatMul/Gemm/Add input and output over the clips -> `cache`.
+              percentile: float = 99.999, tensors: set[str] | None = None) -> None:
+    """Activation ranges over the clips -> `cache` (onnxruntime's calibration cache format).
 
     Our own loop over onnxruntime's calibrators, one clip at a time (histograms merge
     incrementally, so memory stays at one clip's tensors), because quantize_static cannot
     set the histogram size: with its default 128 bins for 128 quantized bins the entropy
-    search has a single candidate and degenerates to min/max.
+    search has a single candidate and degenerates to min/max. `tensors` limits the work to
+    the tensors the quantizer will read (the entropy search costs ~1 s per tensor in Python).
     """
     import contextlib
     import io
 
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    from onnxruntime.quantization import calibrate as C
     from tqdm import tqdm
 
-    options: dict = {"symmetric": True}
-    if method == "percentile":
-        options.update(percentile=percentile, num_bins=2048)
+    common = dict(op_types_to_calibrate=["Conv", "MatMul", "Gemm", "Add"],
+                  augmented_model_path=str(workdir / "augmented.onnx"), symmetric=True)
+    if method == "minmax":
+        calibrator = C.MinMaxCalibrater(Path(model_path), **common)
+    elif method == "percentile":
+        calibrator = C.PercentileCalibrater(Path(model_path), num_bins=2048, percentile=percentile, **common)
     elif method == "entropy":
-        options.update(num_bins=2048, num_quantized_bins=128)
-    calibrator = create_calibrator(Path(model_path), ["Conv", "MatMul", "Gemm", "Add"],
-                                   augmented_model_path=str(workdir / "augmented.onnx"),
-                                   calibrate_method=_method(method), extra_options=options)
+        calibrator = C.EntropyCalibrater(Path(model_path), num_bins=2048, num_quantized_bins=128, **common)
+    else:
+        raise EvisError(f"unknown calibration method {method!r}: use one of {', '.join(METHODS)}")
+    if tensors is not None:
+        select = calibrator.select_tensors_to_calibrate
+
+        def only_needed(model):
+            found, value_infos = select(model)
+            return {t for t in found if t in tensors}, value_infos
+
+        calibrator.select_tensors_to_calibrate = only_needed
+    calibrator.augment_graph()
+    calibrator.create_inference_session()
     for k in tqdm(range(len(calib)), desc=f"int8 calibration ({method})", unit="clip", leave=False,
                   disable=len(calib) < 2):
         reader = ClipDataReader(calib)
@@ -235,8 +319,8 @@ def calibrate(model_path: Path, calib: CalibrationSet, method: str, cache: Path,
         with contextlib.redirect_stdout(io.StringIO()):    # the histogram calibrators print progress
             calibrator.collect_data(reader)
     with contextlib.redirect_stdout(io.StringIO()):
-        data = calibrator.compute_data()
-    save_tensors_data(data, cache)
+        data = _entropy_data(calibrator) if method == "entropy" else calibrator.compute_data()
+    C.save_tensors_data(data, cache)
 
 
 def quantize_for_cpu(model: onnx.ModelProto, calib: CalibrationSet | None, roles: G.GraphRoles, cache: Path,
@@ -251,6 +335,21 @@ def quantize_for_cpu(model: onnx.ModelProto, calib: CalibrationSet | None, roles
     """
     return _quantize_static(model, calib, roles, method, cache, qoperator=qoperator, output_quant=output_quant,
                             u8_activations=u8_activations)
+
+
+def quantize_cpu_graph(model: onnx.ModelProto, roles: G.GraphRoles, cache: Path,
+                       method: str = "minmax") -> onnx.ModelProto:
+    """The bundle's model.int8.cpu.onnx: ORT's x86 recipe from the TensorRT graph's calibration cache.
+
+    uint8 asymmetric activations, int8 symmetric per-channel weights, QDQ with output Q/DQ
+    and fp32 float parts: the form ONNX Runtime's CPU provider fuses into U8S8 QLinearConv/
+    QLinearAdd. Same node selection and the same calibrated ranges (`cache`, written by
+    `quantize`; no second calibration pass). Not for TensorRT, which takes symmetric only.
+    """
+    if not Path(cache).is_file():
+        raise EvisError(f"no calibration cache at {cache}: run quantize() first")
+    return quantize_for_cpu(model, None, roles, Path(cache), method, qoperator=False, output_quant=True,
+                            u8_activations=True)
 
 
 def quantize(model: onnx.ModelProto, calib: CalibrationSet, roles: G.GraphRoles, fp16_block: Sequence[str],

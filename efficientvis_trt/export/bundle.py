@@ -33,6 +33,9 @@ SCHEMA_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 MODEL_FILE = ONNX_FILES["fp32"]
+# ONNX Runtime CPU-provider forms (written by `evis build`; TensorRT and GPU providers use ONNX_FILES)
+ORT_CPU_ONNX_FILES = {"int8": "model.int8.cpu.onnx"}
+ONNX_TARGETS = ("default", "ort-cpu")
 STATE_FILE = "init_state.npz"
 METADATA_FILE = "metadata.json"
 ENGINE_DIR = "engines"
@@ -210,10 +213,21 @@ class Bundle:
         query, boxes = self._read_state(self._path / STATE_FILE)
         return np.ascontiguousarray(query, np.float32), np.ascontiguousarray(boxes, np.float32)
 
-    def onnx_path(self, precision: str = "fp32") -> Path:
-        """The ONNX graph for a precision; a missing one says how to build it."""
+    def onnx_path(self, precision: str = "fp32", target: str = "default") -> Path:
+        """The ONNX graph for a precision; a missing one says how to build it.
+
+        target "ort-cpu": the CPU-provider form (model.int8.cpu.onnx) when the bundle has one,
+        else the default graph (older bundles); compare the returned name to tell which.
+        """
         if precision not in PRECISIONS:
             raise EvisError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+        if target not in ONNX_TARGETS:
+            raise EvisError(f"unknown ONNX target {target!r}: use one of {', '.join(ONNX_TARGETS)}")
+        if target == "ort-cpu" and precision in ORT_CPU_ONNX_FILES:
+            cpu = self._path / ORT_CPU_ONNX_FILES[precision]
+            if cpu.is_file():
+                check_onnx_io(cpu, self._expected_io())
+                return cpu
         path = self._path / ONNX_FILES[precision]
         if not path.is_file():
             raise EvisError(f"{path} is missing: run `evis build {self._path} --precision {precision}` first")

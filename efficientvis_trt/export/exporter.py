@@ -161,7 +161,7 @@ def export_onnx(model, clip_len: int, input_hw: tuple[int, int], flavour: str = 
             log.warning("%s exporter failed (%s)%s", route, first[:200],
                         "; falling back to the TorchScript exporter" if route != routes[-1] else "")
             if route == routes[-1]:
-                raise RuntimeError(f"ONNX export failed with every exporter: {'; '.join(errors)}") from exc
+                raise EvisError(f"ONNX export failed with every exporter: {'; '.join(errors)}") from exc
     attach_function(proto, opset)
     if flavour == "inline":
         proto = inline_function(proto)

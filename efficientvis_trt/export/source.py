@@ -48,11 +48,8 @@ def _check_clip_len(clip_len: int | None) -> None:
 
 
 def _check_exportable(m: ModelConfig) -> None:
-    p = m.pooler
-    if not p.aligned:
+    if not m.pooler.aligned:
         raise EvisError("export supports pooler.aligned=True only (the ONNX function uses RoiAlign half_pixel)")
-    if p.max_level - p.min_level + 1 != 4:
-        raise EvisError(f"export needs 4 FPN levels for RoIAlign, config has {p.min_level}..{p.max_level}")
 
 
 def random_init_model(cfg: Config, seed: int) -> torch.nn.Module:

@@ -17,7 +17,6 @@ TensorRT plugin):
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -108,7 +107,3 @@ def multi_level_roi_align_reference(features: Sequence[Tensor], rois: Tensor, ou
             out[sel] = roi_align_level(feature, flat[sel], batch_index[sel], output_size,
                                        1.0 / 2 ** (min_level + i), sampling_ratio, aligned)
     return out.reshape(b, r, c, output_size, output_size)
-
-
-def level_strides(min_level: int, num_levels: int) -> list[int]:
-    return [int(math.pow(2, min_level + i)) for i in range(num_levels)]

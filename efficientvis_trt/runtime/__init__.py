@@ -12,7 +12,6 @@ _EXPORTS = {
     "Predictor": "efficientvis_trt.runtime.predictor",
     "VideoRun": "efficientvis_trt.runtime.predictor",
     "ClipResult": "efficientvis_trt.runtime.predictor",
-    "ClipOutput": "efficientvis_trt.runtime.predictor",
     "iter_clips": "efficientvis_trt.runtime.predictor",
     "TrackAccumulator": "efficientvis_trt.runtime.postprocess",
     "VideoResult": "efficientvis_trt.runtime.postprocess",

@@ -137,6 +137,10 @@ class ThreadedClipLoop(Generic[J, M, R]):
                     continue      # as above: the next drain raises the post thread's error
         finally:
             stop.set()
-            for t in threads:
-                t.join(timeout=2.0)
+            decode, post = threads
+            # The post thread checks `stop` between items: wait for it, so nothing touches the
+            # accumulator or the overlay writer after the run ends. The decoder may be blocked in
+            # a live capture read, so it gets a bounded wait (it is a daemon).
+            post.join()
+            decode.join(timeout=2.0)
 

@@ -204,9 +204,10 @@ class TrackAccumulator:
         probs = sigmoid(np.asarray(outputs["logits"][:, :valid], np.float32))
         canvas_boxes = cxcywh_norm_to_xyxy(np.asarray(outputs["boxes"][:, :valid]), self.letterbox.dst_hw)
         boxes = self.letterbox.boxes_to_source(canvas_boxes)
+        paste_boxes = self.letterbox.boxes_to_source(canvas_boxes, clip=False)
         masks = sigmoid(np.asarray(outputs["mask_logits"][:, :valid], np.float32))
         hw = self.letterbox.src_hw
-        rles = [[encode_rle_roi(*paste_mask_roi(masks[n, t], boxes[n, t], hw, self.mask_threshold), hw)
+        rles = [[encode_rle_roi(*paste_mask_roi(masks[n, t], paste_boxes[n, t], hw, self.mask_threshold), hw)
                  for t in range(valid)] for n in range(masks.shape[0])]
         clip_sum = probs.sum(axis=1)
         self._prob_sum = clip_sum if self._prob_sum is None else self._prob_sum + clip_sum

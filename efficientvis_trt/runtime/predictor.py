@@ -11,6 +11,7 @@ are streamed (tracks keep only boxes, scores and RLEs).
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -81,7 +82,6 @@ class ClipResult:
         return range(self.first_frame, self.first_frame + self.valid)
 
 
-ClipOutput = ClipResult  # the earlier name
 
 
 class Predictor:
@@ -202,7 +202,7 @@ class VideoRun:
         else:
             self.source = None
             it = iter(source)
-            self._frames = lambda: it if max_frames is None else _take(it, max_frames)
+            self._frames = lambda: it if max_frames is None else itertools.islice(it, max_frames)
         self.name = self.source.spec if self.source is not None else "<frames>"
         self.keep_history = keep_history
         self.overlay_path = Path(overlay) if overlay is not None else None
@@ -323,11 +323,4 @@ class VideoRun:
         return VideoResult(self.name, h, w, self.acc.num_frames, tracks, dict(self.timings), list(self.latencies))
 
 
-def _take(it: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
-    for i, x in enumerate(it):
-        if i >= n:
-            return
-        yield x
-
-
-__all__ = ["Predictor", "VideoRun", "iter_clips", "ClipResult", "ClipOutput", "Track", "VideoResult"]
+__all__ = ["Predictor", "VideoRun", "iter_clips", "ClipResult", "Track", "VideoResult"]

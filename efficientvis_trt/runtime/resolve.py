@@ -127,17 +127,52 @@ def _ort_device(device: str | None) -> str:
     return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
 
 
-def _make_ort(bundle, precision: str, device: str | None, providers: Sequence[Any] | None,
-              threads: int | None) -> tuple[OrtBackend, str]:
-    onnx_path = bundle.onnx_path(precision)      # missing graph -> EvisError that says how to build it
-    want = _ort_device(device)
+def _ort_graph(bundle, precision: str, cpu: bool) -> tuple[Path, str]:
+    """(graph path, what to say about it): the CPU-provider form of a precision when there is one.
+
+    ONNX Runtime's CPU provider only fuses uint8-activation Q/DQ into int8 kernels, so for
+    int8 it gets model.int8.cpu.onnx (written by `evis build`); GPU providers and TensorRT
+    get the bundle's model.int8.onnx. An older bundle without the CPU form falls back, out loud.
+    """
+    if not cpu or precision != "int8":
+        return bundle.onnx_path(precision), ""
     try:
-        return OrtBackend(onnx_path, precision, want, providers=providers, threads=threads), ""
+        path = bundle.onnx_path(precision, target="ort-cpu")
+    except TypeError:                # a bundle object without targets
+        path = bundle.onnx_path(precision)
+    default_name = "model.int8.onnx"
+    if path.name != default_name:
+        return path, (f"onnxruntime int8: CPU graph {path.name} (uint8 activations; "
+                      f"TensorRT uses {default_name})")
+    default = path
+    note = (f"onnxruntime int8: no CPU graph model.int8.cpu.onnx in this bundle, running {default.name} "
+            f"(the TensorRT form, slower than fp32 on ONNX Runtime's CPU provider; rebuild with "
+            f"`evis build {bundle.path} --precision int8`)")
+    log.warning(note)
+    return default, note
+
+
+def _uses_cpu_provider(want: str, providers: Sequence[Any] | None) -> bool:
+    if providers:
+        first = providers[0][0] if isinstance(providers[0], (tuple, list)) else providers[0]
+        return first == "CPUExecutionProvider"
+    return want == "cpu"
+
+
+def _make_ort(bundle, precision: str, device: str | None, providers: Sequence[Any] | None,
+              threads: int | None) -> tuple[OrtBackend, str, str]:
+    """-> (backend, device-fallback note or '', which graph and why or '')."""
+    want = _ort_device(device)
+    # missing graph -> EvisError that says how to build it
+    onnx_path, graph_note = _ort_graph(bundle, precision, _uses_cpu_provider(want, providers))
+    try:
+        return OrtBackend(onnx_path, precision, want, providers=providers, threads=threads), "", graph_note
     except BackendUnavailable as exc:
         if device is None and want == "cuda" and not providers:
             note = f"ONNX Runtime CUDA provider unusable ({exc}); running on the CPU"
             log.warning(note)
-            return OrtBackend(onnx_path, precision, "cpu", threads=threads), note
+            onnx_path, graph_note = _ort_graph(bundle, precision, True)
+            return OrtBackend(onnx_path, precision, "cpu", threads=threads), note, graph_note
         raise
 
 
@@ -186,6 +221,10 @@ def load_runtime(source: Any, backend: str = "auto", precision: str = "fp32", de
 
     bundle = obj
     reason = ""
+    if device and device.startswith("cuda:") and device != "cuda:0" and backend != "torch":
+        # ONNX Runtime and TensorRT here open device 0; never run silently on another GPU than asked.
+        raise EvisError(f"{device}: the {backend} backend runs on the first visible GPU; "
+                        f"select it with CUDA_VISIBLE_DEVICES={device.split(':', 1)[1]} and --device cuda")
     if backend == "auto":
         if device == "cpu":
             backend, reason = "onnxruntime", "onnxruntime: --device cpu (TensorRT needs a GPU)"
@@ -199,11 +238,13 @@ def load_runtime(source: Any, backend: str = "auto", precision: str = "fp32", de
         be, names = _torch_from("bundle", bundle, precision, device)
         reason = reason or "torch: asked for"
     elif backend == "onnxruntime":
-        be, note = _make_ort(bundle, precision, device, providers, threads)
+        be, note, graph_note = _make_ort(bundle, precision, device, providers, threads)
         if note:
             notes.append(note)
         names = bundle.class_names
         reason = (reason or "onnxruntime: asked for") + f" [{', '.join(be.providers)}]"
+        if graph_note:
+            reason += f"; {graph_note}"
     else:
         if device == "cpu":
             raise EvisError("the TensorRT backend runs on a CUDA GPU: drop --device cpu or use --backend ort")

@@ -142,6 +142,24 @@ class PairForward(nn.Module):
         return stages1, stages2, aux[0], aux[1]
 
 
+def grid_proposals(n: int, aspect: float) -> Tensor:
+    """`n` normalised cxcywh boxes tiling the canvas (rows x cols chosen for the aspect W/H), row-major.
+
+    Why: whole-image proposals give every query the same RoI features at the start, so
+    the detector first learns image-independent boxes; tiles give each query its own
+    region from step one. The layout covers the canvas with the fewest spare tiles, then the
+    squarest tiles in pixels; spare tiles of the last row are dropped.
+    """
+    def score(rows: int) -> tuple[int, float]:
+        cols = math.ceil(n / rows)
+        return rows * cols - n, abs(math.log(aspect * rows / cols))
+
+    rows = min(range(1, n + 1), key=score)
+    cols = math.ceil(n / rows)
+    boxes = [[(c + 0.5) / cols, (r + 0.5) / rows, 1.0 / cols, 1.0 / rows] for r in range(rows) for c in range(cols)]
+    return torch.tensor(boxes[:n], dtype=torch.float32)
+
+
 def lr_factor(iteration: int, total: int, warmup: int, steps: list[float], gamma: float,
               warmup_factor: float = 0.001) -> float:
     """Linear warmup from `warmup_factor`, then x`gamma` at each fraction in `steps` of `total`."""
@@ -295,6 +313,12 @@ class Trainer:
             from efficientvis_trt.model.checkpoint import load_torchvision_resnet
 
             load_torchvision_resnet(self.model, cfg.model.backbone.pretrained)
+        if t.init_proposals == "grid":
+            h, w = cfg.model.input_size
+            with torch.no_grad():
+                self.model.init_boxes.weight.copy_(grid_proposals(cfg.model.num_queries, w / h))
+        elif t.init_proposals != "image":
+            raise EvisError(f"train.init_proposals must be 'image' or 'grid', got {t.init_proposals!r}")
         self.model.train()
         self.aux_head = None
         if t.loss_aux_sem > 0:
