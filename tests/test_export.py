@@ -231,7 +231,7 @@ def test_state_is_carried_and_matters(plugin_bundle):
 
 
 def test_inline_flavour_has_no_custom_domain(inline_bundle, tiny_checkpoint):
-    from efficientvis_trt.model.checkpoint import file_sha256
+    from efficientvis_trt.io_utils import file_sha256
 
     model = onnx.load(str(inline_bundle / "model.onnx"))
     assert not model.functions

@@ -1,7 +1,6 @@
 """The PyTorch model: the DESIGN §3 contract, determinism, batching and the query carry."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 

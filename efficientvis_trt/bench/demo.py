@@ -146,7 +146,7 @@ def _bundle_of(bundle_dir: Path, checkpoint: Path) -> bool:
     """True if `bundle_dir` is a valid bundle exported from exactly this checkpoint file."""
     from efficientvis_trt.errors import EvisError
     from efficientvis_trt.export.bundle import Bundle
-    from efficientvis_trt.model.checkpoint import file_sha256
+    from efficientvis_trt.io_utils import file_sha256
 
     if not (bundle_dir / "metadata.json").is_file():
         return False

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.io_utils import write_bytes_atomic, write_json_atomic
+from efficientvis_trt.io_utils import file_sha256, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,6 @@ def tool_versions() -> dict[str, str]:
     except ImportError:
         pass
     return out
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_record(bundle_path: Path) -> dict:
@@ -153,7 +145,7 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
         "sources": calib.sources,
         "clips": [vars(c) for c in calib.clips],
         "source_onnx": src_path.name,
-        "source_onnx_sha256": sha256_file(src_path),
+        "source_onnx_sha256": file_sha256(src_path),
         "roles": {k: v for k, v in roles.to_dict().items() if k not in ("backbone", "weighted")},
         "fp16": {"kept_fp32_by_rule": r16.rule_blocked, "kept_fp32": r16.blocked,
                  "overflow": [h.to_dict() for h in r16.overflow], "headroom": opts.headroom,

@@ -16,9 +16,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
 
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.video import (FRAME_EXTENSIONS, SAMPLE_VIDEOS, VIDEO_EXTENSIONS, Letterbox, iter_frames,

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
-from efficientvis_trt.io_utils import write_bytes_atomic, write_json_atomic
+from efficientvis_trt.io_utils import file_sha256, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def import_tensorrt():
     """Import `tensorrt` or raise BackendUnavailable with the install line (nothing else happens first)."""
     try:
         import tensorrt as trt  # noqa: PLC0415
-    except (ImportError, OSError) as exc:  # OSError: bindings present but libnvinfer missing
+    except (ImportError, OSError):  # OSError: bindings present but libnvinfer missing
         raise BackendUnavailable(INSTALL_HINT) from None
     if not hasattr(trt, "Builder"):
         # The `tensorrt` source stub on PyPI and the lean/dispatch runtimes have no builder.
@@ -72,7 +72,7 @@ def tensorrt_available() -> bool:
     return True
 
 
-def _import_cudart():
+def import_cudart():
     """cuda-python's runtime module: `cuda.bindings.runtime` (12.6+) or the older `cuda.cudart`."""
     try:
         from cuda.bindings import runtime as cudart  # noqa: PLC0415
@@ -102,7 +102,7 @@ def _check(cudart, result, what: str):
 
 def cuda_device_info(device: int | None = None) -> tuple[str, tuple[int, int]]:
     """(GPU name, (major, minor) compute capability) of the current (or given) CUDA device."""
-    cudart = _import_cudart()
+    cudart = import_cudart()
     count = _check(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
     if int(count) < 1:
         raise BackendUnavailable("no CUDA device found: TensorRT engines need an NVIDIA GPU")
@@ -297,14 +297,6 @@ class EngineBuildResult:
     metadata: dict
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _make_logger(trt, verbose: bool):
     return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
 
@@ -422,7 +414,7 @@ def build_engine(bundle: Any, precision: str, onnx_path: str | os.PathLike | Non
         "build_time_s": round(build_s, 3),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "source_onnx": onnx_path.name,
-        "source_onnx_sha256": _sha256(onnx_path),
+        "source_onnx_sha256": file_sha256(onnx_path),
         "plan_sha256": hashlib.sha256(plan_bytes).hexdigest(),
         "workspace_gb": workspace_gb,
         "builder_optimization_level": int(opt_level),

@@ -253,7 +253,7 @@ class Bundle:
 
     def record_file(self, name: str) -> None:
         """Record a file's size and sha256 in metadata['files'] so `open` notices a truncated/replaced copy."""
-        from efficientvis_trt.model.checkpoint import file_sha256
+        from efficientvis_trt.io_utils import file_sha256
 
         f = self._path / name
         if not f.is_file():

@@ -251,7 +251,7 @@ def _versions() -> dict[str, str]:
 
 
 def _file_record(path: Path) -> dict[str, Any]:
-    from efficientvis_trt.model.checkpoint import file_sha256
+    from efficientvis_trt.io_utils import file_sha256
 
     return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
 

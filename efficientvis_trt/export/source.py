@@ -79,7 +79,8 @@ def load_source(checkpoint: str | os.PathLike | None = None, config: str | Confi
                 init: str = "checkpoint", seed: int = 0, clip_len: int | None = None,
                 size: tuple[int, int] | None = None) -> Source:
     """The model to export, with --clip-len/--size applied; every bad combination is one EvisError."""
-    from efficientvis_trt.model.checkpoint import default_class_names, file_sha256, load_checkpoint
+    from efficientvis_trt.io_utils import file_sha256
+    from efficientvis_trt.model.checkpoint import default_class_names, load_checkpoint
 
     _check_clip_len(clip_len)
     if init not in ("checkpoint", "random"):

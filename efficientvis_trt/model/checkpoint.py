@@ -6,7 +6,6 @@ names, the model weights and optional training state. It loads with
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -109,14 +108,6 @@ def _first_difference(a: dict, b: dict) -> str:
         if a[k] != b.get(k):
             return f"{k}: {a[k]!r} vs checkpoint {b.get(k)!r}"
     return "configs differ"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_torchvision_resnet(model: nn.Module, path: str | os.PathLike) -> int:

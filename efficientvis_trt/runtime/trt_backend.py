@@ -33,6 +33,7 @@ from typing import Any, Collection, Mapping
 
 import numpy as np
 
+from efficientvis_trt.calib.engine import import_cudart  # one cuda-python import for build and run
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.runtime.backends import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, check_precision
 
@@ -53,21 +54,6 @@ def import_tensorrt():
     if not hasattr(trt, "Runtime"):
         raise BackendUnavailable(f"{TRT_INSTALL_HINT} (the installed `tensorrt` package is a stub)")
     return trt
-
-
-def import_cudart():
-    """cuda-python's runtime: `cuda.bindings.runtime` (12.6+), or `cuda.cudart` on older releases (JetPack 6)."""
-    try:
-        from cuda.bindings import runtime as cudart  # noqa: PLC0415
-        return cudart
-    except ImportError:
-        pass
-    try:
-        from cuda import cudart  # noqa: PLC0415
-        return cudart
-    except ImportError:
-        raise BackendUnavailable("cuda-python is not installed: `pip install cuda-python` "
-                                 "(or `pip install 'efficientvis-trt[trt]'`)") from None
 
 
 def tensorrt_runtime_available() -> tuple[bool, str]:

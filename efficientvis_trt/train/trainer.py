@@ -331,7 +331,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.net = DDP(self.net, device_ids=ids)
+            # Multi-level RoIAlign pools only the FPN levels some box falls on, so a level's
+            # convs can go unused in an iteration: let DDP look for them.
+            self.net = DDP(self.pair_forward, device_ids=ids, find_unused_parameters=True)
         self.criterion = SetCriterion(t)
         params = [p for p in self.trained_parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
