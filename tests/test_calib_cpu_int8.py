@@ -28,28 +28,6 @@ def bundle_dir(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope="module")
-def real_clips(bundle_dir):
-    """Two consecutive clips of bikes.mp4 (not calibration clips), state carried by the fp32 graph."""
-    from efficientvis_trt.export.bundle import Bundle
-    from efficientvis_trt.video import Letterbox, read_frames, sample_video
-
-    b = Bundle.open(bundle_dir)
-    t = b.clip_len
-    frames = read_frames(sample_video("bikes.mp4"), max_frames=2 * t)
-    lb = Letterbox(frames[0].shape[:2], b.input_hw)
-    canvas = np.stack([lb.apply(f) for f in frames])
-    q, bx = b.init_state()
-    s32 = make_session(bundle_dir / "model.onnx")
-    feeds = []
-    for k in range(2):
-        feed = {"frames": canvas[k * t:(k + 1) * t], "query_in": q, "boxes_in": bx}
-        feeds.append(feed)
-        out = run(s32, feed)
-        q, bx = out["query_out"], out["boxes_out"]
-    return feeds
-
-
 def _io(model):
     return [(v.name, v.type.tensor_type.elem_type) for v in list(model.graph.input) + list(model.graph.output)]
 
