@@ -277,8 +277,8 @@ How to read this (see also the "Ops after ..." lists, which show what ONNX Runti
    Random weights make the 6-stage r50 chaotic (boxes leave the image), so these are numeric
    deltas, not AP; int8 error comes from the backbone (quantizing only the backbone gives the
    same deltas in a side experiment), not from the fp16 rest.
-5. The machine is shared: absolute times move between runs (r50 fp32 was 8.4 s/clip in an earlier
-   run, 5.4 s here); each "vs fp32" is against the fp32 timed interleaved with it (with
+5. The machine is shared: absolute times move between runs (r50 fp32 took 8.4 and 5.4 s/clip
+   under load, 2.4 s on the quiet machine); each "vs fp32" is against the fp32 timed interleaved with it (with
    `--variants`, a second group re-times fp32 with the variants)."""
 
 

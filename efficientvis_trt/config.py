@@ -102,6 +102,7 @@ class TrainConfig:
     loss_aux_sem: float = 0.0       # CondInst-style auxiliary semantic-segmentation loss on P3 (0 = off, the paper recipe)
     deterministic: bool = False     # torch.use_deterministic_algorithms while training: bit-exact --resume with >1 CPU thread
     init_proposals: str = "image"   # initial learned proposals: "image" (whole image, Sparse R-CNN) or "grid" (tiles)
+    gt_proposals: float = 0.0       # weight of an extra clip-1 pass from jittered ground-truth tubes (0 = off; train/trainer.py)
 
 
 @dataclass

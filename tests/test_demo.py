@@ -9,7 +9,7 @@ from efficientvis_trt.bench.report import COLUMNS, GPU_ONLY
 from efficientvis_trt.cli import main
 
 TINY = ["--train-iters", "2", "--train-videos", "2", "--val-videos", "1", "--frames", "10",
-        "--max-frames", "10", "--iters", "1", "--calib-clips", "2"]
+        "--max-frames", "10", "--iters", "1", "--calib-videos", "2", "--calib-clips", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,30 @@ def test_second_run_reuses_model_bundle_and_graphs(demo_dir, capsys):
     printed = capsys.readouterr().out
     assert "reusing cached model" in printed and "reusing" in printed.split("== 3/6")[1]
     assert (demo_dir / "bundle" / "model.int8.onnx").stat().st_mtime_ns == before
+
+
+def test_model_source_prefers_given_then_cached_then_training_when_asked_then_shipped(tmp_path):
+    from efficientvis_trt.bench.demo import model_source
+
+    cached, shipped = tmp_path / "run" / "final.pt", tmp_path / "shipped.pt"
+    assert model_source(None, cached, shipped, wants_training=False) == "shipped"
+    assert model_source(None, cached, shipped, wants_training=True) == "train"
+    assert model_source(None, cached, None, wants_training=False) == "train"
+    cached.parent.mkdir()
+    cached.write_bytes(b"x")
+    assert model_source(None, cached, shipped, wants_training=True) == "cached"
+    assert model_source(tmp_path / "mine.pt", cached, shipped, wants_training=False) == "given"
+
+
+def test_shipped_checkpoint_is_the_recipe_model_and_loads():
+    """The package ships the recipe's trained tiny model with its provenance (what the demo uses by default)."""
+    from efficientvis_trt.io_utils import file_sha256
+    from efficientvis_trt.model.checkpoint import SHIPPED_TINY_CHECKPOINT, load_checkpoint, shipped_tiny_checkpoint
+
+    assert shipped_tiny_checkpoint() == SHIPPED_TINY_CHECKPOINT
+    provenance = json.loads(SHIPPED_TINY_CHECKPOINT.with_suffix(".json").read_text())
+    assert provenance["sha256"] == file_sha256(SHIPPED_TINY_CHECKPOINT)
+    assert provenance["command"].startswith("python benchmarks/train_synthetic.py")
+    model, payload = load_checkpoint(SHIPPED_TINY_CHECKPOINT)
+    assert payload["config"]["model"]["input_size"] == list(provenance["recipe"]["input_size"])
+    assert len(payload["class_names"]) == model.config.model.num_classes

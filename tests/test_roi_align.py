@@ -77,3 +77,19 @@ def test_reference_matches_onnxruntime_roialign(seed):
 def test_zero_area_box_goes_to_lowest_level():
     rois = torch.tensor([[[5.0, 5.0, 5.0, 5.0], [0.0, 0.0, 1000.0, 1000.0]]])
     assert assign_levels(rois, 224.0, 4, 2, 5).tolist() == [[0, 3]]
+
+
+def test_kernel_benchmark_inputs_cover_every_level_and_the_cpu_run_reports(capsys):
+    """benchmarks/roi_align_kernel.py (issue 7's GPU figure) runs here on the reference and says why not the kernel."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from roi_align_kernel import main, r50_inputs
+
+    feats, rois, a = r50_inputs("cpu", torch.float32)
+    levels = assign_levels(rois, a.canonical_box_size, a.canonical_level, 2, 5)
+    assert set(levels.unique().tolist()) == {0, 1, 2, 3}
+    assert main(["--device", "cpu", "--iters", "1", "--warmup", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "| float32 |" in out and "runs on CUDA" in out

@@ -60,9 +60,9 @@ def test_overfitting_one_video_drives_the_loss_down(tiny_data, tmp_path):
 def test_resume_after_an_interruption_gives_the_same_weights(tiny_data, tmp_path):
     from efficientvis_trt.train.trainer import Trainer
 
-    # Augmentation and the auxiliary head on: their state must survive the interruption too.
+    # Augmentation, the auxiliary head and the jittered gt proposals on: their state must survive the interruption too.
     cfg = _small_config(checkpoint_every=2, hflip_prob=0.5, scale_jitter=[0.8, 1.2], max_frame_stride=2,
-                        loss_aux_sem=1.0, deterministic=True)
+                        loss_aux_sem=1.0, gt_proposals=1.0, deterministic=True)
     straight = Trainer(cfg, tiny_data / "two", tmp_path / "a", iters=4, progress=False, log_every=1).run()
 
     broken = Trainer(cfg, tiny_data / "two", tmp_path / "b", iters=4, progress=False, log_every=1)

@@ -185,3 +185,57 @@ def test_criterion_unmatched_queries_are_background_and_loss_decreases_toward_ta
     loss_bad = crit([_stage(bad, boxes, hw, mask_logits)], [clip], hw)[1]["loss_class"].item()
     loss_bad2 = crit([_stage(bad2, boxes, hw, mask_logits)], [clip], hw)[1]["loss_class"].item()
     assert loss_good < 0.01 < loss_bad and loss_good < 0.01 < loss_bad2
+
+
+def test_aux_semantic_targets_mark_covered_cells_per_class():
+    from efficientvis_trt.train.aux import SemanticAuxHead, aux_semantic_loss, semantic_targets
+
+    masks = torch.zeros(2, 1, 32, 64, dtype=torch.uint8)
+    masks[0, 0, 0:16, 0:16] = 1          # class 2: cells (0..1, 0..1) at stride 8
+    masks[1, 0, 16:20, 32:48] = 1        # class 0: half-covered cells (2, 4..5) -> covered >= 0.5
+    target = {"masks": masks, "labels": torch.tensor([2, 0])}
+    maps = semantic_targets([target], 3)
+    assert maps.shape == (1, 3, 4, 8)
+    assert maps[0, 2, :2, :2].eq(1).all() and maps[0, 2].sum() == 4
+    assert maps[0, 0, 2, 4:6].eq(1).all() and maps[0, 0].sum() == 2 and maps[0, 1].sum() == 0
+    head = SemanticAuxHead(8, 3)
+    logits = head([torch.zeros(1, 8, 8, 16), torch.randn(1, 8, 4, 8)])
+    assert logits.shape == (1, 3, 4, 8)
+    good = (maps * 2 - 1) * 10
+    assert aux_semantic_loss(good, maps).item() < 1e-3 < aux_semantic_loss(-good, maps).item()
+
+
+def test_grid_proposals_tile_the_canvas():
+    from efficientvis_trt.train.trainer import grid_proposals
+
+    boxes = grid_proposals(10, 224 / 128)                     # 2 rows x 5 columns
+    assert boxes.shape == (10, 4)
+    assert torch.allclose(boxes[:, 2], torch.full((10,), 0.2)) and torch.allclose(boxes[:, 3], torch.full((10,), 0.5))
+    area = (boxes[:, 2] * boxes[:, 3]).sum()
+    assert area.item() == pytest.approx(1.0)                  # exact cover, no overlap
+    assert grid_proposals(1, 1.0).tolist() == [[0.5, 0.5, 1.0, 1.0]]
+
+
+def test_gt_proposal_tubes_follow_the_ground_truth_and_fill_absent_frames():
+    from efficientvis_trt.train.trainer import gt_proposal_tubes
+
+    torch.manual_seed(0)
+    t = 4
+    boxes = torch.zeros(2, t, 4)
+    boxes[0] = torch.tensor([0.3, 0.4, 0.2, 0.3])
+    boxes[1, 2] = torch.tensor([0.7, 0.6, 0.1, 0.2])
+    valid = torch.tensor([[True, True, True, True], [False, False, True, False]])
+    targets = [{"boxes": boxes, "valid": valid, "labels": torch.tensor([1, 0])},
+               {"boxes": torch.zeros(0, t, 4), "valid": torch.zeros(0, t, dtype=torch.bool),
+                "labels": torch.zeros(0, dtype=torch.long)}]
+    init = torch.tensor([[0.5, 0.5, 1.0, 1.0]]).expand(3, 4)
+    tubes, assign = gt_proposal_tubes(targets, init, t, jitter=(0.0, 0.0))
+    assert tubes.shape == (2, 3, t, 4)
+    assert torch.allclose(tubes[0, 0], boxes[0])
+    assert torch.allclose(tubes[0, 1], boxes[1, 2].expand(t, 4))        # absent frames: the nearest present box
+    assert torch.equal(tubes[0, 2], init[2].expand(t, 4)) and torch.equal(tubes[1], init[:, None].expand(3, t, 4))
+    assert assign[0][0].tolist() == [0, 1] and assign[0][1].tolist() == [0, 1] and assign[1][0].numel() == 0
+    noisy, _ = gt_proposal_tubes(targets, init, t)
+    shift = (noisy[0, 0, :, :2] - boxes[0, :, :2]).abs() / boxes[0, :, 2:]
+    ratio = noisy[0, 0, :, 2:] / boxes[0, :, 2:]
+    assert 0 < shift.max() <= 0.2 + 1e-6 and (ratio.log().abs() <= 0.3 + 1e-6).all() and not torch.allclose(ratio, torch.ones(t, 2))

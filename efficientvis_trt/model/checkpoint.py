@@ -19,6 +19,14 @@ from efficientvis_trt.io_utils import atomic_path
 
 FORMAT = "efficientvis-trt-checkpoint"
 FORMAT_VERSION = 1
+# The `tiny` model that `python benchmarks/train_synthetic.py` trains on the synthetic benchmark;
+# it ships with the package (provenance in tiny_synthetic.json beside it) so the demo can skip training.
+SHIPPED_TINY_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "tiny_synthetic.pt"
+
+
+def shipped_tiny_checkpoint() -> Path | None:
+    """The shipped `tiny` synthetic-benchmark checkpoint, or None if this install lacks it."""
+    return SHIPPED_TINY_CHECKPOINT if SHIPPED_TINY_CHECKPOINT.is_file() else None
 
 
 def default_class_names(num_classes: int) -> list[str]:

@@ -7,6 +7,13 @@ batch dimension so training can batch clips; the exported graph is unbatched.
 
 Boxes travel between stages as absolute xyxy in canvas pixels (what RoIAlign wants); the
 graph's box I/O is normalised cxcywh.
+
+Mask frame: a stage pools its RoI features once, at its *input* boxes (one RoIAlign node
+per stage, DESIGN §3), so its mask head sees the object in that box's frame. The graph's
+`mask_logits` are in the frame of its *output* `boxes` (what the runtime pastes through).
+`warp_to_boxes` maps the one to the other with a fixed bilinear resampling (two small
+MatMuls, no parameters), so the mask head never has to learn to shift its own output by
+the box delta, and training cuts the mask targets with the output box.
 """
 from __future__ import annotations
 
@@ -189,8 +196,33 @@ class TrackletStage(nn.Module):
         logits = self.class_logits(self.cls_tower(query))
         deltas = self.bbox_delta(self.reg_tower(query))
         new_boxes = apply_deltas(deltas, boxes, self.cfg.bbox_weights)
-        mask = self.mask_head(query, pooled) if want_mask else None
+        mask = warp_to_boxes(self.mask_head(query, pooled), boxes.detach(), new_boxes.detach()) if want_mask else None
         return query, logits, new_boxes, mask
+
+
+def warp_to_boxes(grid: Tensor, src_xyxy: Tensor, dst_xyxy: Tensor) -> Tensor:
+    """Resample S x S maps laid over `src` boxes onto the same-size grid over `dst` boxes.
+
+    grid [..., S, S], boxes [..., 4] xyxy in one coordinate system. Bilinear between cell
+    centres, clamped at the border (a dst cell outside the src box repeats its edge).
+    Separable, so it is `Wy @ grid @ Wx^T` with [S, S] weight matrices built from the boxes:
+    plain ONNX ops (no GridSample) that every backend runs.
+    """
+    s = grid.shape[-1]
+    cells = torch.arange(s, dtype=grid.dtype, device=grid.device)
+
+    def weights(src_lo: Tensor, src_hi: Tensor, dst_lo: Tensor, dst_hi: Tensor) -> Tensor:   # [..., S, S]
+        centres = dst_lo[..., None] + (cells + 0.5) * ((dst_hi - dst_lo)[..., None] / s)       # dst cell centres
+        u = (centres - src_lo[..., None]) * (s / (src_hi - src_lo).clamp(min=1e-6)[..., None]) - 0.5
+        u = u.clamp(0.0, s - 1.0)
+        low = torch.floor(u).clamp(max=s - 2.0)
+        frac = (u - low)[..., None]
+        low = low[..., None]
+        return (cells == low).to(grid.dtype) * (1.0 - frac) + (cells == low + 1.0).to(grid.dtype) * frac
+
+    wy = weights(src_xyxy[..., 1], src_xyxy[..., 3], dst_xyxy[..., 1], dst_xyxy[..., 3])
+    wx = weights(src_xyxy[..., 0], src_xyxy[..., 2], dst_xyxy[..., 0], dst_xyxy[..., 2])
+    return wy @ grid @ wx.transpose(-1, -2)
 
 
 def apply_deltas(deltas: Tensor, boxes: Tensor, weights: list[float], scale_clamp: float = math.log(100000.0 / 16)) -> Tensor:
@@ -235,21 +267,25 @@ class EfficientVIS(nn.Module):
         x = x[:, [2, 1, 0]]
         return (x - self.pixel_mean) / self.pixel_std
 
-    def forward_stages(self, frames: Tensor, query_in: Tensor, boxes_in: Tensor, all_masks: bool = False):
+    def forward_stages(self, frames: Tensor, query_in: Tensor, boxes_in: Tensor, all_masks: bool = False,
+                       features: list[Tensor] | None = None):
         """Batched core: frames [B, T, H, W, 3] uint8, query_in [B, N, C], boxes_in [B, N, 4].
 
         Returns (per-stage list of dicts with logits [B,N,T,K], boxes_xyxy [B,N,T,4] pixels,
         mask_logits [B,N,T,28,28] or None, query [B,N,T,C]); masks only for the last stage
-        unless `all_masks` (deep supervision in training).
+        unless `all_masks` (deep supervision in training). Training may pass per-frame
+        proposals (boxes_in [B, N, T, 4]) and the clip's backbone `features` to reuse them.
         """
         b, t, h, w, _ = frames.shape
-        features = self.backbone(self.preprocess(frames))
+        if features is None:
+            features = self.backbone(self.preprocess(frames))
         n, c = query_in.shape[1:]
         query = query_in[:, :, None, :].expand(b, n, t, c)
         if self.time_embed is not None:
             query = query + self.time_embed.weight[:t]
         scale = torch.tensor([w, h, w, h], dtype=boxes_in.dtype, device=boxes_in.device)
-        boxes = (cxcywh_to_xyxy(boxes_in) * scale)[:, :, None, :].expand(b, n, t, 4)
+        boxes = cxcywh_to_xyxy(boxes_in) * scale
+        boxes = boxes if boxes.dim() == 4 else boxes[:, :, None, :].expand(b, n, t, 4)
         outputs = []
         last = len(self.stages) - 1
         for i, stage in enumerate(self.stages):

@@ -7,7 +7,8 @@ HELP = "train EfficientVIS on a YouTube-VIS-format data set (CPU, CUDA, or multi
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", default="tiny", help="preset (r50, r18, tiny) or YAML file (default tiny)")
+    parser.add_argument("--config", default=None,
+                        help="preset (r50, r18, tiny) or YAML file (default tiny; with --resume, OUT/config.yaml)")
     parser.add_argument("--data", required=True, help="training split: folder with annotations.json + JPEGImages/, or the JSON")
     parser.add_argument("--out", required=True, help="run folder: last.pt, final.pt, log.csv, config.yaml, metrics.json")
     parser.add_argument("--iters", type=int, default=None, help="iterations (default: the config's train.iters)")
@@ -25,10 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    from pathlib import Path
 
     from efficientvis_trt.config import get_config
     from efficientvis_trt.train.trainer import load_metrics, train
 
+    saved = Path(args.out) / "config.yaml"
+    if args.config is None:
+        args.config = str(saved) if args.resume and saved.is_file() else "tiny"
     cfg = get_config(args.config)
     t = cfg.train
     for name, field in (("batch_size", "batch_size"), ("lr", "lr"), ("eval_every", "eval_every"),

@@ -7,8 +7,9 @@ Per clip and per stage (deep supervision, stage losses summed; the two clips ave
   queries are background everywhere.
 * box: L1 on normalised cxcywh + (1 - GIoU), on the matched queries' valid frames.
 * mask: BCE + Dice on 28x28 targets cut from the full-canvas GT masks by the stage's
-  predicted box (detached) with RoIAlign, because the mask head's 28x28 logits live in
-  the coordinates of that box (inference pastes them through it).
+  predicted box (detached) with RoIAlign, because the stage's 28x28 mask logits live in
+  the coordinates of that box (the model warps them there from the RoI it pooled,
+  `warp_to_boxes`; inference pastes them through the same box).
 
 Every sum is divided by the number of (gt, frame) boxes present in the clip (averaged
 over ranks under DDP), so the loss scale does not depend on crowding or batch size.

@@ -12,6 +12,10 @@ Why it is built this way:
   forward is one module (`PairForward`) wrapped in DistributedDataParallel so its
   gradient hooks see a normal forward; only rank 0 writes files and evaluates.
 * AMP (float16 autocast + GradScaler) on CUDA only; losses are computed in float32.
+* Optional training-only helpers (TrainConfig, all off by default = the paper recipe):
+  `loss_aux_sem` (auxiliary semantic loss on P3, train/aux.py), `init_proposals="grid"`
+  (tiled initial proposals), `gt_proposals` (an extra pass from jittered ground-truth
+  tubes, see `gt_proposal_tubes`), `deterministic`.
 """
 from __future__ import annotations
 
@@ -38,9 +42,9 @@ from efficientvis_trt.train.losses import LOSS_TERMS, SetCriterion
 log = logging.getLogger(__name__)
 
 LAST, FINAL = "last.pt", "final.pt"
-LOG_FIELDS = ("iter", "lr", "loss", *LOSS_TERMS, "loss_aux_sem", "grad_norm", "sec_per_iter", "elapsed_s", "AP", "AP50", "AP75")
+LOG_FIELDS = ("iter", "lr", "loss", *LOSS_TERMS, "loss_aux_sem", "loss_gt", "grad_norm", "sec_per_iter", "elapsed_s", "AP", "AP50", "AP75")
 _SHORT = {"loss_class": "cls", "loss_l1": "l1", "loss_giou": "giou", "loss_mask_bce": "bce", "loss_mask_dice": "dice",
-          "loss_aux_sem": "aux"}
+          "loss_aux_sem": "aux", "loss_gt": "gt"}
 
 
 # ---- data ----------------------------------------------------------------------------
@@ -126,20 +130,61 @@ class PairForward(nn.Module):
             self._hook.remove()
             self._hook = None
 
-    def forward(self, frames1: Tensor, frames2: Tensor):
+    def forward(self, frames1: Tensor, frames2: Tensor, gt_tubes: Tensor | None = None):
+        """-> (stages1, stages2, aux1, aux2, gt_stages): `gt_stages` is clip 1's stages run a second
+        time on the same features from the proposals `gt_tubes` [B, N, T, 4] (None if not given)."""
         m = self.model
         b, hw = frames1.shape[0], tuple(frames1.shape[2:4])
         self._features, self._capturing = [], self.aux_head is not None
         query0 = m.init_query.weight[None].expand(b, -1, -1)
         boxes0 = m.init_boxes.weight[None].expand(b, -1, -1)
-        stages1 = m.forward_stages(frames1, query0, boxes0, all_masks=True)
+        features1 = m.backbone(m.preprocess(frames1))
+        stages1 = m.forward_stages(frames1, query0, boxes0, all_masks=True, features=features1)
+        gt_stages = None
+        if gt_tubes is not None:
+            gt_stages = m.forward_stages(frames1, query0, gt_tubes, all_masks=True, features=features1)
         carry = m.outputs_from_last_stage(stages1[-1], boxes0, hw)
         stages2 = m.forward_stages(frames2, carry["query_out"], carry["boxes_out"].detach(), all_masks=True)
         aux = (None, None)
         if self.aux_head is not None:
             aux = tuple(self.aux_head(f) for f in self._features[-2:])
         self._features, self._capturing = [], False
-        return stages1, stages2, aux[0], aux[1]
+        return stages1, stages2, aux[0], aux[1], gt_stages
+
+
+def gt_proposal_tubes(targets: list[dict], init_boxes: Tensor, clip_len: int, jitter: tuple[float, float] = (0.2, 0.3),
+                      generator: torch.Generator | None = None) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+    """Training-only proposals: query i < G starts on ground-truth tube i, jittered; the rest on `init_boxes`.
+
+    Why: from scratch, the matched queries of the normal pass sit on loose boxes for
+    thousands of iterations, so the heads rarely see an object's RoI features and learn
+    class and mask slowly. A second pass from noisy ground-truth tubes (as Faster R-CNN
+    adds ground truth to its proposals, and DN-DETR denoises noised boxes) gives them
+    well-placed RoIs from the first step, with a fixed assignment (query i <-> tube i).
+    Jitter: centre +-`jitter[0]` x size, size x exp(+-`jitter[1]`), per frame. A frame where
+    the object is absent gets its nearest present frame's box (a tube, as the model expects).
+
+    -> (boxes [B, N, T, 4] normalised cxcywh, per-element (query indices, gt indices)).
+    """
+    n = init_boxes.shape[0]
+    tubes, assignment = [], []
+    frames = torch.arange(clip_len)
+    for tg in targets:
+        valid = tg["valid"].bool().cpu()
+        present = torch.nonzero(valid.any(dim=1)).reshape(-1)[:n]
+        boxes = init_boxes.detach().cpu().float()[:, None, :].expand(n, clip_len, 4).clone()
+        if present.numel():
+            gt, v = tg["boxes"].detach().cpu().float()[present], valid[present]             # [G, T, 4], [G, T]
+            gap = (frames[:, None] - frames[None, :]).abs()[None].float() + (~v[:, None, :]) * 1e6
+            gt = torch.gather(gt, 1, gap.argmin(-1)[..., None].expand(-1, -1, 4))           # nearest present frame
+            u = torch.rand(gt.shape, generator=generator) * 2 - 1
+            cxcy = gt[..., :2] + u[..., :2] * jitter[0] * gt[..., 2:]
+            wh = gt[..., 2:] * torch.exp(u[..., 2:] * jitter[1])
+            boxes[: present.numel()] = torch.cat([cxcy.clamp(0.0, 1.0), wh.clamp(1.0 / 64, 1.0)], dim=-1)
+        tubes.append(boxes)
+        assignment.append((torch.arange(present.numel()), present))
+    device = init_boxes.device
+    return torch.stack(tubes).to(device), [(q.to(device), g.to(device)) for q, g in assignment]
 
 
 def grid_proposals(n: int, aspect: float) -> Tensor:
@@ -268,20 +313,19 @@ class Trainer:
             raise EvisError("--device cuda asked for, but torch sees no CUDA device")
         if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
             raise EvisError(f"device must be cpu or cuda, got {device!r}")
-        self.dist = setup_distributed(device)
-        if device.startswith("cuda") and self.dist.owns_group:
-            device = f"cuda:{self.dist.local_rank}"
-        if device.startswith("cuda"):
-            torch.cuda.set_device(torch.device(device))
-        self.device = torch.device(device)
-
-        # Data first: the number of classes comes from it.
+        # Data first (the number of classes comes from it), so bad input fails before any process group.
         train_json = resolve_annotations(data_dir, "training data")
         data = load_ytvis(train_json)
         if data.num_classes < 1:
             raise EvisError(f"{train_json} has no categories")
         self.class_names = list(data.categories)
         self.val_json = resolve_annotations(val_dir, "validation data") if val_dir is not None else None
+        self.dist = setup_distributed(device)
+        if device.startswith("cuda") and self.dist.owns_group:
+            device = f"cuda:{self.dist.local_rank}"
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
+        self.device = torch.device(device)
         cfg.model.num_classes = data.num_classes
         if iters is not None:
             if iters < 1:
@@ -341,6 +385,9 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.iteration, self.elapsed = 0, 0.0
         self.last_eval: dict[str, float] | None = None
+        # Its own stream (the DataLoader draws from the global one once per run, not per step),
+        # saved with the checkpoint so a resumed run jitters exactly as an uninterrupted one.
+        self.gt_jitter = torch.Generator().manual_seed(t.seed * 1000 + 7 + self.dist.rank)
         if resume_payload is not None:
             self._load_state(resume_payload)
 
@@ -362,7 +409,7 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         """Everything `--resume` needs beyond the weights (all weights_only-loadable)."""
         t = self.cfg.train
-        rng = {"torch": torch.get_rng_state()}
+        rng = {"torch": torch.get_rng_state(), "gt_jitter": self.gt_jitter.get_state()}
         if torch.cuda.is_available() and self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
@@ -391,6 +438,8 @@ class Trainer:
         if extra.get("scaler"):
             self.scaler.load_state_dict(extra["scaler"])
         torch.set_rng_state(extra["rng"]["torch"])
+        if "gt_jitter" in extra["rng"]:
+            self.gt_jitter.set_state(extra["rng"]["gt_jitter"])
         if "cuda" in extra["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(extra["rng"]["cuda"], self.device)
         self.iteration = int(extra["iteration"])
@@ -414,9 +463,19 @@ class Trainer:
         frames1, targets1 = stack_clip(samples, 0, self.device)
         frames2, targets2 = stack_clip(samples, 1, self.device)
         hw = tuple(frames1.shape[2:4])
+        gt_tubes = gt_assign = None
+        if t.gt_proposals > 0:
+            gt_tubes, gt_assign = gt_proposal_tubes(targets1, self.model.init_boxes.weight, frames1.shape[1],
+                                                    generator=self.gt_jitter)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            stages1, stages2, aux1, aux2 = self.net(frames1, frames2)
+            stages1, stages2, aux1, aux2, gt_stages = self.net(frames1, frames2, gt_tubes)
         loss, terms, _ = self.criterion(stages1, targets1, hw, stages2, targets2)
+        if gt_stages is not None:
+            num = self.criterion.num_boxes(targets1, self.device)
+            gt_loss = sum(self.criterion.weights[k] * v for stage in gt_stages
+                          for k, v in self.criterion.stage_losses(stage, targets1, gt_assign, hw, num).items())
+            terms["loss_gt"] = (t.gt_proposals * gt_loss).detach()
+            loss = loss + t.gt_proposals * gt_loss
         if aux1 is not None:
             from efficientvis_trt.train.aux import aux_semantic_loss, semantic_targets
 
@@ -455,8 +514,8 @@ class Trainer:
                                              prefetch_factor=2 if t.num_workers > 0 else None)
         bar = tqdm(total=total, initial=start, desc="train", disable=not (self.progress and self.dist.is_main),
                    dynamic_ncols=True)
-        # Multi-threaded CPU index_put (RoIAlign's backward) accumulates in a varying order; the
-        # deterministic kernels make two runs (and a resumed run) bit-identical.
+        # Some multi-threaded CPU kernels (index/scatter backward) accumulate in a varying order;
+        # the deterministic kernels make two runs (and a resumed run) bit-identical.
         was_deterministic = torch.are_deterministic_algorithms_enabled()
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
