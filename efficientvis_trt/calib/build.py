@@ -22,6 +22,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from efficientvis_trt.errors import EvisError
+from efficientvis_trt.export.bundle import ORT_CPU_ONNX_FILES
 from efficientvis_trt.io_utils import file_sha256, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ CALIBRATION_FILE = "calibration.json"
 RECORD_SCHEMA = 1
 DEFAULT_CLIPS = 16
 CHECK_CLIPS = 2
-CPU_INT8_FILE = "model.int8.cpu.onnx"          # ONNX Runtime CPU form of the int8 graph (not for TensorRT)
+CPU_INT8_FILE = ORT_CPU_ONNX_FILES["int8"]     # ONNX Runtime CPU form of the int8 graph (not for TensorRT)
 
 
 @dataclass
@@ -172,18 +173,12 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     data = _serialize(out_model)
     check_feeds = calib.feeds[-CHECK_CLIPS:]
     ref_session = make_session(model)
-    section["check_vs_fp32"] = compare_outputs(ref_session, make_session(data), check_feeds)
-    bad = [k for k, v in section["check_vs_fp32"].items() if not v["finite"]]
-    if bad:
-        raise EvisError(f"the {precision} graph produces inf/NaN in {', '.join(bad)} on the calibration clips")
+    section["check_vs_fp32"] = _finite_check(ref_session, data, check_feeds, f"the {precision} graph")
     cpu_data = None
     if cpu_model is not None:
         onnx.checker.check_model(cpu_model, full_check=True)
         cpu_data = _serialize(cpu_model)
-        cpu_check = compare_outputs(ref_session, make_session(cpu_data), check_feeds)
-        bad = [k for k, v in cpu_check.items() if not v["finite"]]
-        if bad:
-            raise EvisError(f"the int8 CPU graph produces inf/NaN in {', '.join(bad)} on the calibration clips")
+        cpu_check = _finite_check(ref_session, cpu_data, check_feeds, "the int8 CPU graph")
         section["int8"]["cpu_graph"] = {
             "output_onnx": CPU_INT8_FILE, "output_onnx_sha256": hashlib.sha256(cpu_data).hexdigest(),
             "for": "ONNX Runtime CPUExecutionProvider (TensorRT uses model.int8.onnx)",
@@ -211,6 +206,17 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     _share_like(bundle.path / CALIBRATION_FILE, src_path)
     _update_bundle_metadata(bundle, precision, out_name, CPU_INT8_FILE if cpu_data is not None else None)
     return section
+
+
+def _finite_check(ref_session, graph: bytes, feeds, what: str) -> dict[str, Any]:
+    """Compare a built graph with fp32 on `feeds`; inf/NaN in any output is an error naming them."""
+    from efficientvis_trt.calib.ort_utils import make_session
+
+    check = compare_outputs(ref_session, make_session(graph), feeds)
+    bad = [k for k, v in check.items() if not v["finite"]]
+    if bad:
+        raise EvisError(f"{what} produces inf/NaN in {', '.join(bad)} on the calibration clips")
+    return check
 
 
 def _update_bundle_metadata(bundle, precision: str, out_name: str, cpu_name: str | None = None) -> None:

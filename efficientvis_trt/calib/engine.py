@@ -51,15 +51,18 @@ INSTALL_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU run 
 
 # ---- availability -------------------------------------------------------------------
 
-def import_tensorrt():
-    """Import `tensorrt` or raise BackendUnavailable with the install line (nothing else happens first)."""
+def import_tensorrt(needs: str = "Builder", hint: str = INSTALL_HINT):
+    """Import `tensorrt` or raise BackendUnavailable with `hint` (nothing else happens first).
+
+    `needs`: the class that must be there: "Builder" to build engines, "Runtime" to run plans
+    (the `tensorrt` source stub on PyPI has neither; the lean/dispatch runtimes have no builder).
+    """
     try:
         import tensorrt as trt  # noqa: PLC0415
     except (ImportError, OSError):  # OSError: bindings present but libnvinfer missing
-        raise BackendUnavailable(INSTALL_HINT) from None
-    if not hasattr(trt, "Builder"):
-        # The `tensorrt` source stub on PyPI and the lean/dispatch runtimes have no builder.
-        raise BackendUnavailable(f"{INSTALL_HINT} (the installed `tensorrt` package has no builder)")
+        raise BackendUnavailable(hint) from None
+    if not hasattr(trt, needs):
+        raise BackendUnavailable(f"{hint} (the installed `tensorrt` package has no {needs})")
     return trt
 
 

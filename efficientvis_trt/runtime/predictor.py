@@ -82,8 +82,6 @@ class ClipResult:
         return range(self.first_frame, self.first_frame + self.valid)
 
 
-
-
 class Predictor:
     """Run a model over whole videos (or live streams), clip by clip.
 

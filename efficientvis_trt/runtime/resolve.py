@@ -134,22 +134,20 @@ def _ort_graph(bundle, precision: str, cpu: bool) -> tuple[Path, str]:
     int8 it gets model.int8.cpu.onnx (written by `evis build`); GPU providers and TensorRT
     get the bundle's model.int8.onnx. An older bundle without the CPU form falls back, out loud.
     """
-    if not cpu or precision != "int8":
+    from efficientvis_trt.export.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES
+
+    if not cpu or precision not in ORT_CPU_ONNX_FILES:
         return bundle.onnx_path(precision), ""
-    try:
-        path = bundle.onnx_path(precision, target="ort-cpu")
-    except TypeError:                # a bundle object without targets
-        path = bundle.onnx_path(precision)
-    default_name = "model.int8.onnx"
+    path = bundle.onnx_path(precision, target="ort-cpu")
+    default_name, cpu_name = ONNX_FILES[precision], ORT_CPU_ONNX_FILES[precision]
     if path.name != default_name:
-        return path, (f"onnxruntime int8: CPU graph {path.name} (uint8 activations; "
+        return path, (f"onnxruntime {precision}: CPU graph {path.name} (uint8 activations; "
                       f"TensorRT uses {default_name})")
-    default = path
-    note = (f"onnxruntime int8: no CPU graph model.int8.cpu.onnx in this bundle, running {default.name} "
+    note = (f"onnxruntime {precision}: no CPU graph {cpu_name} in this bundle, running {default_name} "
             f"(the TensorRT form, slower than fp32 on ONNX Runtime's CPU provider; rebuild with "
             f"`evis build {bundle.path} --precision int8`)")
     log.warning(note)
-    return default, note
+    return path, note
 
 
 def _uses_cpu_provider(want: str, providers: Sequence[Any] | None) -> bool:

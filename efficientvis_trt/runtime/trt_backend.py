@@ -33,7 +33,8 @@ from typing import Any, Collection, Mapping
 
 import numpy as np
 
-from efficientvis_trt.calib.engine import import_cudart  # one cuda-python import for build and run
+from efficientvis_trt.calib.engine import import_cudart  # one cuda-python and one TensorRT import for build and run
+from efficientvis_trt.calib.engine import import_tensorrt as _import_tensorrt
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.runtime.backends import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, check_precision
 
@@ -47,13 +48,7 @@ _PLUGIN_DONE: dict[str, Any] = {}
 
 def import_tensorrt():
     """`tensorrt` (bindings + runtime are enough to run a plan; the builder is not needed)."""
-    try:
-        import tensorrt as trt  # noqa: PLC0415
-    except (ImportError, OSError):  # OSError: bindings present, libnvinfer missing
-        raise BackendUnavailable(TRT_INSTALL_HINT) from None
-    if not hasattr(trt, "Runtime"):
-        raise BackendUnavailable(f"{TRT_INSTALL_HINT} (the installed `tensorrt` package is a stub)")
-    return trt
+    return _import_tensorrt(needs="Runtime", hint=TRT_INSTALL_HINT)
 
 
 def tensorrt_runtime_available() -> tuple[bool, str]:
