@@ -9,6 +9,7 @@ is only the results (one RLE per track and frame, bytes each).
     python benchmarks/memory_flat.py                        # tiny random bundle, ORT CPU
     python benchmarks/memory_flat.py --bundle B --long 3000 --overlay
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,8 +85,13 @@ print(json.dumps({
 
 def run_child(bundle: Path, video: Path, backend: str, overlay: Path | None) -> dict:
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    out = subprocess.run([sys.executable, "-c", CHILD, str(bundle), str(video), backend, str(overlay or "-")],
-                         capture_output=True, text=True, env=env, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(bundle), str(video), backend, str(overlay or "-")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if out.returncode != 0:
         raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -114,24 +120,35 @@ def main() -> int:
             overlay = tmp / f"{name}.overlay.mp4" if args.overlay else None
             rows[name] = run_child(bundle, video, args.backend, overlay)
             r = rows[name]
-            print(f"{name:>5}: {r['frames']:5d} frames  peak RSS {r['peak_rss_mb']:7.1f} MB  "
-                  f"(first/last quarter {r['sampled_peak_first_quarter_mb']:.1f}/{r['sampled_peak_last_quarter_mb']:.1f} MB, "
-                  f"after load {r['rss_after_load_mb']:.1f} MB)  results {r['results_json_mb']:.2f} MB  "
-                  f"{r['frames'] / r['wall_s']:.1f} FPS", flush=True)
-    s, l = rows["short"], rows["long"]
-    growth = l["peak_rss_mb"] - s["peak_rss_mb"]
-    ratio = l["frames"] / s["frames"]
-    print(f"peak RSS growth for {ratio:.0f}x the frames: {growth:+.1f} MB "
-          f"({growth / max(l['frames'] - s['frames'], 1) * 1024:.2f} KB/frame)")
-    report = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}",
-              "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
-              "backend": args.backend, "overlay": args.overlay, "short": s, "long": l,
-              "peak_growth_mb": growth}
+            print(
+                f"{name:>5}: {r['frames']:5d} frames  peak RSS {r['peak_rss_mb']:7.1f} MB  "
+                f"(first/last quarter {r['sampled_peak_first_quarter_mb']:.1f}/"
+                f"{r['sampled_peak_last_quarter_mb']:.1f} MB, "
+                f"after load {r['rss_after_load_mb']:.1f} MB)  results {r['results_json_mb']:.2f} MB  "
+                f"{r['frames'] / r['wall_s']:.1f} FPS",
+                flush=True,
+            )
+    short, long_ = rows["short"], rows["long"]
+    growth = long_["peak_rss_mb"] - short["peak_rss_mb"]
+    ratio = long_["frames"] / short["frames"]
+    print(
+        f"peak RSS growth for {ratio:.0f}x the frames: {growth:+.1f} MB "
+        f"({growth / max(long_['frames'] - short['frames'], 1) * 1024:.2f} KB/frame)"
+    )
+    report = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} CPUs, {platform.python_version()}",
+        "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
+        "backend": args.backend,
+        "overlay": args.overlay,
+        "short": short,
+        "long": long_,
+        "peak_growth_mb": growth,
+    }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     # A flat loop grows by the results only (a few hundred bytes per frame); allow generous slack.
-    limit = 64 + (l["results_json_mb"] - s["results_json_mb"]) * 4
+    limit = 64 + (long_["results_json_mb"] - short["results_json_mb"]) * 4
     if growth > limit:
         print(f"FAIL: peak RSS grew {growth:.1f} MB (> {limit:.1f} MB)")
         return 1

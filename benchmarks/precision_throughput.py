@@ -15,6 +15,7 @@ benchmarks/RESULTS.md (between markers; the rest of the file is left alone).
 
     python benchmarks/precision_throughput.py --configs tiny r50 --variants
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,8 @@ def cpu_flags() -> list[str]:
 
 def ensure_bundle(config: str, workdir: Path, calib_clips: int, seed: int, log, rebuild: bool = False) -> Path:
     """Export (random init) and build fp16/int8 if missing (or always, with `rebuild`)."""
-    from efficientvis_trt.calib.build import BuildOptions, build
     from efficientvis_trt.export.exporter import export_bundle
+    from efficientvis_trt.precision.build import BuildOptions, build
 
     path = workdir / config
     if not (path / "model.onnx").is_file():
@@ -69,7 +70,7 @@ def ensure_bundle(config: str, workdir: Path, calib_clips: int, seed: int, log, 
     for precision in ("fp16", "int8"):
         missing = not (path / f"model.{precision}.onnx").is_file()
         if precision == "int8" and not (path / "model.int8.cpu.onnx").is_file():
-            missing = True                # bundles built before `evis build` wrote the ORT-CPU graph
+            missing = True  # bundles built before `evis build` wrote the ORT-CPU graph
         if rebuild or missing:
             log(f"[{config}] building {precision} ({calib_clips} calibration clips) ...")
             t = time.perf_counter()
@@ -80,7 +81,7 @@ def ensure_bundle(config: str, workdir: Path, calib_clips: int, seed: int, log, 
 
 def real_clips(bundle, fp32_session, video: str, count: int = 2) -> list[dict]:
     """Consecutive clips of a sample video, state carried by the fp32 graph."""
-    from efficientvis_trt.calib.ort_utils import run
+    from efficientvis_trt.precision.ort_utils import run
     from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
     t = bundle.clip_len
@@ -90,7 +91,7 @@ def real_clips(bundle, fp32_session, video: str, count: int = 2) -> list[dict]:
     q, b = bundle.init_state()
     feeds = []
     for k in range(count):
-        feed = {"frames": canvas[k * t:(k + 1) * t], "query_in": q, "boxes_in": b}
+        feed = {"frames": canvas[k * t : (k + 1) * t], "query_in": q, "boxes_in": b}
         feeds.append(feed)
         out = run(fp32_session, feed)
         q, b = out["query_out"], out["boxes_out"]
@@ -109,7 +110,7 @@ def accuracy(ref: dict, got: dict) -> dict:
 
 
 def time_sessions(sessions: dict, feed: dict, rounds: int, warmup: int) -> dict:
-    from efficientvis_trt.calib.ort_utils import run
+    from efficientvis_trt.precision.ort_utils import run
 
     names = list(sessions)
     for name in names:
@@ -117,23 +118,24 @@ def time_sessions(sessions: dict, feed: dict, rounds: int, warmup: int) -> dict:
             run(sessions[name], feed)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
+        order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             t = time.perf_counter()
             run(sessions[name], feed)
             times[name].append(time.perf_counter() - t)
-    return {n: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v), "runs": len(v)}
-            for n, v in times.items()}
+    return {
+        n: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v), "runs": len(v)} for n, v in times.items()
+    }
 
 
 def variant_models(bundle, workdir: Path, config: str, log) -> dict:
     """The shipped int8 quantization in ORT-CPU-friendly forms (same clips, same ranges)."""
     import onnx
 
-    from efficientvis_trt.calib import graph as G
-    from efficientvis_trt.calib import int8 as I
-    from efficientvis_trt.calib.build import read_record
-    from efficientvis_trt.calib.data import build_calibration_set
+    from efficientvis_trt.precision import graph as G
+    from efficientvis_trt.precision import int8 as I
+    from efficientvis_trt.precision.build import read_record
+    from efficientvis_trt.precision.data import build_calibration_set
 
     rec = read_record(bundle.path)["int8"]
     model = onnx.load(str(bundle.onnx_path("fp32")))
@@ -143,24 +145,50 @@ def variant_models(bundle, workdir: Path, config: str, log) -> dict:
     calib = None
     if not cache.is_file():
         log(f"[{config}] calibrating variants on the build's clips (seed {rec['seed']}) ...")
-        calib = build_calibration_set(bundle.onnx_path("fp32"), bundle.init_state(), bundle.input_hw,
-                                      bundle.clip_len, None, len(rec["clips"]), rec["seed"])
+        calib = build_calibration_set(
+            bundle.onnx_path("fp32"),
+            bundle.init_state(),
+            bundle.input_hw,
+            bundle.clip_len,
+            None,
+            len(rec["clips"]),
+            rec["seed"],
+        )
     out = {}
-    r = I.quantize(model, calib, roles, rec["fp16"]["kept_fp32"], method=rec["int8"]["method"], keep_fp32=True,
-                   cache=cache)
+    r = I.quantize(
+        model, calib, roles, rec["fp16"]["kept_fp32"], method=rec["int8"]["method"], keep_fp32=True, cache=cache
+    )
     out["int8 QDQ, fp32 rest"] = r.qdq_fp32
-    out["int8 QDQ+output Q, fp32 rest"] = I.quantize_for_cpu(model, None, roles, cache, rec["int8"]["method"],
-                                                             qoperator=False, output_quant=True)
-    out["int8 QOperator, fp32 rest"] = I.quantize_for_cpu(model, None, roles, cache, rec["int8"]["method"],
-                                                          qoperator=True)
-    out["int8 QDQ u8 act. asym. (ORT x86 recipe)"] = I.quantize_for_cpu(model, None, roles, cache,
-                                                                      rec["int8"]["method"], u8_activations=True)
+    out["int8 QDQ+output Q, fp32 rest"] = I.quantize_for_cpu(
+        model, None, roles, cache, rec["int8"]["method"], qoperator=False, output_quant=True
+    )
+    out["int8 QOperator, fp32 rest"] = I.quantize_for_cpu(
+        model, None, roles, cache, rec["int8"]["method"], qoperator=True
+    )
+    out["int8 QDQ u8 act. asym. (ORT x86 recipe)"] = I.quantize_for_cpu(
+        model, None, roles, cache, rec["int8"]["method"], u8_activations=True
+    )
     return out
 
 
-FUSED_OPS = ("QLinearConv", "QLinearMatMul", "MatMulIntegerToFloat", "QLinearAdd", "ConvInteger", "MatMulInteger",
-             "DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear", "Conv", "FusedConv", "NchwcConv",
-             "MatMul", "FusedMatMul", "Gemm", "Cast")
+FUSED_OPS = (
+    "QLinearConv",
+    "QLinearMatMul",
+    "MatMulIntegerToFloat",
+    "QLinearAdd",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeLinear",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "Conv",
+    "FusedConv",
+    "NchwcConv",
+    "MatMul",
+    "FusedMatMul",
+    "Gemm",
+    "Cast",
+)
 
 
 def fused_ops(model) -> dict[str, int]:
@@ -188,30 +216,48 @@ def fmt_ms(v: float) -> str:
 
 def render(results: dict) -> str:
     env = results["environment"]
-    lines = [START, "## Precision (issue 8)", "",
-             f"ONNX Runtime {env['onnxruntime']} CPUExecutionProvider on {env['cpu']} ({env['cores']} cores, "
-             f"{env['threads']} intra-op threads; CPU flags: {', '.join(env['cpu_flags']) or 'n/a'}), "
-             f"{env['date']}. Load average during the run: {env['load_before']} -> {env['load_after']} "
-             "(a shared machine: sessions are timed interleaved, so the ratios are fairer than the absolute times).",
-             "", "Command:", "", "```", env["command"], "```", "",
-             "Random-init bundles (`evis export --config X --init random`), graphs from `evis build --precision "
-             f"fp16|int8` ({env['calib_clips']} calibration clips, seed {env['seed']}, minmax). Latency = one clip "
-             f"(T frames) through the graph, median of {env['rounds']} interleaved rounds per config "
-             "(min in brackets).",
-             ""]
+    lines = [
+        START,
+        "## Precision (issue 8)",
+        "",
+        f"ONNX Runtime {env['onnxruntime']} CPUExecutionProvider on {env['cpu']} ({env['cores']} cores, "
+        f"{env['threads']} intra-op threads; CPU flags: {', '.join(env['cpu_flags']) or 'n/a'}), "
+        f"{env['date']}. Load average during the run: {env['load_before']} -> {env['load_after']} "
+        "(a shared machine: sessions are timed interleaved, so the ratios are fairer than the absolute times).",
+        "",
+        "Command:",
+        "",
+        "```",
+        env["command"],
+        "```",
+        "",
+        "Random-init bundles (`evis export --config X --init random`), graphs from `evis build --precision "
+        f"fp16|int8` ({env['calib_clips']} calibration clips, seed {env['seed']}, minmax). Latency = one clip "
+        f"(T frames) through the graph, median of {env['rounds']} interleaved rounds per config "
+        "(min in brackets).",
+        "",
+    ]
     for cfg, r in results["configs"].items():
-        lines += [f"### {cfg} (clip {r['clip_len']} x {r['input_hw'][0]}x{r['input_hw'][1]})", "",
-                  "| graph | ms / clip | clips/s | vs fp32 | logits max abs diff | boxes max abs diff | "
-                  "mask logits max abs diff | top-class agree | mask pixel agree |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"### {cfg} (clip {r['clip_len']} x {r['input_hw'][0]}x{r['input_hw'][1]})",
+            "",
+            "| graph | ms / clip | clips/s | vs fp32 | logits max abs diff | boxes max abs diff | "
+            "mask logits max abs diff | top-class agree | mask pixel agree |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, t in r["timing"].items():
             acc = r["accuracy"].get(name)
-            acc_cells = ("| - | - | - | - | - |" if acc is None else
-                         f"| {acc['logits']['max_abs']:.3g} | {acc['boxes']['max_abs']:.3g} | "
-                         f"{acc['mask_logits']['max_abs']:.3g} | {100 * acc['top_class_agree']:.1f}% | "
-                         f"{100 * acc['mask_pixel_agree']:.1f}% |")
-            lines.append(f"| {name} | {fmt_ms(t['median_ms'])} ({fmt_ms(t['min_ms'])}) | {1e3 / t['median_ms']:.2f} | "
-                         f"{t['vs_fp32']:.2f}x {acc_cells}")
+            acc_cells = (
+                "| - | - | - | - | - |"
+                if acc is None
+                else f"| {acc['logits']['max_abs']:.3g} | {acc['boxes']['max_abs']:.3g} | "
+                f"{acc['mask_logits']['max_abs']:.3g} | {100 * acc['top_class_agree']:.1f}% | "
+                f"{100 * acc['mask_pixel_agree']:.1f}% |"
+            )
+            lines.append(
+                f"| {name} | {fmt_ms(t['median_ms'])} ({fmt_ms(t['min_ms'])}) | {1e3 / t['median_ms']:.2f} | "
+                f"{t['vs_fp32']:.2f}x {acc_cells}"
+            )
         lines.append("")
         if r.get("ops_after_ort_optimisation"):
             lines.append("Ops after ONNX Runtime's CPU optimisations (which Q/DQ patterns became int8 kernels):")
@@ -219,12 +265,18 @@ def render(results: dict) -> str:
             for name, counts in r["ops_after_ort_optimisation"].items():
                 lines.append(f"- {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
             lines.append("")
-        lines.append(f"INT8/FP32 throughput ratio ({cfg}): ORT-CPU int8 graph `model.int8.cpu.onnx` "
-                     f"(what `evis infer --backend ort --device cpu --precision int8` runs): "
-                     f"**{r['int8_cpu_graph_fp32_ratio']:.2f}x**; the TensorRT graph `model.int8.onnx` on ORT-CPU: "
-                     f"**{r['int8_fp32_ratio']:.2f}x**"
-                     + (f"; best CPU variant ({r['best_cpu_int8']}): **{r['best_cpu_int8_ratio']:.2f}x**"
-                        if r.get("best_cpu_int8") else "") + ".")
+        lines.append(
+            f"INT8/FP32 throughput ratio ({cfg}): ORT-CPU int8 graph `model.int8.cpu.onnx` "
+            f"(what `evis infer --backend ort --device cpu --precision int8` runs): "
+            f"**{r['int8_cpu_graph_fp32_ratio']:.2f}x**; the TensorRT graph `model.int8.onnx` on ORT-CPU: "
+            f"**{r['int8_fp32_ratio']:.2f}x**"
+            + (
+                f"; best CPU variant ({r['best_cpu_int8']}): **{r['best_cpu_int8_ratio']:.2f}x**"
+                if r.get("best_cpu_int8")
+                else ""
+            )
+            + "."
+        )
         lines.append("")
     lines += [results.get("notes", "").strip(), END]
     return "\n".join(lines) + "\n"
@@ -260,7 +312,7 @@ How to read this (see also the "Ops after ..." lists, which show what ONNX Runti
    optimisation): its CPU int8 fusions need fp32 Q/DQ patterns, and it has few fp16 CPU kernels, so
    the graph runs as dequantize + fp16/fp32 math with hundreds of Casts. Slower than fp32 on CPU.
 2. The variants re-express the same node selection for ORT's CPU kernels (same clips, same
-   calibration cache; `efficientvis_trt.calib.int8.quantize_for_cpu`), fp32 float side:
+   calibration cache; `efficientvis_trt.precision.int8.quantize_for_cpu`), fp32 float side:
    - "QDQ, fp32 rest" (inputs only, the TensorRT placement): ORT turns only the DQ->Conv->Q
      patterns into QLinearConv; the other convs dequantize and run in fp32: still slower.
    - "QDQ+output Q" (ORT's QDQ convention): more QLinearConv, but symmetric int8 activations
@@ -296,8 +348,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rebuild", action="store_true", help="rebuild the fp16/int8 graphs of existing bundles")
     p.add_argument("--results-md", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     p.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
-    p.add_argument("--render-only", action="store_true",
-                   help="re-render RESULTS.md from WORKDIR/precision_throughput.json without measuring")
+    p.add_argument(
+        "--render-only",
+        action="store_true",
+        help="re-render RESULTS.md from WORKDIR/precision_throughput.json without measuring",
+    )
     args = p.parse_args(argv)
     if args.render_only:
         results = json.loads((args.workdir / "precision_throughput.json").read_text())
@@ -310,21 +365,28 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime
 
-    from efficientvis_trt.calib.ort_utils import make_session, run
     from efficientvis_trt.export.bundle import Bundle
     from efficientvis_trt.io_utils import write_json_atomic
+    from efficientvis_trt.precision.ort_utils import make_session, run
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     threads = args.threads or os.cpu_count() or 1
-    env = {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads, "cpu_flags": cpu_flags(),
-           "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
-           "date": datetime.date.today().isoformat(), "load_before": round(os.getloadavg()[0], 1),
-           "command": "python benchmarks/precision_throughput.py "
-                      + " ".join(argv if argv is not None else sys.argv[1:]),
-           "calib_clips": args.calib_clips, "seed": args.seed}
+    env = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "cpu_flags": cpu_flags(),
+        "onnxruntime": onnxruntime.__version__,
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
+        "load_before": round(os.getloadavg()[0], 1),
+        "command": "python benchmarks/precision_throughput.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "calib_clips": args.calib_clips,
+        "seed": args.seed,
+    }
     results: dict = {"environment": env, "configs": {}, "notes": NOTES}
     for cfg in args.configs:
         bundle = Bundle.open(ensure_bundle(cfg, args.workdir, args.calib_clips, args.seed, log, args.rebuild))
@@ -334,18 +396,22 @@ def main(argv: list[str] | None = None) -> int:
         feeds = real_clips(bundle, sess32, args.video)
         feed = feeds[1]
         ref = run(sess32, feed)
-        models = {"fp32": bundle.onnx_path("fp32"), "fp16": bundle.onnx_path("fp16"),
-                  "int8 (graph as built)": bundle.onnx_path("int8"),
-                  CPU_ROW: bundle.onnx_path("int8", target="ort-cpu")}
+        models = {
+            "fp32": bundle.onnx_path("fp32"),
+            "fp16": bundle.onnx_path("fp16"),
+            "int8 (graph as built)": bundle.onnx_path("int8"),
+            CPU_ROW: bundle.onnx_path("int8", target="ort-cpu"),
+        }
         groups = [models]
         if args.variants:
             groups.append({"fp32": models["fp32"], **variant_models(bundle, args.workdir, cfg, log)})
-        timing: dict = {}            # row name -> {median_ms, min_ms, runs, vs_fp32}
+        timing: dict = {}  # row name -> {median_ms, min_ms, runs, vs_fp32}
         acc: dict = {}
         ops: dict = {}
         for gi, group in enumerate(groups):
-            sessions = {name: (sess32 if name == "fp32" else make_session(m, threads=threads))
-                        for name, m in group.items()}
+            sessions = {
+                name: (sess32 if name == "fp32" else make_session(m, threads=threads)) for name, m in group.items()
+            }
             for name, s in sessions.items():
                 if name != "fp32":
                     acc[name] = accuracy(ref, run(s, feed))
@@ -353,17 +419,21 @@ def main(argv: list[str] | None = None) -> int:
                     ops[name] = fused_ops(group[name])
             log(f"[{cfg}] timing {', '.join(sessions)} ({rounds} rounds) ...")
             t = time_sessions(sessions, feed, rounds, args.warmup)
-            base = t["fp32"]["median_ms"]      # ratios within a group: timed interleaved with this fp32
+            base = t["fp32"]["median_ms"]  # ratios within a group: timed interleaved with this fp32
             for name, v in t.items():
                 v["vs_fp32"] = base / v["median_ms"]
                 timing[name if not (gi and name == "fp32") else "fp32 (re-timed with the variants)"] = v
             del sessions
-        r = {"clip_len": bundle.clip_len, "input_hw": list(bundle.input_hw), "timing": timing, "accuracy": acc,
-             "ops_after_ort_optimisation": ops,
-             "int8_fp32_ratio": timing["int8 (graph as built)"]["vs_fp32"],
-             "int8_cpu_graph_fp32_ratio": timing[CPU_ROW]["vs_fp32"]}
-        cpu_forms = {k: v for k, v in timing.items() if k.startswith("int8") and "as built" not in k
-                     and k != CPU_ROW}
+        r = {
+            "clip_len": bundle.clip_len,
+            "input_hw": list(bundle.input_hw),
+            "timing": timing,
+            "accuracy": acc,
+            "ops_after_ort_optimisation": ops,
+            "int8_fp32_ratio": timing["int8 (graph as built)"]["vs_fp32"],
+            "int8_cpu_graph_fp32_ratio": timing[CPU_ROW]["vs_fp32"],
+        }
+        cpu_forms = {k: v for k, v in timing.items() if k.startswith("int8") and "as built" not in k and k != CPU_ROW}
         if cpu_forms:
             best = max(cpu_forms, key=lambda k: cpu_forms[k]["vs_fp32"])
             r["best_cpu_int8"], r["best_cpu_int8_ratio"] = best, cpu_forms[best]["vs_fp32"]

@@ -9,6 +9,7 @@ levels (some partly outside the image). Times are the median of `--iters` timed 
 warm-up (CUDA events on a GPU), and the agreement is the max abs difference to the reference.
 Prints a Markdown table for benchmarks/RESULTS.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from efficientvis_trt.config import get_config  # noqa: E402
-from efficientvis_trt.model.roi_align import multi_level_roi_align_reference  # noqa: E402
-from efficientvis_trt.plugins.spec import RoIAlignAttrs  # noqa: E402
+from efficientvis_trt.config import get_config
+from efficientvis_trt.model.roi_align import multi_level_roi_align_reference
+from efficientvis_trt.plugins.spec import RoIAlignAttrs
 
 
 def r50_inputs(device: str, dtype: torch.dtype, frames: int = 5, boxes: int = 10, seed: int = 0):
@@ -32,9 +33,11 @@ def r50_inputs(device: str, dtype: torch.dtype, frames: int = 5, boxes: int = 10
     cfg = get_config("r50").model
     h, w = cfg.input_size
     g = torch.Generator().manual_seed(seed)
-    feats = [torch.randn(frames, cfg.hidden_dim, h // 2 ** lvl, w // 2 ** lvl, generator=g).to(device, dtype)
-             for lvl in range(2, 6)]
-    size = torch.exp(torch.empty(frames, boxes, 1).uniform_(3.0, 6.2, generator=g))      # 20..490 px: P2..P5
+    feats = [
+        torch.randn(frames, cfg.hidden_dim, h // 2**lvl, w // 2**lvl, generator=g).to(device, dtype)
+        for lvl in range(2, 6)
+    ]
+    size = torch.exp(torch.empty(frames, boxes, 1).uniform_(3.0, 6.2, generator=g))  # 20..490 px: P2..P5
     aspect = torch.exp(torch.empty(frames, boxes, 1).uniform_(-0.7, 0.7, generator=g))
     wh = torch.cat([size * aspect.sqrt(), size / aspect.sqrt()], -1)
     centre = torch.rand(frames, boxes, 2, generator=g) * torch.tensor([w + 40.0, h + 40.0]) - 20.0
@@ -73,26 +76,41 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --device cuda asked for, but torch sees no CUDA device", file=sys.stderr)
         return 2
     machine = torch.cuda.get_device_name() if cuda else (platform.processor() or "CPU")
-    print(f"# MultiLevelRoIAlign, r50 shapes (5 x 10 boxes, 4 levels of 384x640, C=256, 14x14, ratio 2) on {machine}, "
-          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n")
+    print(
+        f"# MultiLevelRoIAlign, r50 shapes (5 x 10 boxes, 4 levels of 384x640, C=256, 14x14, ratio 2) on {machine}, "
+        f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}\n"
+    )
     print("| dtype | reference ms | Triton kernel ms | speed-up | max abs diff |")
     print("|---|---|---|---|---|")
     for dtype in (torch.float32, torch.float16) if cuda else (torch.float32,):
         feats, rois, a = r50_inputs(args.device, dtype)
 
-        def reference():
-            return multi_level_roi_align_reference(feats, rois, a.output_size, a.sampling_ratio, a.canonical_box_size,
-                                                   a.canonical_level, bool(a.aligned), a.min_level)
+        def reference(feats=feats, rois=rois, a=a):
+            return multi_level_roi_align_reference(
+                feats,
+                rois,
+                a.output_size,
+                a.sampling_ratio,
+                a.canonical_box_size,
+                a.canonical_level,
+                bool(a.aligned),
+                a.min_level,
+            )
 
         ref_ms = time_call(reference, args.iters, args.warmup, cuda)
         if cuda:
             from efficientvis_trt.plugins.triton_roi_align import multi_level_roi_align_triton
 
-            kernel_ms = time_call(lambda: multi_level_roi_align_triton(feats, rois, a), args.iters, args.warmup, True)
+            def kernel(feats=feats, rois=rois, a=a):
+                return multi_level_roi_align_triton(feats, rois, a)
+
+            kernel_ms = time_call(kernel, args.iters, args.warmup, True)
             diff = (multi_level_roi_align_triton(feats, rois, a).float() - reference().float()).abs().max().item()
             print(f"| {str(dtype)[6:]} | {ref_ms:.3f} | {kernel_ms:.3f} | {ref_ms / kernel_ms:.1f}x | {diff:.2e} |")
         else:
-            print(f"| {str(dtype)[6:]} | {ref_ms:.3f} | n/a: the kernel runs on CUDA (CPU only has the interpreter) | | |")
+            print(
+                f"| {str(dtype)[6:]} | {ref_ms:.3f} | n/a: the kernel runs on CUDA (CPU only has the interpreter) | | |"
+            )
     return 0
 
 

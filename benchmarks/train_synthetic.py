@@ -11,6 +11,7 @@ the model `evis demo` uses when it is not asked to train.
 The recipe itself lives in efficientvis_trt/train/recipe.py so `evis demo` and
 this script train identically; `train_synthetic_recipe` is re-exported here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from efficientvis_trt.train.recipe import Recipe, train_synthetic_recipe  # noqa: E402
+from efficientvis_trt.train.recipe import Recipe, train_synthetic_recipe
 
 __all__ = ["train_synthetic_recipe", "Recipe", "main"]
 
@@ -28,8 +29,12 @@ __all__ = ["train_synthetic_recipe", "Recipe", "main"]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder (data/, run/, result.json)")
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="training budget: iterations are derived from timed steps (default 30 unless --iters)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="training budget: iterations are derived from timed steps (default 30 unless --iters)",
+    )
     parser.add_argument("--iters", type=int, default=None, help="train exactly this many iterations instead")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--train-videos", type=int, default=Recipe.train_videos)
@@ -39,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--resume", action="store_true", help="continue OUT/run/last.pt")
     parser.add_argument("--no-progress", action="store_true")
-    parser.add_argument("--ship", action="store_true",
-                        help="copy the trained weights into the package as the demo's model (with provenance)")
+    parser.add_argument(
+        "--ship",
+        action="store_true",
+        help="copy the trained weights into the package as the demo's model (with provenance)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -48,14 +56,23 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     recipe = Recipe(lr=args.lr, batch_size=args.batch_size, train_videos=args.train_videos, val_videos=args.val_videos)
     minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES
-    final = train_synthetic_recipe(args.out, minutes_budget=minutes, iters=args.iters, recipe=recipe,
-                                   device=args.device, progress=not args.no_progress, resume=args.resume)
+    final = train_synthetic_recipe(
+        args.out,
+        minutes_budget=minutes,
+        iters=args.iters,
+        recipe=recipe,
+        device=args.device,
+        progress=not args.no_progress,
+        resume=args.resume,
+    )
     result = json.loads((Path(args.out) / "result.json").read_text())
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
     print(f"checkpoint: {final}")
-    print(f"val AP {fmt(result['AP'])}  AP50 {fmt(result['AP50'])}  AP75 {fmt(result['AP75'])}  "
-          f"({result['iterations']} iterations, training {result['train_wall_s'] / 60:.1f} min wall / "
-          f"{result['train_cpu_s'] / 60:.1f} min CPU, total {result['total_wall_s'] / 60:.1f} min)")
+    print(
+        f"val AP {fmt(result['AP'])}  AP50 {fmt(result['AP50'])}  AP75 {fmt(result['AP75'])}  "
+        f"({result['iterations']} iterations, training {result['train_wall_s'] / 60:.1f} min wall / "
+        f"{result['train_cpu_s'] / 60:.1f} min CPU, total {result['total_wall_s'] / 60:.1f} min)"
+    )
     print(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores")
     if args.ship:
         print(f"shipped: {ship(final, result, argv if argv is not None else sys.argv[1:])}")
@@ -69,14 +86,16 @@ def ship(checkpoint: Path, result: dict, argv: list[str]) -> Path:
 
     model, payload = load_checkpoint(checkpoint)
     save_checkpoint(SHIPPED_TINY_CHECKPOINT, model, payload["class_names"])
-    provenance = {"command": "python benchmarks/train_synthetic.py " + " ".join(argv),
-                  "sha256": file_sha256(SHIPPED_TINY_CHECKPOINT),
-                  **{k: v for k, v in result.items() if k not in ("checkpoint", "stats")}}
+    provenance = {
+        "command": "python benchmarks/train_synthetic.py " + " ".join(argv),
+        "sha256": file_sha256(SHIPPED_TINY_CHECKPOINT),
+        **{k: v for k, v in result.items() if k not in ("checkpoint", "stats")},
+    }
     write_json_atomic(SHIPPED_TINY_CHECKPOINT.with_suffix(".json"), provenance)
     return SHIPPED_TINY_CHECKPOINT
 
 
-DEFAULT_MINUTES = 30.0   # issue 5's budget: AP on val after 30 minutes of CPU training
+DEFAULT_MINUTES = 30.0  # issue 5's budget: AP on val after 30 minutes of CPU training
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,13 +4,14 @@ Each subcommand lives in its own module exposing `HELP`, `add_arguments(parser)`
 `run(args) -> int`. Modules import their heavy dependencies inside `run`, so building
 the parser stays cheap and a missing optional backend never breaks `evis --help`.
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from efficientvis_trt import __version__
 from efficientvis_trt.errors import EvisError
@@ -20,7 +21,7 @@ COMMANDS: dict[str, str] = {
     "demo": "efficientvis_trt.bench.demo",
     "infer": "efficientvis_trt.runtime.cli",
     "export": "efficientvis_trt.export.cli",
-    "build": "efficientvis_trt.calib.cli",
+    "build": "efficientvis_trt.precision.cli",
     "bench": "efficientvis_trt.bench.cli",
     "eval": "efficientvis_trt.eval.cli",
     "make-synthetic": "efficientvis_trt.data.synthetic_cli",

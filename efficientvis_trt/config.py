@@ -3,6 +3,7 @@
 Every [design] choice of DESIGN.md §2 (choices the paper text does not pin down) is a
 field here, so a checkpoint says exactly which variant it is.
 """
+
 from __future__ import annotations
 
 import copy
@@ -18,51 +19,51 @@ from efficientvis_trt.errors import EvisError
 
 @dataclass
 class BackboneConfig:
-    depth: int = 50                 # ResNet depth: 18, 34, 50 or 101
-    width: int = 64                 # stem width; 64 is the standard ResNet, smaller for CPU demos
-    norm: str = "frozen_bn"         # "bn" (train from scratch) or "frozen_bn" (ImageNet-initialised)
-    pretrained: str | None = None   # torchvision-format ResNet weights file
+    depth: int = 50  # ResNet depth: 18, 34, 50 or 101
+    width: int = 64  # stem width; 64 is the standard ResNet, smaller for CPU demos
+    norm: str = "frozen_bn"  # "bn" (train from scratch) or "frozen_bn" (ImageNet-initialised)
+    pretrained: str | None = None  # torchvision-format ResNet weights file
 
 
 @dataclass
 class PoolerConfig:
     """Multi-level RoIAlign, detectron2 ROIPooler semantics."""
 
-    resolution: int = 14            # one RoIAlign per stage at 14x14 feeds the mask head...
-    box_pool_stride: int = 2        # ...and 2x2 average pooling of it gives the 7x7 box features
-    sampling_ratio: int = 2         # 14x14 at ratio 2 + 2x2 avg == 7x7 at ratio 4 exactly
+    resolution: int = 14  # one RoIAlign per stage at 14x14 feeds the mask head...
+    box_pool_stride: int = 2  # ...and 2x2 average pooling of it gives the 7x7 box features
+    sampling_ratio: int = 2  # 14x14 at ratio 2 + 2x2 avg == 7x7 at ratio 4 exactly
     canonical_box_size: float = 224.0
     canonical_level: int = 4
     aligned: bool = True
-    min_level: int = 2              # FPN P2..P5 (strides 4..32)
+    min_level: int = 2  # FPN P2..P5 (strides 4..32)
     max_level: int = 5
-    impl: str = "reference"         # "reference" (pure PyTorch) or "triton" (CUDA kernel)
+    impl: str = "reference"  # "reference" (pure PyTorch) or "triton" (CUDA kernel)
 
 
 @dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     pooler: PoolerConfig = field(default_factory=PoolerConfig)
-    hidden_dim: int = 256           # C: FPN width and query width
-    num_queries: int = 10           # N
-    num_stages: int = 6             # M
-    num_classes: int = 40           # K (YouTube-VIS 2019 has 40)
-    clip_len: int = 5               # T
+    hidden_dim: int = 256  # C: FPN width and query width
+    num_queries: int = 10  # N
+    num_stages: int = 6  # M
+    num_classes: int = 40  # K (YouTube-VIS 2019 has 40)
+    clip_len: int = 5  # T
     input_size: list[int] = field(default_factory=lambda: [384, 640])  # H, W of the letterboxed canvas
     num_heads: int = 8
     ffn_dim: int = 2048
     dropout: float = 0.0
-    dim_dynamic: int = 64           # DynamicConv bottleneck (256 -> 64 -> 256)
-    temporal_window: int = 1        # dynamic conv over frames t-w .. t+w
-    temporal_tau: float = 1.0       # softmax temperature of the cosine-similarity weights
-    temporal_pos_embed: bool = True # learned per-frame embedding added to the broadcast queries
+    dim_dynamic: int = 64  # DynamicConv bottleneck (256 -> 64 -> 256)
+    temporal_window: int = 1  # dynamic conv over frames t-w .. t+w
+    temporal_tau: float = 1.0  # softmax temperature of the cosine-similarity weights
+    temporal_pos_embed: bool = True  # learned per-frame embedding added to the broadcast queries
     num_cls_layers: int = 1
     num_reg_layers: int = 3
     mask_convs: int = 4
     mask_dim: int = 256
-    prior_prob: float = 0.01        # focal-loss bias init of the class logits
+    prior_prob: float = 0.01  # focal-loss bias init of the class logits
     bbox_weights: list[float] = field(default_factory=lambda: [2.0, 2.0, 1.0, 1.0])
-    carry_boxes: str = "last"       # next clip's proposals: "last" (this clip's last-frame boxes) or "init"
+    carry_boxes: str = "last"  # next clip's proposals: "last" (this clip's last-frame boxes) or "init"
     pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])  # RGB
     pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
 
@@ -71,17 +72,17 @@ class ModelConfig:
 class TrainConfig:
     lr: float = 2.5e-5
     weight_decay: float = 1e-4
-    batch_size: int = 1             # pairs of clips per iteration
+    batch_size: int = 1  # pairs of clips per iteration
     iters: int = 10000
     warmup_iters: int = 200
     lr_steps: list[float] = field(default_factory=lambda: [0.75, 0.9])  # fractions of iters
     lr_gamma: float = 0.1
     clip_grad_norm: float = 1.0
     checkpoint_every: int = 1000
-    eval_every: int = 0             # 0 = only at the end
+    eval_every: int = 0  # 0 = only at the end
     num_workers: int = 0
     seed: int = 0
-    amp: bool = True                # on CUDA only
+    amp: bool = True  # on CUDA only
     # Matching costs and loss weights (DESIGN §2).
     cost_class: float = 2.0
     cost_l1: float = 5.0
@@ -98,11 +99,15 @@ class TrainConfig:
     scale_jitter: list[float] = field(default_factory=lambda: [0.8, 1.2])
     max_frame_stride: int = 2
     # Training-only choices (issue 5; efficientvis_trt/train). Appended, never renamed.
-    match_per_stage: bool = True    # deep supervision: Hungarian per stage (Sparse R-CNN) or the last stage's reused
-    loss_aux_sem: float = 0.0       # CondInst-style auxiliary semantic-segmentation loss on P3 (0 = off, the paper recipe)
-    deterministic: bool = False     # torch.use_deterministic_algorithms while training: bit-exact --resume with >1 CPU thread
-    init_proposals: str = "image"   # initial learned proposals: "image" (whole image, Sparse R-CNN) or "grid" (tiles)
-    gt_proposals: float = 0.0       # weight of an extra clip-1 pass from jittered ground-truth tubes (0 = off; train/trainer.py)
+    match_per_stage: bool = True  # deep supervision: Hungarian per stage (Sparse R-CNN) or the last stage's reused
+    loss_aux_sem: float = 0.0  # CondInst-style auxiliary semantic-segmentation loss on P3 (0 = off, the paper recipe)
+    deterministic: bool = (
+        False  # torch.use_deterministic_algorithms while training: bit-exact --resume with >1 CPU thread
+    )
+    init_proposals: str = "image"  # initial learned proposals: "image" (whole image, Sparse R-CNN) or "grid" (tiles)
+    gt_proposals: float = (
+        0.0  # weight of an extra clip-1 pass from jittered ground-truth tubes (0 = off; train/trainer.py)
+    )
 
 
 @dataclass
@@ -116,7 +121,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Config":
+    def from_dict(cls, data: dict[str, Any]) -> Config:
         return _from_dict(cls, data, "config")
 
     def save_yaml(self, path: str | Path) -> None:
@@ -125,7 +130,7 @@ class Config:
         write_text_atomic(path, yaml.safe_dump(self.to_dict(), sort_keys=False))
 
     @classmethod
-    def load_yaml(cls, path: str | Path) -> "Config":
+    def load_yaml(cls, path: str | Path) -> Config:
         path = Path(path)
         try:
             data = yaml.safe_load(path.read_text())
@@ -139,26 +144,38 @@ class Config:
         cfg.validate()
         return cfg
 
-    def copy(self) -> "Config":
+    def copy(self) -> Config:
         return copy.deepcopy(self)
 
-    def validate(self) -> "Config":
+    def validate(self) -> Config:
         """Reject a config that cannot build, train or export, with one line naming the field."""
         m = self.model
         if len(m.input_size) != 2:
             raise EvisError(f"input_size must be [H, W], got {m.input_size}")
-        for name in ("hidden_dim", "num_queries", "num_stages", "num_classes", "num_heads", "ffn_dim",
-                     "dim_dynamic", "mask_dim"):
+        for name in (
+            "hidden_dim",
+            "num_queries",
+            "num_stages",
+            "num_classes",
+            "num_heads",
+            "ffn_dim",
+            "dim_dynamic",
+            "mask_dim",
+        ):
             if getattr(m, name) < 1:
                 raise EvisError(f"{name} must be >= 1, got {getattr(m, name)}")
         if m.pooler.max_level - m.pooler.min_level != 3:
-            raise EvisError(f"pooler levels {m.pooler.min_level}..{m.pooler.max_level} must span the 4 FPN levels "
-                            "P2..P5 the backbone produces")
+            raise EvisError(
+                f"pooler levels {m.pooler.min_level}..{m.pooler.max_level} must span the 4 FPN levels "
+                "P2..P5 the backbone produces"
+            )
         h, w = m.input_size
         if h % 32 or w % 32 or h <= 0 or w <= 0:
             raise EvisError(f"input size {h}x{w} must be positive multiples of 32 (the FPN stride)")
         if m.clip_len < 2:
-            raise EvisError(f"clip length {m.clip_len} must be at least 2 (temporal attention and dynamic conv need frames)")
+            raise EvisError(
+                f"clip length {m.clip_len} must be at least 2 (temporal attention and dynamic conv need frames)"
+            )
         if m.backbone.depth not in (18, 34, 50, 101):
             raise EvisError(f"backbone depth {m.backbone.depth} not supported (18, 34, 50, 101)")
         if m.hidden_dim % m.num_heads:
@@ -213,6 +230,7 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 
 # ---- presets ---------------------------------------------------------------------
 
+
 def _r50() -> Config:
     return Config(name="r50")
 
@@ -239,7 +257,7 @@ def _tiny() -> Config:
     m.dim_dynamic = 16
     m.mask_dim = 32
     m.mask_convs = 2
-    m.pooler.canonical_box_size = 56.0   # keeps the level rule spreading boxes over P2..P5 at this input size
+    m.pooler.canonical_box_size = 56.0  # keeps the level rule spreading boxes over P2..P5 at this input size
     t = cfg.train
     t.lr = 2e-4
     t.batch_size = 2

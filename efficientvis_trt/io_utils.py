@@ -1,4 +1,5 @@
 """Atomic file and folder writes: nothing already written is lost or half-written."""
+
 from __future__ import annotations
 
 import contextlib
@@ -6,8 +7,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def _umask() -> int:
@@ -50,12 +52,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, file_mode())   # outputs are shared (Triton, other users), unlike temp files
+    os.fchmod(fd, file_mode())  # outputs are shared (Triton, other users), unlike temp files
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        _fsync(tmp_path)          # the data is on disk before the name points at it
+        _fsync(tmp_path)  # the data is on disk before the name points at it
         os.replace(tmp_path, path)
         _fsync(path.parent)
     finally:

@@ -4,13 +4,14 @@ Frames are BGR uint8 ``H x W x 3`` as OpenCV decodes them. Letterboxing scales a
 fit the model canvas (aspect kept) and pads bottom/right, so boxes map back with one
 scale factor and no offset.
 """
+
 from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class VideoInfo:
     width: int
     height: int
     fps: float
-    num_frames: int   # as reported by the container; may be 0 or approximate
+    num_frames: int  # as reported by the container; may be 0 or approximate
 
 
 def open_video(path: str | os.PathLike):
@@ -86,8 +87,13 @@ def video_info(path: str | os.PathLike) -> VideoInfo:
 
     cap = open_video(path)
     try:
-        return VideoInfo(str(path), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
-                         float(cap.get(cv2.CAP_PROP_FPS) or 0.0), int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        return VideoInfo(
+            str(path),
+            int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            float(cap.get(cv2.CAP_PROP_FPS) or 0.0),
+            int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0),
+        )
     finally:
         cap.release()
 
@@ -98,8 +104,9 @@ FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 def frame_files(folder: str | os.PathLike) -> list[Path]:
     """The JPEG/PNG frames of a frame folder (e.g. a YouTube-VIS video), sorted by name."""
     folder = Path(folder)
-    files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS),
-                   key=lambda p: p.name)
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS), key=lambda p: p.name
+    )
     if not files:
         raise EvisError(f"frame folder has no JPEG/PNG frames: {folder}")
     return files
@@ -113,7 +120,7 @@ def _iter_folder(path: str | os.PathLike, max_frames: int | None, stride: int) -
         frame = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
         if frame is None:
             raise EvisError(f"cannot decode frame image (corrupt or unsupported): {f}")
-        if frame.dtype != np.uint8:   # 16-bit PNG
+        if frame.dtype != np.uint8:  # 16-bit PNG
             frame = (frame >> 8).astype(np.uint8) if frame.dtype == np.uint16 else frame.astype(np.uint8)
         yield to_bgr(frame)
 
@@ -179,16 +186,20 @@ class Letterbox:
     @property
     def content_hw(self) -> tuple[int, int]:
         s = self.scale
-        return (min(self.dst_hw[0], max(1, round(self.src_hw[0] * s))),
-                min(self.dst_hw[1], max(1, round(self.src_hw[1] * s))))
+        return (
+            min(self.dst_hw[0], max(1, round(self.src_hw[0] * s))),
+            min(self.dst_hw[1], max(1, round(self.src_hw[1] * s))),
+        )
 
     def apply(self, frame: np.ndarray) -> np.ndarray:
         import cv2
 
         frame = to_bgr(frame)
         if frame.shape[:2] != tuple(self.src_hw):
-            raise EvisError(f"frame size {frame.shape[1]}x{frame.shape[0]} changed mid-video "
-                            f"(expected {self.src_hw[1]}x{self.src_hw[0]})")
+            raise EvisError(
+                f"frame size {frame.shape[1]}x{frame.shape[0]} changed mid-video "
+                f"(expected {self.src_hw[1]}x{self.src_hw[0]})"
+            )
         h, w = self.content_hw
         interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
         resized = cv2.resize(frame, (w, h), interpolation=interp)
@@ -213,5 +224,10 @@ class Letterbox:
         return out
 
     def to_dict(self) -> dict:
-        return {"rule": "fit-inside, keep aspect, pad bottom-right", "pad_value": PAD_VALUE,
-                "src_hw": list(self.src_hw), "dst_hw": list(self.dst_hw), "scale": self.scale}
+        return {
+            "rule": "fit-inside, keep aspect, pad bottom-right",
+            "pad_value": PAD_VALUE,
+            "src_hw": list(self.src_hw),
+            "dst_hw": list(self.dst_hw),
+            "scale": self.scale,
+        }

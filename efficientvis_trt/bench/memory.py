@@ -1,4 +1,5 @@
 """Peak memory of a block of work: host RSS sampled in a thread, device memory where CUDA is used."""
+
 from __future__ import annotations
 
 import threading
@@ -26,7 +27,7 @@ class PeakRSS:
             self.peak_bytes = max(self.peak_bytes, self._proc.memory_info().rss)
             time.sleep(self._interval)
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.start_bytes = self.peak_bytes = self._proc.memory_info().rss
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()

@@ -1,4 +1,5 @@
 """The bench table as Markdown, CSV and JSON, and the accuracy-vs-speed plot."""
+
 from __future__ import annotations
 
 import csv
@@ -11,13 +12,22 @@ from efficientvis_trt.io_utils import atomic_path, write_json_atomic, write_text
 
 # (key, header, format); GPU-only columns read "n/a (CPU)" on CPU rows.
 COLUMNS: list[tuple[str, str, str]] = [
-    ("AP", "AP", "pct"), ("AP50", "AP50", "pct"), ("AP75", "AP75", "pct"),
+    ("AP", "AP", "pct"),
+    ("AP50", "AP50", "pct"),
+    ("AP75", "AP75", "pct"),
     ("fidelity_AP", "AP vs FP32", "pct"),
-    ("latency_p50_ms", "p50 ms/clip", "f1"), ("latency_p90_ms", "p90", "f1"), ("latency_p99_ms", "p99", "f1"),
-    ("model_fps", "model FPS", "f1"), ("e2e_fps", "e2e FPS", "f1"), ("e2e_over_model", "e2e/model", "f2"),
-    ("decode_ms_per_frame", "decode ms/f", "f2"), ("preprocess_ms_per_frame", "pre ms/f", "f2"),
-    ("model_ms_per_frame", "model ms/f", "f2"), ("postprocess_ms_per_frame", "post ms/f", "f2"),
-    ("peak_host_mb", "peak host MB", "f0"), ("device_mb", "device MB", "f0"),
+    ("latency_p50_ms", "p50 ms/clip", "f1"),
+    ("latency_p90_ms", "p90", "f1"),
+    ("latency_p99_ms", "p99", "f1"),
+    ("model_fps", "model FPS", "f1"),
+    ("e2e_fps", "e2e FPS", "f1"),
+    ("e2e_over_model", "e2e/model", "f2"),
+    ("decode_ms_per_frame", "decode ms/f", "f2"),
+    ("preprocess_ms_per_frame", "pre ms/f", "f2"),
+    ("model_ms_per_frame", "model ms/f", "f2"),
+    ("postprocess_ms_per_frame", "post ms/f", "f2"),
+    ("peak_host_mb", "peak host MB", "f0"),
+    ("device_mb", "device MB", "f0"),
     ("gpu_compute_ms", "GPU compute ms/clip", "f2"),
 ]
 GPU_ONLY = {"device_mb", "gpu_compute_ms"}
@@ -48,7 +58,9 @@ def markdown_table(rows: list[BenchRow]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         status = "ok" if r.available else f"not available: {r.reason}"
-        lines.append("| " + " | ".join([r.backend, r.precision, status] + [cell(r, k, f) for k, _, f in COLUMNS]) + " |")
+        lines.append(
+            "| " + " | ".join([r.backend, r.precision, status] + [cell(r, k, f) for k, _, f in COLUMNS]) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -65,7 +77,9 @@ def ratios(rows: list[BenchRow]) -> dict[str, float]:
     return out
 
 
-def write_reports(rows: list[BenchRow], machine: dict, out_dir: Path, title: str = "EfficientVIS-TRT bench") -> dict[str, Path]:
+def write_reports(
+    rows: list[BenchRow], machine: dict, out_dir: Path, title: str = "EfficientVIS-TRT bench"
+) -> dict[str, Path]:
     from efficientvis_trt.bench.machine import machine_line
 
     out_dir = Path(out_dir)
@@ -73,12 +87,19 @@ def write_reports(rows: list[BenchRow], machine: dict, out_dir: Path, title: str
     table = markdown_table(rows)
     extra = ratios(rows)
     ratio_lines = "\n".join(f"- {k}: {v:.2f}" for k, v in sorted(extra.items())) or "- (no INT8/FP32 pair measured)"
-    md = (f"# {title}\n\nMachine: {machine_line(machine)}\n\n{table}\n\nRatios:\n{ratio_lines}\n\n"
-          "AP columns in percent (YouTube-VIS AP); 'AP vs FP32' = AP of this row's tracks on the real videos "
-          "against the same backend's FP32 tracks (else the first FP32 row; JSON `fidelity_reference` says which); latency is model-only per clip after warm-up; "
-          "e2e = file to results JSON; ms/f = milliseconds per frame per stage.\n")
-    paths = {"markdown": out_dir / "bench.md", "csv": out_dir / "bench.csv", "json": out_dir / "bench.json",
-             "plot": out_dir / "bench.png"}
+    md = (
+        f"# {title}\n\nMachine: {machine_line(machine)}\n\n{table}\n\nRatios:\n{ratio_lines}\n\n"
+        "AP columns in percent (YouTube-VIS AP); 'AP vs FP32' = AP of this row's tracks on the real videos "
+        "against the same backend's FP32 tracks (else the first FP32 row; JSON `fidelity_reference` says which); "
+        "latency is model-only per clip after warm-up; "
+        "e2e = file to results JSON; ms/f = milliseconds per frame per stage.\n"
+    )
+    paths = {
+        "markdown": out_dir / "bench.md",
+        "csv": out_dir / "bench.csv",
+        "json": out_dir / "bench.json",
+        "plot": out_dir / "bench.png",
+    }
     write_text_atomic(paths["markdown"], md)
     buf = io.StringIO()
     keys = ["backend", "precision", "available", "reason"] + [k for k, _, _ in COLUMNS]
@@ -111,7 +132,9 @@ def plot(rows: list[BenchRow], path: Path) -> None:
         if not isinstance(fps, float) or not isinstance(acc, float):
             continue
         ax.scatter(fps, 100 * acc, marker=markers.get(r.backend, "o"), color=colors.get(r.precision, "k"), s=60)
-        ax.annotate(f"{r.backend} {r.precision}", (fps, 100 * acc), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.annotate(
+            f"{r.backend} {r.precision}", (fps, 100 * acc), textcoords="offset points", xytext=(5, 4), fontsize=8
+        )
         plotted += 1
     ax.set_xlabel("model-only frames/s")
     ax.set_ylabel("AP (synthetic val; else fidelity to FP32), %")

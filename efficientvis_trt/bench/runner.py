@@ -4,13 +4,15 @@ One row per (backend, precision), in the order asked. A combination that cannot 
 (backend not installed, graph not built, precision the device cannot do) is still a row,
 marked "not available" with the reason: nothing is silently dropped.
 """
+
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,13 +28,13 @@ PRECISIONS = ("fp32", "fp16", "int8")
 class BenchSettings:
     backends: list[str] = field(default_factory=lambda: list(BACKENDS))
     precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
-    data: Path | None = None                  # synthetic (YouTube-VIS format) val split: accuracy
+    data: Path | None = None  # synthetic (YouTube-VIS format) val split: accuracy
     videos: list[Path] = field(default_factory=list)  # real videos: end-to-end speed and fidelity to FP32
-    iters: int = 20                           # timed model-only clips
+    iters: int = 20  # timed model-only clips
     warmup: int = 3
-    device: str | None = None                 # None: each backend's best device (TensorRT needs CUDA)
+    device: str | None = None  # None: each backend's best device (TensorRT needs CUDA)
     fidelity_threshold: float = 0.5
-    max_frames: int | None = None             # per real video
+    max_frames: int | None = None  # per real video
     max_val_videos: int | None = None
 
 
@@ -45,8 +47,13 @@ class BenchRow:
     metrics: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"backend": self.backend, "precision": self.precision, "available": self.available,
-                "reason": self.reason, **self.metrics}
+        return {
+            "backend": self.backend,
+            "precision": self.precision,
+            "available": self.available,
+            "reason": self.reason,
+            **self.metrics,
+        }
 
 
 def percentile_ms(samples: list[float], q: float) -> float:
@@ -65,8 +72,12 @@ def measure_latency(predictor, clip_frames: list[np.ndarray], iters: int, warmup
     samples = [predictor.run_clip(canvas)[1] for _ in range(iters)]
     t = len(canvas)
     p50 = percentile_ms(samples, 50)
-    out = {"latency_p50_ms": p50, "latency_p90_ms": percentile_ms(samples, 90),
-           "latency_p99_ms": percentile_ms(samples, 99), "model_fps": t / (p50 / 1000.0)}
+    out = {
+        "latency_p50_ms": p50,
+        "latency_p90_ms": percentile_ms(samples, 90),
+        "latency_p99_ms": percentile_ms(samples, 99),
+        "model_fps": t / (p50 / 1000.0),
+    }
     out.update(predictor_device_metrics(predictor))
     return out
 
@@ -100,8 +111,9 @@ def run_videos(predictor, videos: list[Path], max_frames: int | None) -> tuple[d
     return metrics, results
 
 
-def predict_split(predictor, json_path: Path, max_videos: int | None = None,
-                  progress: bool = False) -> tuple[dict, list[dict]]:
+def predict_split(
+    predictor, json_path: Path, max_videos: int | None = None, progress: bool = False
+) -> tuple[dict, list[dict]]:
     """Run `predictor` over a YouTube-VIS-format split -> (ground truth of those videos, results).
 
     Frames are read in the order the JSON's `file_names` give (not a folder listing), so the
@@ -120,7 +132,9 @@ def predict_split(predictor, json_path: Path, max_videos: int | None = None,
     return subset_ground_truth(json_path, {v.id for v in videos}), results
 
 
-def evaluate_split(predictor, data_dir: Path, max_videos: int | None = None, progress: bool = False) -> dict[str, float]:
+def evaluate_split(
+    predictor, data_dir: Path, max_videos: int | None = None, progress: bool = False
+) -> dict[str, float]:
     """AP/AP50/AP75 (0-1) of `predictor` on a YouTube-VIS-format split through the same evaluator as `evis eval`."""
     from efficientvis_trt.eval import evaluate
 
@@ -159,8 +173,9 @@ def fidelity(reference: list[dict], results: list[dict], threshold: float) -> fl
     return float(evaluate_fidelity(reference, results, threshold).stats["AP"])
 
 
-def _fidelity_of(backend: str, results: list[dict], references: dict[str, list[dict]],
-                 threshold: float) -> tuple[float | str, str]:
+def _fidelity_of(
+    backend: str, results: list[dict], references: dict[str, list[dict]], threshold: float
+) -> tuple[float | str, str]:
     """Fidelity against this backend's FP32 tracks, else the first FP32 row measured; -> (AP, which)."""
     if backend in references:
         return fidelity(references[backend], results, threshold), f"{backend} fp32"
@@ -170,8 +185,9 @@ def _fidelity_of(backend: str, results: list[dict], references: dict[str, list[d
     return "n/a (no FP32 reference row)", "none"
 
 
-def run_bench(bundle_path: Path, settings: BenchSettings,
-              make_predictor: Callable[..., Any] | None = None, progress: bool = True) -> list[BenchRow]:
+def run_bench(
+    bundle_path: Path, settings: BenchSettings, make_predictor: Callable[..., Any] | None = None, progress: bool = True
+) -> list[BenchRow]:
     """Every backend x precision, FP32 of each backend first so later rows have their reference."""
     from efficientvis_trt.bench.memory import PeakRSS
     from efficientvis_trt.runtime.predictor import iter_clips
@@ -205,7 +221,9 @@ def run_bench(bundle_path: Path, settings: BenchSettings,
         try:
             with PeakRSS() as mem:
                 if clip_source is not None:
-                    clip, _ = next(iter_clips(read_frames(clip_source, max_frames=predictor.clip_len), predictor.clip_len))
+                    clip, _ = next(
+                        iter_clips(read_frames(clip_source, max_frames=predictor.clip_len), predictor.clip_len)
+                    )
                     row.metrics.update(measure_latency(predictor, clip, settings.iters, settings.warmup))
                     metrics, results = run_videos(predictor, settings.videos, settings.max_frames)
                     row.metrics.update(metrics)
@@ -213,7 +231,8 @@ def run_bench(bundle_path: Path, settings: BenchSettings,
                     if precision == "fp32":
                         references[backend] = results
                     row.metrics["fidelity_AP"], row.metrics["fidelity_reference"] = _fidelity_of(
-                        backend, results, references, settings.fidelity_threshold)
+                        backend, results, references, settings.fidelity_threshold
+                    )
                 if settings.data is not None:
                     row.metrics.update(evaluate_split(predictor, settings.data, settings.max_val_videos))
             row.metrics["peak_host_mb"] = mem.peak_mb

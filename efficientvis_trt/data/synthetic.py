@@ -32,14 +32,15 @@ SeedSequence([salt, split code, seed, i]); same arguments + same background file
 OpenCV build give byte-identical JSON and JPEGs. Train and val have different split codes,
 so ``--split train --seed S`` and ``--split val --seed S`` never share a stream, for any S.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -56,13 +57,14 @@ MAX_CLASSES = len(SHAPES) * len(TEXTURES)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 MOTIONS = ("stay", "enter", "leave", "fast")
 
-_SALT = 0x45564953          # "EVIS": keeps these streams apart from any other user of the same seed
+_SALT = 0x45564953  # "EVIS": keeps these streams apart from any other user of the same seed
 _SPLIT_CODE = {"train": 1, "val": 2}
 _BG_TRAIN_FRACTION = 0.75
-_BG_COVER = 1.6             # cached background frames cover 1.6x the output size, room to pan and zoom
+_BG_COVER = 1.6  # cached background frames cover 1.6x the output size, room to pan and zoom
 
 
 # ---- classes -----------------------------------------------------------------------
+
 
 def class_spec(label: int) -> tuple[str, str, str]:
     """(shape, texture, name) of contiguous label `label`; every class is a distinct pair.
@@ -98,6 +100,7 @@ def video_seed(split: str, seed: int, index: int) -> np.random.SeedSequence:
 
 # ---- shapes ------------------------------------------------------------------------
 
+
 def _circle(r: float, n: int = 48, cx: float = 0.0, cy: float = 0.0) -> np.ndarray:
     a = np.arange(n) * (2 * math.pi / n)
     return np.stack([cx + r * np.cos(a), cy + r * np.sin(a)], 1)
@@ -115,8 +118,10 @@ def _star() -> np.ndarray:
 
 
 def _cross(w: float = 0.34, r: float = 0.95) -> np.ndarray:
-    return np.array([[-w, -r], [w, -r], [w, -w], [r, -w], [r, w], [w, w], [w, r], [-w, r],
-                     [-w, w], [-r, w], [-r, -w], [-w, -w]], dtype=np.float64)
+    return np.array(
+        [[-w, -r], [w, -r], [w, -w], [r, -w], [r, w], [w, w], [w, r], [-w, r], [-w, w], [-r, w], [-r, -w], [-w, -w]],
+        dtype=np.float64,
+    )
 
 
 # Each shape: polygons in unit coordinates (extent about [-1, 1]) filled in order with the
@@ -134,6 +139,7 @@ _SHAPE_POLYS: dict[str, list[tuple[np.ndarray, int]]] = {
 
 
 # ---- backgrounds -------------------------------------------------------------------
+
 
 @dataclass
 class Background:
@@ -172,8 +178,9 @@ def _expand_backgrounds(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def load_backgrounds(paths: Sequence[str | os.PathLike] | None, size: tuple[int, int], max_frames: int,
-                     include_samples: bool = True) -> list[Background]:
+def load_backgrounds(
+    paths: Sequence[str | os.PathLike] | None, size: tuple[int, int], max_frames: int, include_samples: bool = True
+) -> list[Background]:
     """Decode up to `max_frames` frames of each source once, downscaled to cover 1.6x `size`."""
     import cv2
 
@@ -213,26 +220,27 @@ def load_backgrounds(paths: Sequence[str | os.PathLike] | None, size: tuple[int,
 
 # ---- one video ---------------------------------------------------------------------
 
+
 @dataclass
 class _Object:
     label: int
     shape: str
     texture: str
     motion: str
-    c1: np.ndarray                 # float32 BGR
+    c1: np.ndarray  # float32 BGR
     c2: np.ndarray
     tex_period: float
     tex_angle: float
     dot_radius: float
     aspect: float
-    s0: float                      # extent (pixels) at the first / last frame
+    s0: float  # extent (pixels) at the first / last frame
     s1: float
     angle0: float
-    omega: float                   # rad / frame
-    p0: np.ndarray                 # quadratic Bezier path, pixels
+    omega: float  # rad / frame
+    p0: np.ndarray  # quadratic Bezier path, pixels
     pc: np.ndarray
     p1: np.ndarray
-    t0: int                        # moves along the path during frames t0..t1
+    t0: int  # moves along the path during frames t0..t1
     t1: int
 
     def state(self, t: int, num_frames: int) -> tuple[float, float, float, float, float]:
@@ -241,7 +249,7 @@ class _Object:
             u = 1.0 if t >= self.t0 else 0.0
         else:
             u = min(1.0, max(0.0, (t - self.t0) / (self.t1 - self.t0)))
-        p = (1 - u) ** 2 * self.p0 + 2 * u * (1 - u) * self.pc + u ** 2 * self.p1
+        p = (1 - u) ** 2 * self.p0 + 2 * u * (1 - u) * self.pc + u**2 * self.p1
         g = t / (num_frames - 1) if num_frames > 1 else 0.0
         s = self.s0 * (self.s1 / self.s0) ** g
         half = s / 2
@@ -253,12 +261,12 @@ class _Object:
 class SyntheticVideo:
     """A rendered video: frames plus per-object visible and amodal (unoccluded, in-frame) masks."""
 
-    frames: list[np.ndarray]               # F x [H, W, 3] uint8 BGR
-    labels: list[int]                      # per object, contiguous 0..K-1
-    motions: list[str]                     # per object, one of MOTIONS
-    depth: list[int]                       # per object, 0 = furthest back
-    visible: np.ndarray                    # [n, F, H, W] bool
-    amodal: np.ndarray                     # [n, F, H, W] bool
+    frames: list[np.ndarray]  # F x [H, W, 3] uint8 BGR
+    labels: list[int]  # per object, contiguous 0..K-1
+    motions: list[str]  # per object, one of MOTIONS
+    depth: list[int]  # per object, 0 = furthest back
+    visible: np.ndarray  # [n, F, H, W] bool
+    amodal: np.ndarray  # [n, F, H, W] bool
     background: str = ""
     extras: dict = field(default_factory=dict)
 
@@ -266,7 +274,7 @@ class SyntheticVideo:
 def _colors(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     c1 = rng.integers(0, 256, 3)
     c2 = np.clip(255 - c1 + rng.integers(-40, 41, 3), 0, 255)
-    if np.abs(c1 - c2).sum() < 150:           # grey-ish c1: push c2 away
+    if np.abs(c1 - c2).sum() < 150:  # grey-ish c1: push c2 away
         c2 = np.where(c1 > 127, 0, 255)
     return c1.astype(np.float32), c2.astype(np.float32)
 
@@ -287,8 +295,9 @@ def _inside(rng: np.random.Generator, h: int, w: int, lo: float = 0.15, hi: floa
     return np.array([rng.uniform(lo, hi) * w, rng.uniform(lo, hi) * h])
 
 
-def _make_object(rng: np.random.Generator, num_classes: int, num_frames: int, h: int, w: int,
-                 object_scale: tuple[float, float]) -> _Object:
+def _make_object(
+    rng: np.random.Generator, num_classes: int, num_frames: int, h: int, w: int, object_scale: tuple[float, float]
+) -> _Object:
     label = int(rng.integers(num_classes))
     shape, texture, _ = class_spec(label)
     motion = MOTIONS[int(rng.choice(4, p=[0.4, 0.2, 0.2, 0.2]))]
@@ -321,12 +330,32 @@ def _make_object(rng: np.random.Generator, num_classes: int, num_frames: int, h:
         t1 = t0 + dur
         p0, p1 = _offscreen(rng, edge, radius, h, w), _offscreen(rng, edge ^ 1, radius, h, w)
         omega *= 3
-    return _Object(label, shape, texture, motion, c1, c2, tex_period, tex_angle, dot_radius, aspect,
-                   s0, s1, angle0, omega, p0, pc, p1, t0, t1)
+    return _Object(
+        label,
+        shape,
+        texture,
+        motion,
+        c1,
+        c2,
+        tex_period,
+        tex_angle,
+        dot_radius,
+        aspect,
+        s0,
+        s1,
+        angle0,
+        omega,
+        p0,
+        pc,
+        p1,
+        t0,
+        t1,
+    )
 
 
-def _draw_object(obj: _Object, state: tuple[float, float, float, float, float], canvas: np.ndarray,
-                 idmap: np.ndarray, obj_id: int) -> np.ndarray:
+def _draw_object(
+    obj: _Object, state: tuple[float, float, float, float, float], canvas: np.ndarray, idmap: np.ndarray, obj_id: int
+) -> np.ndarray:
     """Paint one object over `canvas`/`idmap`; return its amodal in-frame mask (bool)."""
     import cv2
 
@@ -339,7 +368,7 @@ def _draw_object(obj: _Object, state: tuple[float, float, float, float, float], 
         y = cy + poly[:, 0] * hx * s + poly[:, 1] * hy * c
         pts = np.round(np.stack([x, y], 1) * 16).astype(np.int32)
         cv2.fillPoly(mask, [pts], value, lineType=cv2.LINE_8, shift=4)
-    r = 1.3 * max(hx, hy)                      # unit polygons reach at most radius 1.2
+    r = 1.3 * max(hx, hy)  # unit polygons reach at most radius 1.2
     x0, x1 = max(0, int(cx - r)), min(w, int(math.ceil(cx + r)) + 1)
     y0, y1 = max(0, int(cy - r)), min(h, int(math.ceil(cy + r)) + 1)
     if x0 >= x1 or y0 >= y1:
@@ -364,7 +393,7 @@ def _draw_object(obj: _Object, state: tuple[float, float, float, float, float], 
         tex = np.where(((np.floor(a / p) + np.floor(b / p)) % 2 == 0)[..., None], obj.c1, obj.c2)
     elif obj.texture == "dots":
         fa, fb = a / p - np.round(a / p), b / p - np.round(b / p)
-        tex = np.where((fa * fa + fb * fb < obj.dot_radius ** 2)[..., None], obj.c2, obj.c1)
+        tex = np.where((fa * fa + fb * fb < obj.dot_radius**2)[..., None], obj.c2, obj.c1)
     else:  # gradient
         g = np.clip((a + 1) / 2, 0, 1)[..., None]
         tex = obj.c1 * (1 - g) + obj.c2 * g
@@ -387,9 +416,16 @@ def _camera(rng: np.random.Generator, bg_hw: tuple[int, int], size: tuple[int, i
     return ends[0], ends[1]
 
 
-def render_video(rng: np.random.Generator, backgrounds: Sequence[Background], split: str, num_frames: int,
-                 size: tuple[int, int], num_classes: int, objects: tuple[int, int] = (1, 4),
-                 object_scale: tuple[float, float] = (0.2, 0.5)) -> SyntheticVideo:
+def render_video(
+    rng: np.random.Generator,
+    backgrounds: Sequence[Background],
+    split: str,
+    num_frames: int,
+    size: tuple[int, int],
+    num_classes: int,
+    objects: tuple[int, int] = (1, 4),
+    object_scale: tuple[float, float] = (0.2, 0.5),
+) -> SyntheticVideo:
     """Render one video from `rng` (all randomness comes from it, in a fixed order)."""
     import cv2
 
@@ -400,7 +436,7 @@ def render_video(rng: np.random.Generator, backgrounds: Sequence[Background], sp
     cam0, cam1 = _camera(rng, bg.frames[0].shape[:2], size)
     n = int(rng.integers(objects[0], objects[1] + 1))
     objs = [_make_object(rng, num_classes, num_frames, h, w, object_scale) for _ in range(n)]
-    depth_order = rng.permutation(n)            # depth_order[0] is drawn first (furthest back)
+    depth_order = rng.permutation(n)  # depth_order[0] is drawn first (furthest back)
     depth = [0] * n
     for z, i in enumerate(depth_order):
         depth[int(i)] = z
@@ -428,11 +464,11 @@ def render_video(rng: np.random.Generator, backgrounds: Sequence[Background], sp
         for i in range(n):
             visible[i, t] = idmap == i + 1
         frames.append(canvas)
-    return SyntheticVideo(frames, [o.label for o in objs], [o.motion for o in objs], depth, visible, amodal,
-                          bg.name)
+    return SyntheticVideo(frames, [o.label for o in objs], [o.motion for o in objs], depth, visible, amodal, bg.name)
 
 
 # ---- the data set ------------------------------------------------------------------
+
 
 def _encode_rle(mask: np.ndarray) -> tuple[dict, float, list[float]]:
     from pycocotools import mask as mask_util
@@ -455,8 +491,10 @@ def _check_out(out: Path) -> None:
         except (OSError, ValueError, AttributeError):
             ours = False
         if not ours:
-            raise EvisError(f"refusing to replace {out}: it is not empty and not a synthetic data set "
-                            f"(no {ANNOTATION_FILE} from this generator)")
+            raise EvisError(
+                f"refusing to replace {out}: it is not empty and not a synthetic data set "
+                f"(no {ANNOTATION_FILE} from this generator)"
+            )
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -468,12 +506,22 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def make_synthetic(out: str | os.PathLike, split: str, num_videos: int, seed: int, frames: int = 20,
-                   size: Sequence[int] = (180, 320), num_classes: int = 5,
-                   backgrounds: Sequence[str | os.PathLike] | None = None, *,
-                   include_sample_backgrounds: bool = True, objects: tuple[int, int] = (1, 4),
-                   object_scale: tuple[float, float] = (0.2, 0.5), jpeg_quality: int = 90,
-                   progress: bool = True) -> Path:
+def make_synthetic(
+    out: str | os.PathLike,
+    split: str,
+    num_videos: int,
+    seed: int,
+    frames: int = 20,
+    size: Sequence[int] = (180, 320),
+    num_classes: int = 5,
+    backgrounds: Sequence[str | os.PathLike] | None = None,
+    *,
+    include_sample_backgrounds: bool = True,
+    objects: tuple[int, int] = (1, 4),
+    object_scale: tuple[float, float] = (0.2, 0.5),
+    jpeg_quality: int = 90,
+    progress: bool = True,
+) -> Path:
     """Write a YouTube-VIS-format synthetic split to folder `out`; return its annotations.json path.
 
     `size` is (height, width). An existing `out` is replaced only if it is an earlier output
@@ -499,12 +547,12 @@ def make_synthetic(out: str | os.PathLike, split: str, num_videos: int, seed: in
         raise EvisError(f"object scale must be a range 0 < lo <= hi, got {object_scale}")
     out = Path(out)
     _check_out(out)
-    bgs = load_backgrounds(backgrounds, (h, w), max_frames=max(4 * frames, 60),
-                           include_samples=include_sample_backgrounds)
+    bgs = load_backgrounds(
+        backgrounds, (h, w), max_frames=max(4 * frames, 60), include_samples=include_sample_backgrounds
+    )
 
     videos, annotations = [], []
-    stats = {"instances": 0, "instance_frames": 0, "null_frames": 0, "occluded_frames": 0,
-             "entering": 0, "leaving": 0}
+    stats = {"instances": 0, "instance_frames": 0, "null_frames": 0, "occluded_frames": 0, "entering": 0, "leaving": 0}
     params = [int(cv2.IMWRITE_JPEG_QUALITY), int(jpeg_quality)]
     with atomic_dir(out) as tmp:
         image_root = tmp / IMAGE_DIR
@@ -537,23 +585,45 @@ def make_synthetic(out: str | os.PathLike, split: str, num_videos: int, seed: in
                         bboxes.append(None)
                 present = [s is not None for s in segs]
                 if not any(present):
-                    continue                   # never visible: no annotation
+                    continue  # never visible: no annotation
                 stats["instances"] += 1
                 stats["instance_frames"] += sum(present)
                 stats["null_frames"] += frames - sum(present)
-                stats["occluded_frames"] += int(sum(
-                    1 for t in range(frames)
-                    if vid.amodal[k, t].any() and vid.visible[k, t].sum() < vid.amodal[k, t].sum()))
+                stats["occluded_frames"] += int(
+                    sum(
+                        1
+                        for t in range(frames)
+                        if vid.amodal[k, t].any() and vid.visible[k, t].sum() < vid.amodal[k, t].sum()
+                    )
+                )
                 stats["entering"] += int(not present[0])
                 stats["leaving"] += int(not present[-1])
-                annotations.append({"id": len(annotations) + 1, "video_id": video_id,
-                                    "category_id": vid.labels[k] + 1, "segmentations": segs, "areas": areas,
-                                    "bboxes": bboxes, "iscrowd": 0, "width": w, "height": h})
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "video_id": video_id,
+                        "category_id": vid.labels[k] + 1,
+                        "segmentations": segs,
+                        "areas": areas,
+                        "bboxes": bboxes,
+                        "iscrowd": 0,
+                        "width": w,
+                        "height": h,
+                    }
+                )
         data = {
-            "info": {"description": "EfficientVIS-TRT synthetic video instance segmentation benchmark",
-                     "generator": GENERATOR, "split": split, "seed": int(seed), "videos": num_videos,
-                     "frames": frames, "size": [h, w], "num_classes": num_classes,
-                     "backgrounds": [b.name for b in bgs], "stats": stats},
+            "info": {
+                "description": "EfficientVIS-TRT synthetic video instance segmentation benchmark",
+                "generator": GENERATOR,
+                "split": split,
+                "seed": int(seed),
+                "videos": num_videos,
+                "frames": frames,
+                "size": [h, w],
+                "num_classes": num_classes,
+                "backgrounds": [b.name for b in bgs],
+                "stats": stats,
+            },
             "licenses": [],
             "videos": videos,
             "annotations": annotations,

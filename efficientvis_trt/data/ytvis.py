@@ -34,14 +34,16 @@ falls back to stride 1; if still shorter than 2T frames, its last frame is repea
 the repeats keep that frame's annotation (the object really is in that image, so
 marking it absent would teach a false negative).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +52,7 @@ from torch.utils.data import Dataset
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.video import PAD_VALUE, Letterbox
 
-_RESIZE_CHANNELS = 64          # OpenCV resizes at most this many mask channels at once reliably
+_RESIZE_CHANNELS = 64  # OpenCV resizes at most this many mask channels at once reliably
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class YTVISAnnotation:
     video_id: int
     category_id: int
     label: int
-    segmentations: tuple[Any, ...]   # per frame: RLE dict, polygon list, or None
+    segmentations: tuple[Any, ...]  # per frame: RLE dict, polygon list, or None
     iscrowd: int
 
 
@@ -91,7 +93,10 @@ def decode_segmentation(seg: Any, height: int, width: int, where: str = "mask") 
             if isinstance(counts, list):
                 rle = mask_util.frPyObjects(seg, height, width)
             else:
-                rle = {"size": list(seg["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+                rle = {
+                    "size": list(seg["size"]),
+                    "counts": counts.encode("ascii") if isinstance(counts, str) else counts,
+                }
         elif isinstance(seg, list):
             polys = [p for p in seg if isinstance(p, list) and len(p) >= 6]
             if not polys:
@@ -99,7 +104,7 @@ def decode_segmentation(seg: Any, height: int, width: int, where: str = "mask") 
             rle = mask_util.merge(mask_util.frPyObjects(polys, height, width))
         else:
             raise TypeError(type(seg).__name__)
-        with warnings.catch_warnings():   # pycocotools + numpy 2: harmless copy=False DeprecationWarning
+        with warnings.catch_warnings():  # pycocotools + numpy 2: harmless copy=False DeprecationWarning
             warnings.simplefilter("ignore", DeprecationWarning)
             mask = mask_util.decode(rle)
     except EvisError:
@@ -114,14 +119,21 @@ def decode_segmentation(seg: Any, height: int, width: int, where: str = "mask") 
 class YTVISData:
     """A parsed, validated YouTube-VIS JSON: videos, categories, annotations, frame paths."""
 
-    def __init__(self, json_path: Path, image_root: Path, videos: list[YTVISVideo], category_ids: list[int],
-                 categories: list[str], annotations: list[YTVISAnnotation]):
+    def __init__(
+        self,
+        json_path: Path,
+        image_root: Path,
+        videos: list[YTVISVideo],
+        category_ids: list[int],
+        categories: list[str],
+        annotations: list[YTVISAnnotation],
+    ):
         self.json_path = json_path
         self.image_root = image_root
         self.videos = videos
         self.category_ids = category_ids
-        self.categories = categories                           # names, in label order
-        self.label_to_category_id = list(category_ids)         # label -> JSON category id
+        self.categories = categories  # names, in label order
+        self.label_to_category_id = list(category_ids)  # label -> JSON category id
         self.category_id_to_label = {c: i for i, c in enumerate(category_ids)}
         self.annotations = annotations
         self._by_id = {v.id: v for v in videos}
@@ -152,8 +164,9 @@ class YTVISData:
     def decode_mask(self, ann: YTVISAnnotation, frame: int) -> np.ndarray | None:
         """uint8 [h, w] mask of `ann` in frame `frame`, or None where it is absent."""
         v = self._by_id[ann.video_id]
-        return decode_segmentation(ann.segmentations[frame], v.height, v.width,
-                                   f"{self.json_path}: annotation {ann.id} frame {frame}")
+        return decode_segmentation(
+            ann.segmentations[frame], v.height, v.width, f"{self.json_path}: annotation {ann.id} frame {frame}"
+        )
 
     def read_frame(self, video: YTVISVideo, frame: int) -> np.ndarray:
         """BGR uint8 [h, w, 3]; a missing, corrupt or wrong-size image is an EvisError naming it."""
@@ -165,8 +178,10 @@ class YTVISData:
             what = "missing" if not path.exists() else "not a readable image"
             raise EvisError(f"frame {path} of video {video.id} is {what}")
         if img.shape[:2] != (video.height, video.width):
-            raise EvisError(f"frame {path} is {img.shape[1]}x{img.shape[0]} but {self.json_path.name} says "
-                            f"video {video.id} is {video.width}x{video.height}")
+            raise EvisError(
+                f"frame {path} is {img.shape[1]}x{img.shape[0]} but {self.json_path.name} says "
+                f"video {video.id} is {video.width}x{video.height}"
+            )
         return img
 
 
@@ -183,8 +198,9 @@ def _int(value: Any, where: str, positive: bool = False) -> int:
     return value
 
 
-def load_ytvis(json_path: str | os.PathLike, image_root: str | os.PathLike | None = None,
-               check_files: bool = True) -> YTVISData:
+def load_ytvis(
+    json_path: str | os.PathLike, image_root: str | os.PathLike | None = None, check_files: bool = True
+) -> YTVISData:
     """Read and validate a YouTube-VIS 2019/2021 JSON; any defect is one EvisError naming the file."""
     json_path = Path(json_path)
     try:
@@ -273,31 +289,36 @@ def load_ytvis(json_path: str | os.PathLike, image_root: str | os.PathLike | Non
             n = len(segs) if isinstance(segs, list) else type(segs).__name__
             raise EvisError(f"{where}: annotation {aid} has {n} segmentations, video {video_id} has {v.length} frames")
         if ("height" in a and a["height"] != v.height) or ("width" in a and a["width"] != v.width):
-            raise EvisError(f"{where}: annotation {aid} is {a.get('width')}x{a.get('height')}, "
-                            f"video {video_id} is {v.width}x{v.height}")
+            raise EvisError(
+                f"{where}: annotation {aid} is {a.get('width')}x{a.get('height')}, "
+                f"video {video_id} is {v.width}x{v.height}"
+            )
         for t, s in enumerate(segs):
             if s is None or isinstance(s, list):
                 continue
             if not isinstance(s, dict) or "counts" not in s or "size" not in s:
                 raise EvisError(f"{where}: annotation {aid} frame {t}: segmentation must be RLE, polygons or null")
             if list(s["size"]) != [v.height, v.width]:
-                raise EvisError(f"{where}: annotation {aid} frame {t}: mask size {s['size'][1]}x{s['size'][0]} "
-                                f"!= video {video_id} size {v.width}x{v.height}")
+                raise EvisError(
+                    f"{where}: annotation {aid} frame {t}: mask size {s['size'][1]}x{s['size'][0]} "
+                    f"!= video {video_id} size {v.width}x{v.height}"
+                )
         annotations.append(YTVISAnnotation(aid, video_id, cid, to_label[cid], tuple(segs), int(a.get("iscrowd", 0))))
     return YTVISData(json_path, root, videos, category_ids, [cats[c] for c in category_ids], annotations)
 
 
 # ---- training samples ------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PairPlan:
     """Every random choice of one sample, so a sample can be reproduced or pinned in tests."""
 
-    video_index: int                     # into YTVISClipPairs.video_ids
-    frame_indices: tuple[int, ...]       # 2T indices into the video's frames: clip 1 then clip 2
+    video_index: int  # into YTVISClipPairs.video_ids
+    frame_indices: tuple[int, ...]  # 2T indices into the video's frames: clip 1 then clip 2
     flip: bool = False
-    scale: float = 1.0                   # factor on the letterbox scale (scale jitter)
-    crop: tuple[float, float] = (0.0, 0.0)   # (y, x) fraction of the overflow cut when scale > 1
+    scale: float = 1.0  # factor on the letterbox scale (scale jitter)
+    crop: tuple[float, float] = (0.0, 0.0)  # (y, x) fraction of the overflow cut when scale > 1
 
 
 def pair_frame_indices(length: int, clip_len: int, stride: int, start_fraction: float = 0.0) -> tuple[int, ...]:
@@ -323,9 +344,19 @@ def collate_pairs(batch: list[dict]) -> list[dict]:
 class YTVISClipPairs(Dataset):
     """Two consecutive T-frame clips of one video per item, letterboxed and augmented (see module doc)."""
 
-    def __init__(self, data: YTVISData | str | os.PathLike, clip_len: int, input_size: Sequence[int], *,
-                 hflip_prob: float = 0.5, scale_jitter: Sequence[float] = (0.8, 1.2), max_frame_stride: int = 2,
-                 augment: bool = True, image_root: str | os.PathLike | None = None, max_tries: int = 5):
+    def __init__(
+        self,
+        data: YTVISData | str | os.PathLike,
+        clip_len: int,
+        input_size: Sequence[int],
+        *,
+        hflip_prob: float = 0.5,
+        scale_jitter: Sequence[float] = (0.8, 1.2),
+        max_frame_stride: int = 2,
+        augment: bool = True,
+        image_root: str | os.PathLike | None = None,
+        max_tries: int = 5,
+    ):
         self.data = data if isinstance(data, YTVISData) else load_ytvis(data, image_root)
         if clip_len < 1:
             raise EvisError(f"clip length must be >= 1, got {clip_len}")
@@ -334,7 +365,9 @@ class YTVISClipPairs(Dataset):
         if len(scale_jitter) != 2 or not 0 < scale_jitter[0] <= scale_jitter[1]:
             raise EvisError(f"scale_jitter must be [lo, hi] with 0 < lo <= hi, got {list(scale_jitter)}")
         if max_frame_stride < 1 or not 0.0 <= hflip_prob <= 1.0:
-            raise EvisError(f"need max_frame_stride >= 1 and 0 <= hflip_prob <= 1, got {max_frame_stride}, {hflip_prob}")
+            raise EvisError(
+                f"need max_frame_stride >= 1 and 0 <= hflip_prob <= 1, got {max_frame_stride}, {hflip_prob}"
+            )
         self.clip_len = int(clip_len)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.hflip_prob = float(hflip_prob)
@@ -343,26 +376,37 @@ class YTVISClipPairs(Dataset):
         self.augment = augment
         self.max_tries = max(1, int(max_tries))
         # Only videos with at least one non-crowd instance can teach anything.
-        self.video_ids = [v.id for v in self.data.videos
-                          if any(not a.iscrowd for a in self.data.annotations_of(v))]
+        self.video_ids = [v.id for v in self.data.videos if any(not a.iscrowd for a in self.data.annotations_of(v))]
         if not self.video_ids:
             raise EvisError(f"{self.data.json_path}: no annotated videos to train on")
 
     @classmethod
-    def from_config(cls, cfg: Any, json_path: str | os.PathLike, *, image_root: str | os.PathLike | None = None,
-                    augment: bool = True) -> "YTVISClipPairs":
+    def from_config(
+        cls,
+        cfg: Any,
+        json_path: str | os.PathLike,
+        *,
+        image_root: str | os.PathLike | None = None,
+        augment: bool = True,
+    ) -> YTVISClipPairs:
         """Clip length, canvas size and augmentation from a `Config` (model.clip_len/input_size, train.*)."""
         t = cfg.train
-        return cls(load_ytvis(json_path, image_root), cfg.model.clip_len, cfg.model.input_size,
-                   hflip_prob=t.hflip_prob, scale_jitter=t.scale_jitter, max_frame_stride=t.max_frame_stride,
-                   augment=augment)
+        return cls(
+            load_ytvis(json_path, image_root),
+            cfg.model.clip_len,
+            cfg.model.input_size,
+            hflip_prob=t.hflip_prob,
+            scale_jitter=t.scale_jitter,
+            max_frame_stride=t.max_frame_stride,
+            augment=augment,
+        )
 
     def __len__(self) -> int:
         return len(self.video_ids)
 
     def __getitem__(self, index: int) -> dict:
         # Seeded from torch's RNG: reproducible under torch.manual_seed and distinct per DataLoader worker.
-        rng = np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,)).item()))
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
         return self.sample(index, rng)
 
     def sample(self, index: int, rng: np.random.Generator) -> dict:
@@ -393,7 +437,7 @@ class YTVISClipPairs(Dataset):
         src = (video.height, video.width)
         lb = Letterbox(src, self.input_size)
         if plan.scale == 1.0:
-            s, (ch, cw) = lb.scale, lb.content_hw          # exactly video.Letterbox
+            s, (ch, cw) = lb.scale, lb.content_hw  # exactly video.Letterbox
         else:
             s = lb.scale * plan.scale
             ch, cw = max(1, round(src[0] * s)), max(1, round(src[1] * s))
@@ -419,7 +463,7 @@ class YTVISClipPairs(Dataset):
             if plan.flip:
                 img = img[:, ::-1]
             out = np.full((big_h, big_w) + img.shape[2:], fill, np.uint8)
-            out[:vis_h, :vis_w] = img[oy:oy + vis_h, ox:ox + vis_w]
+            out[:vis_h, :vis_w] = img[oy : oy + vis_h, ox : ox + vis_w]
             return out
 
         n_frames, n_anns = len(plan.frame_indices), len(anns)
@@ -428,7 +472,7 @@ class YTVISClipPairs(Dataset):
         annotated = np.zeros((n_anns, n_frames), bool)
         done: dict[int, int] = {}
         for j, t in enumerate(plan.frame_indices):
-            if t in done:                                   # a repeated (padding) frame
+            if t in done:  # a repeated (padding) frame
                 frames[j], masks[:, j], annotated[:, j] = frames[done[t]], masks[:, done[t]], annotated[:, done[t]]
                 continue
             done[t] = j
@@ -439,10 +483,10 @@ class YTVISClipPairs(Dataset):
                 src.append(m if m is not None else np.zeros((video.height, video.width), np.uint8))
                 annotated[len(src) - 1, j] = m is not None
             for c0 in range(0, n_anns, _RESIZE_CHANNELS):
-                chunk = np.stack(src[c0:c0 + _RESIZE_CHANNELS], -1) * np.uint8(255)
+                chunk = np.stack(src[c0 : c0 + _RESIZE_CHANNELS], -1) * np.uint8(255)
                 small = cv2.resize(chunk, (cw, ch), interpolation=interp).reshape(ch, cw, -1)
                 placed = place((small >= 128).astype(np.uint8), 0)
-                masks[c0:c0 + chunk.shape[-1], j] = np.moveaxis(placed, -1, 0)
+                masks[c0 : c0 + chunk.shape[-1], j] = np.moveaxis(placed, -1, 0)
 
         present = annotated & masks.reshape(n_anns, n_frames, -1).any(-1)
         keep = np.flatnonzero(present.any(1))
@@ -458,12 +502,14 @@ class YTVISClipPairs(Dataset):
         clips = []
         for c in range(2):
             sl = slice(c * self.clip_len, (c + 1) * self.clip_len)
-            clips.append({
-                "frames": torch.from_numpy(np.ascontiguousarray(frames[sl])),
-                "labels": labels.clone(),
-                "inst_ids": inst_ids.clone(),
-                "boxes": torch.from_numpy(np.ascontiguousarray(boxes[:, sl])),
-                "masks": torch.from_numpy(np.ascontiguousarray(masks[:, sl])),
-                "valid": torch.from_numpy(np.ascontiguousarray(present[:, sl])),
-            })
+            clips.append(
+                {
+                    "frames": torch.from_numpy(np.ascontiguousarray(frames[sl])),
+                    "labels": labels.clone(),
+                    "inst_ids": inst_ids.clone(),
+                    "boxes": torch.from_numpy(np.ascontiguousarray(boxes[:, sl])),
+                    "masks": torch.from_numpy(np.ascontiguousarray(masks[:, sl])),
+                    "valid": torch.from_numpy(np.ascontiguousarray(present[:, sl])),
+                }
+            )
         return {"video_id": int(video.id), "clips": clips}

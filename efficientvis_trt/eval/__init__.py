@@ -8,13 +8,22 @@
 Names resolve lazily, so `evis --help` (which imports the CLI module) never loads numpy or
 pycocotools.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 __all__ = [
-    "AREA_LABELS", "AREA_RANGES", "EvalResult", "IOU_THRS", "MAX_DETS", "REC_THRS", "STAT_KEYS",
-    "evaluate", "evaluate_fidelity", "fidelity_ground_truth",
+    "AREA_LABELS",
+    "AREA_RANGES",
+    "EvalResult",
+    "IOU_THRS",
+    "MAX_DETS",
+    "REC_THRS",
+    "STAT_KEYS",
+    "evaluate",
+    "evaluate_fidelity",
+    "fidelity_ground_truth",
 ]
 
 

@@ -1,4 +1,5 @@
 """`evis eval`: YouTube-VIS mask AP of a results file, or its drift from a reference run."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,24 +16,31 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "files", nargs="+", metavar="FILE",
+        "files",
+        nargs="+",
+        metavar="FILE",
         help="GT.json RESULTS.json (YouTube-VIS ground truth, then a list of "
-             "{video_id, category_id, score, segmentations}); with --reference only RESULTS.json",
+        "{video_id, category_id, score, segmentations}); with --reference only RESULTS.json",
     )
     parser.add_argument(
-        "--reference", metavar="REF.json",
+        "--reference",
+        metavar="REF.json",
         help="fidelity mode: treat this results file as ground truth (its tracks with "
-             "score >= --score-thr; videos, frame counts and sizes come from it)",
+        "score >= --score-thr; videos, frame counts and sizes come from it)",
     )
     parser.add_argument(
-        "--score-thr", type=float, default=None, metavar="T",
+        "--score-thr",
+        type=float,
+        default=None,
+        metavar="T",
         help="with --reference: score a reference track needs to count as ground truth (default 0.5)",
     )
     parser.add_argument(
-        "--json", action="store_true",
+        "--json",
+        action="store_true",
         help="print one JSON object instead of the table: AP, AP50, AP75, APs, APm, APl, AR1, AR10, "
-             "AR100, ARs, ARm, ARl as 0-1 floats (like pycocotools' stats; -1 = no ground truth in "
-             "that bucket) and per_category {name: AP}",
+        "AR100, ARs, ARm, ARl as 0-1 floats (like pycocotools' stats; -1 = no ground truth in "
+        "that bucket) and per_category {name: AP}",
     )
     parser.add_argument("-o", "--output", metavar="PATH", help="also write that JSON object to PATH")
 

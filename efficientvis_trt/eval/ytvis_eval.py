@@ -40,6 +40,7 @@ of CPU time (13 s wall on a shared 2-core machine running at load ~13). The CLI 
 465 MB results JSON: 11 s CPU in all, 1.9 GB peak memory.
 ``python -m efficientvis_trt.eval.ytvis_eval --bench`` re-measures it.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,9 +48,10 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from pycocotools import mask as mask_utils
@@ -59,7 +61,18 @@ from efficientvis_trt.errors import EvisError
 log = logging.getLogger(__name__)
 
 STAT_KEYS: tuple[str, ...] = (
-    "AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl",
+    "AP",
+    "AP50",
+    "AP75",
+    "APs",
+    "APm",
+    "APl",
+    "AR1",
+    "AR10",
+    "AR100",
+    "ARs",
+    "ARm",
+    "ARl",
 )
 # Same expressions as the reference so that `0.75 == IOU_THRS[5]` holds bit for bit there too.
 IOU_THRS: np.ndarray = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
@@ -67,7 +80,10 @@ REC_THRS: np.ndarray = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01))
 MAX_DETS: tuple[int, ...] = (1, 10, 100)
 AREA_LABELS: tuple[str, ...] = ("all", "small", "medium", "large")
 AREA_RANGES: tuple[tuple[float, float], ...] = (
-    (0 ** 2, 1e5 ** 2), (0 ** 2, 128 ** 2), (128 ** 2, 256 ** 2), (256 ** 2, 1e5 ** 2),
+    (0**2, 1e5**2),
+    (0**2, 128**2),
+    (128**2, 256**2),
+    (256**2, 1e5**2),
 )
 
 # Compressed COCO RLE: one char per 5 bits, '0' (48) .. 'o' (111); a number's last char has no
@@ -204,9 +220,7 @@ def _normalize_segmentations(segs: Any, video: _Video, where: str) -> list:
     if not isinstance(segs, (list, tuple)):
         raise EvisError(f"{where}: 'segmentations' must be a list with one mask (or null) per frame")
     if len(segs) != video.length:
-        raise EvisError(
-            f"{where}: {len(segs)} frames in 'segmentations' but video {video.id} has {video.length}"
-        )
+        raise EvisError(f"{where}: {len(segs)} frames in 'segmentations' but video {video.id} has {video.length}")
     h, w = video.height, video.width
     hw = [h, w]
     # Fast path (results as written by pycocotools + json): compressed-string RLE dicts or null.
@@ -227,9 +241,7 @@ def _normalize_segmentations(segs: Any, video: _Video, where: str) -> list:
             counts = seg.get("counts")
             size = seg.get("size")
             if size != hw and not _size_matches(size, h, w):
-                raise EvisError(
-                    f"{where}, frame {f}: RLE size {size!r} is not video {video.id}'s height x width {hw}"
-                )
+                raise EvisError(f"{where}, frame {f}: RLE size {size!r} is not video {video.id}'s height x width {hw}")
             if type(counts) is str:
                 out[f] = seg
                 strs.append(counts)
@@ -255,9 +267,7 @@ def _normalize_segmentations(segs: Any, video: _Video, where: str) -> list:
     if strs:
         bad = _first_bad_rle_string(strs)
         if bad >= 0:
-            raise EvisError(
-                f"{where}, frame {str_frames[bad]}: bad RLE counts string (not COCO compressed RLE)"
-            )
+            raise EvisError(f"{where}, frame {str_frames[bad]}: bad RLE counts string (not COCO compressed RLE)")
     return out
 
 
@@ -273,9 +283,8 @@ def _first_bad_rle_string(strs: list[str]) -> int:
     joined = "".join(strs)
     lasts = "".join([s[-1:] for s in strs])
     try:
-        ok = (
-            not joined.encode("ascii").translate(None, _RLE_ALPHABET)
-            and not lasts.encode("ascii").translate(None, _RLE_LAST_CHARS)
+        ok = not joined.encode("ascii").translate(None, _RLE_ALPHABET) and not lasts.encode("ascii").translate(
+            None, _RLE_LAST_CHARS
         )
     except UnicodeEncodeError:
         ok = False
@@ -391,15 +400,23 @@ def _parse_ground_truth(data: Any) -> tuple[dict[Any, _Video], list, dict, list[
             raise EvisError(f"{where}: 'areas' must be a list")
         tracks.append(
             _Track(
-                video_id=vid, category_id=ann["category_id"], rles=rles, ann_id=int(ann_id),
-                iscrowd=bool(ann.get("iscrowd", 0)), given_areas=areas, where=where,
+                video_id=vid,
+                category_id=ann["category_id"],
+                rles=rles,
+                ann_id=int(ann_id),
+                iscrowd=bool(ann.get("iscrowd", 0)),
+                given_areas=areas,
+                where=where,
             )
         )
     return videos, cat_ids, cat_names, tracks
 
 
 def _parse_results(
-    data: Any, videos: Mapping[Any, _Video], cat_set: set, what: str = "results",
+    data: Any,
+    videos: Mapping[Any, _Video],
+    cat_set: set,
+    what: str = "results",
     gt_what: str = "the ground truth",
 ) -> list[_Track]:
     if isinstance(data, dict) and isinstance(data.get("annotations"), list):
@@ -425,8 +442,7 @@ def _parse_results(
             continue
         rles = _normalize_segmentations(r["segmentations"], videos[vid], where)
         tracks.append(
-            _Track(video_id=vid, category_id=r["category_id"], rles=rles, score=float(score),
-                   ann_id=i + 1, where=where)
+            _Track(video_id=vid, category_id=r["category_id"], rles=rles, score=float(score), ann_id=i + 1, where=where)
         )
     if dropped:
         log.warning("%s: %d track(s) of categories not in the ground truth ignored", what, dropped)
@@ -441,9 +457,7 @@ def _rle_areas(rles: Sequence[dict]) -> np.ndarray:
     """Mask areas (int64). Chunks of 255: pycocotools' area() overflows on longer lists with numpy 2."""
     if not rles:
         return np.zeros(0, np.int64)
-    return np.concatenate(
-        [mask_utils.area(list(rles[i:i + 255])).astype(np.int64) for i in range(0, len(rles), 255)]
-    )
+    return np.concatenate([mask_utils.area(list(rles[i : i + 255])).astype(np.int64) for i in range(0, len(rles), 255)])
 
 
 def _fill_mask_areas(tracks: Sequence[_Track], n_frames: int) -> None:
@@ -455,7 +469,7 @@ def _fill_mask_areas(tracks: Sequence[_Track], n_frames: int) -> None:
         present = np.fromiter((r is not None for r in t.rles), bool, n_frames)
         a = np.zeros(n_frames, np.int64)
         k = int(present.sum())
-        a[present] = areas[pos:pos + k]
+        a[present] = areas[pos : pos + k]
         pos += k
         t.mask_areas = a
 
@@ -504,16 +518,17 @@ def _video_ious(dts: list[_Track], gts: list[_Track], video: _Video) -> np.ndarr
     crowd = [1] * G
     ratio = np.zeros((len(frames), D, G))
     for i, f in enumerate(frames):
-        ratio[i] = mask_utils.iou(
-            [t.rles[f] or empty for t in dts], [t.rles[f] or empty for t in gts], crowd
-        )
+        ratio[i] = mask_utils.iou([t.rles[f] or empty for t in dts], [t.rles[f] or empty for t in gts], crowd)
     inter = np.rint(ratio * d_area[:, frames].T[:, :, None]).astype(np.int64).sum(0)
     union = d_area.sum(1)[:, None] + g_area.sum(1)[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
 
 
 def _match(
-    ious: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray, gt_id_nonzero: np.ndarray,
+    ious: np.ndarray,
+    gt_ignore: np.ndarray,
+    gt_crowd: np.ndarray,
+    gt_id_nonzero: np.ndarray,
     dt_out_of_range: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy matching of score-sorted dts to gts at every IoU threshold (reference semantics).
@@ -564,8 +579,12 @@ def _out_of_range(avg: np.ndarray) -> np.ndarray:
 
 
 def _run(
-    videos: Mapping[Any, _Video], cat_ids: list, cat_names: Mapping, gt_tracks: list[_Track],
-    dt_tracks: list[_Track], t0: float,
+    videos: Mapping[Any, _Video],
+    cat_ids: list,
+    cat_names: Mapping,
+    gt_tracks: list[_Track],
+    dt_tracks: list[_Track],
+    t0: float,
 ) -> EvalResult:
     K, A, T, R, M = len(cat_ids), len(AREA_RANGES), len(IOU_THRS), len(REC_THRS), len(MAX_DETS)
     cat_index = {c: k for k, c in enumerate(cat_ids)}
@@ -648,7 +667,7 @@ def _run(
     by_cat = np.argsort(d_cat_a, kind="stable")  # keeps (video, rank) order inside a category
     bounds = np.searchsorted(d_cat_a[by_cat], np.arange(K + 1))
     for k in range(K):
-        block = by_cat[bounds[k]:bounds[k + 1]]
+        block = by_cat[bounds[k] : bounds[k + 1]]
         for mi, m in enumerate(MAX_DETS):
             sel = block[d_rank_a[block] < m]
             order = np.argsort(-d_score_a[sel], kind="stable")
@@ -683,14 +702,21 @@ def _run(
         name = f"{names[k]} ({c})" if names[k] in dup else names[k]
         per_cat[name] = float(np.mean(v)) if v.size else -1.0
     return EvalResult(
-        stats=stats, per_category=per_cat, precision=precision, recall=recall,
-        category_ids=tuple(cat_ids), num_videos=len(vid_order), num_gt=len(gt_tracks), num_dt=n_dt,
+        stats=stats,
+        per_category=per_cat,
+        precision=precision,
+        recall=recall,
+        category_ids=tuple(cat_ids),
+        num_videos=len(vid_order),
+        num_gt=len(gt_tracks),
+        num_dt=n_dt,
         seconds=time.perf_counter() - t0,
     )
 
 
-def _summarize(precision: np.ndarray, recall: np.ndarray, ap: bool, iou_thr: float | None,
-               area: str, max_dets: int) -> float:
+def _summarize(
+    precision: np.ndarray, recall: np.ndarray, ap: bool, iou_thr: float | None, area: str, max_dets: int
+) -> float:
     a = AREA_LABELS.index(area)
     m = MAX_DETS.index(max_dets)
     s = precision if ap else recall
@@ -719,8 +745,10 @@ def evaluate(gt: Mapping | str | os.PathLike, results: Sequence | str | os.PathL
 
 
 def fidelity_ground_truth(
-    reference: Sequence | str | os.PathLike, score_thr: float = 0.5,
-    categories: Sequence[Mapping] | Mapping | None = None, results: Sequence | None = None,
+    reference: Sequence | str | os.PathLike,
+    score_thr: float = 0.5,
+    categories: Sequence[Mapping] | Mapping | None = None,
+    results: Sequence | None = None,
 ) -> dict:
     """A YouTube-VIS ground-truth dict made from a results list (e.g. an FP32 run).
 
@@ -783,11 +811,16 @@ def fidelity_ground_truth(
         rles = _normalize_segmentations(r["segmentations"], vid_map[r["video_id"]], where)
         flat = [x for x in rles if x is not None]
         it = iter(_rle_areas(flat).tolist())
-        anns.append({
-            "id": len(anns) + 1, "video_id": r["video_id"], "category_id": r.get("category_id"),
-            "iscrowd": 0, "segmentations": rles,
-            "areas": [next(it) if x is not None else None for x in rles],
-        })
+        anns.append(
+            {
+                "id": len(anns) + 1,
+                "video_id": r["video_id"],
+                "category_id": r.get("category_id"),
+                "iscrowd": 0,
+                "segmentations": rles,
+                "areas": [next(it) if x is not None else None for x in rles],
+            }
+        )
     return {"videos": videos, "categories": cat_list, "annotations": anns}
 
 
@@ -805,8 +838,10 @@ def _first_rle_size(segs: Sequence, where: str) -> tuple[int, int] | None:
 
 
 def evaluate_fidelity(
-    reference: Sequence | str | os.PathLike, results: Sequence | str | os.PathLike,
-    score_thr: float = 0.5, categories: Sequence[Mapping] | Mapping | None = None,
+    reference: Sequence | str | os.PathLike,
+    results: Sequence | str | os.PathLike,
+    score_thr: float = 0.5,
+    categories: Sequence[Mapping] | Mapping | None = None,
 ) -> EvalResult:
     """AP of `results` measured against another run (`reference`, e.g. FP32) taken as ground truth.
 
@@ -826,8 +861,15 @@ def evaluate_fidelity(
 
 
 def make_synthetic_case(
-    n_videos: int = 300, n_dets: int = 100, n_frames: int = 36, n_gts: int = 5, n_cats: int = 40,
-    height: int = 360, width: int = 640, seed: int = 0, pool: int = 600,
+    n_videos: int = 300,
+    n_dets: int = 100,
+    n_frames: int = 36,
+    n_gts: int = 5,
+    n_cats: int = 40,
+    height: int = 360,
+    width: int = 640,
+    seed: int = 0,
+    pool: int = 600,
 ) -> tuple[dict, list]:
     """A random but realistic case (blob masks, noisy copies of gt, many weak dets) for timing."""
     rng = np.random.default_rng(seed)
@@ -843,8 +885,15 @@ def make_synthetic_case(
     masks = [blob() for _ in range(pool)]
     videos, anns, results = [], [], []
     for v in range(1, n_videos + 1):
-        videos.append({"id": v, "width": width, "height": height, "length": n_frames,
-                       "file_names": [f"{v}/{f:05d}.jpg" for f in range(n_frames)]})
+        videos.append(
+            {
+                "id": v,
+                "width": width,
+                "height": height,
+                "length": n_frames,
+                "file_names": [f"{v}/{f:05d}.jpg" for f in range(n_frames)],
+            }
+        )
         gt_seqs = []
         for _ in range(n_gts):
             seq = [masks[i] for i in rng.integers(0, pool, n_frames)]
@@ -853,8 +902,16 @@ def make_synthetic_case(
             gt_seqs.append((c, seq))
             areas = _rle_areas([s for s in seq if s]).tolist()
             it = iter(areas)
-            anns.append({"id": len(anns) + 1, "video_id": v, "category_id": c, "iscrowd": 0,
-                         "segmentations": seq, "areas": [next(it) if s else None for s in seq]})
+            anns.append(
+                {
+                    "id": len(anns) + 1,
+                    "video_id": v,
+                    "category_id": c,
+                    "iscrowd": 0,
+                    "segmentations": seq,
+                    "areas": [next(it) if s else None for s in seq],
+                }
+            )
         for d in range(n_dets):
             if d < 2 * n_gts:
                 c, seq = gt_seqs[d % n_gts]
@@ -864,8 +921,7 @@ def make_synthetic_case(
             else:
                 c = int(rng.integers(1, n_cats + 1))
                 seq = [masks[i] for i in rng.integers(0, pool, n_frames)]
-            results.append({"video_id": v, "category_id": c, "score": float(rng.random()),
-                            "segmentations": seq})
+            results.append({"video_id": v, "category_id": c, "score": float(rng.random()), "segmentations": seq})
     cats = [{"id": c, "name": f"class{c}"} for c in range(1, n_cats + 1)]
     return {"videos": videos, "annotations": anns, "categories": cats}, results
 
@@ -876,8 +932,9 @@ def _bench() -> None:  # pragma: no cover - manual timing
     print(f"generated 300 videos x 100 dets x 36 frames in {time.perf_counter() - t:.1f}s")
     t, c = time.perf_counter(), time.process_time()
     out = evaluate(gt, res)
-    print(f"evaluate: {time.perf_counter() - t:.2f}s wall, {time.process_time() - c:.2f}s CPU, "
-          f"AP={out.stats['AP']:.4f}")
+    print(
+        f"evaluate: {time.perf_counter() - t:.2f}s wall, {time.process_time() - c:.2f}s CPU, AP={out.stats['AP']:.4f}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@
 `verify_bundle` (verify.py) create and re-check bundles. Heavy imports stay inside the
 functions, so importing this package is cheap.
 """
+
 from efficientvis_trt.export.bundle import IO_TABLE, PRECISIONS, Bundle
 
 __all__ = ["Bundle", "IO_TABLE", "PRECISIONS"]

@@ -14,6 +14,7 @@ Layout (DESIGN §4)::
 the protobuf wire format, skipping the weights) so every command can afford it, and a
 wrong or missing file is one error naming that file.
 """
+
 from __future__ import annotations
 
 import json
@@ -43,33 +44,82 @@ ENGINE_DIR = "engines"
 # DESIGN §3 as data. Shapes are symbolic: T clip length, H x W canvas, N queries, C hidden dim, K classes,
 # S mask side (2 x pooler resolution: 28 for every preset).
 IO_TABLE: tuple[dict[str, Any], ...] = (
-    {"name": "frames", "dir": "in", "shape": ("T", "H", "W", 3), "dtype": "uint8",
-     "meaning": "BGR frames as OpenCV decodes them, already letterboxed; normalisation and layout change happen inside the graph"},
-    {"name": "query_in", "dir": "in", "shape": ("N", "C"), "dtype": "float32",
-     "meaning": "tracklet queries carried from the previous clip"},
-    {"name": "boxes_in", "dir": "in", "shape": ("N", 4), "dtype": "float32",
-     "meaning": "proposal boxes for this clip (normalised cxcywh)"},
-    {"name": "logits", "dir": "out", "shape": ("N", "T", "K"), "dtype": "float32",
-     "meaning": "class logits per instance and frame"},
-    {"name": "boxes", "dir": "out", "shape": ("N", "T", 4), "dtype": "float32",
-     "meaning": "refined boxes (normalised cxcywh)"},
-    {"name": "mask_logits", "dir": "out", "shape": ("N", "T", "S", "S"), "dtype": "float32",
-     "meaning": "mask logits in box coordinates"},
-    {"name": "query_out", "dir": "out", "shape": ("N", "C"), "dtype": "float32",
-     "meaning": "queries for the next clip"},
-    {"name": "boxes_out", "dir": "out", "shape": ("N", 4), "dtype": "float32",
-     "meaning": "proposals for the next clip"},
+    {
+        "name": "frames",
+        "dir": "in",
+        "shape": ("T", "H", "W", 3),
+        "dtype": "uint8",
+        "meaning": "BGR frames as OpenCV decodes them, already letterboxed; "
+        "normalisation and layout change happen inside the graph",
+    },
+    {
+        "name": "query_in",
+        "dir": "in",
+        "shape": ("N", "C"),
+        "dtype": "float32",
+        "meaning": "tracklet queries carried from the previous clip",
+    },
+    {
+        "name": "boxes_in",
+        "dir": "in",
+        "shape": ("N", 4),
+        "dtype": "float32",
+        "meaning": "proposal boxes for this clip (normalised cxcywh)",
+    },
+    {
+        "name": "logits",
+        "dir": "out",
+        "shape": ("N", "T", "K"),
+        "dtype": "float32",
+        "meaning": "class logits per instance and frame",
+    },
+    {
+        "name": "boxes",
+        "dir": "out",
+        "shape": ("N", "T", 4),
+        "dtype": "float32",
+        "meaning": "refined boxes (normalised cxcywh)",
+    },
+    {
+        "name": "mask_logits",
+        "dir": "out",
+        "shape": ("N", "T", "S", "S"),
+        "dtype": "float32",
+        "meaning": "mask logits in box coordinates",
+    },
+    {
+        "name": "query_out",
+        "dir": "out",
+        "shape": ("N", "C"),
+        "dtype": "float32",
+        "meaning": "queries for the next clip",
+    },
+    {
+        "name": "boxes_out",
+        "dir": "out",
+        "shape": ("N", 4),
+        "dtype": "float32",
+        "meaning": "proposals for the next clip",
+    },
 )
 INPUT_NAMES = tuple(r["name"] for r in IO_TABLE if r["dir"] == "in")
 OUTPUT_NAMES = tuple(r["name"] for r in IO_TABLE if r["dir"] == "out")
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 10: "float16", 3: "int8", 6: "int32", 7: "int64"}
 
 
-def io_table(clip_len: int, input_hw: tuple[int, int], num_queries: int, hidden_dim: int, num_classes: int,
-             mask_size: int = 28) -> list[dict[str, Any]]:
+def io_table(
+    clip_len: int, input_hw: tuple[int, int], num_queries: int, hidden_dim: int, num_classes: int, mask_size: int = 28
+) -> list[dict[str, Any]]:
     """IO_TABLE with concrete shapes (what metadata.json stores and the graph must have)."""
-    dims = {"T": clip_len, "H": input_hw[0], "W": input_hw[1], "N": num_queries, "C": hidden_dim,
-            "K": num_classes, "S": mask_size}
+    dims = {
+        "T": clip_len,
+        "H": input_hw[0],
+        "W": input_hw[1],
+        "N": num_queries,
+        "C": hidden_dim,
+        "K": num_classes,
+        "S": mask_size,
+    }
     return [{**row, "shape": [dims[d] if isinstance(d, str) else d for d in row["shape"]]} for row in IO_TABLE]
 
 
@@ -83,7 +133,7 @@ class Bundle:
 
     # ---- opening -------------------------------------------------------------------
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "Bundle":
+    def open(cls, path: str | os.PathLike) -> Bundle:
         """Open and validate a bundle; any missing or inconsistent file is one EvisError naming it."""
         path = Path(path)
         if not path.is_dir():
@@ -99,8 +149,10 @@ class Bundle:
             raise EvisError(f"{meta_path} is not EfficientVIS-TRT bundle metadata (no format '{BUNDLE_FORMAT}')")
         version = metadata.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise EvisError(f"{meta_path} has schema_version {version!r}; this toolkit reads {SCHEMA_VERSION} "
-                            "(re-export the bundle with this toolkit)")
+            raise EvisError(
+                f"{meta_path} has schema_version {version!r}; this toolkit reads {SCHEMA_VERSION} "
+                "(re-export the bundle with this toolkit)"
+            )
         for key in ("config", "class_names", "clip_len", "input_size", "io"):
             if key not in metadata:
                 raise EvisError(f"{meta_path} lacks '{key}'")
@@ -122,15 +174,19 @@ class Bundle:
         for want, have in zip(expected, got):
             for key in ("name", "dir", "shape", "dtype"):
                 if not isinstance(have, dict) or have.get(key) != want[key]:
-                    raise EvisError(f"{meta_path}: I/O table entry {want['name']!r} has {key} "
-                                    f"{have.get(key) if isinstance(have, dict) else have!r}, expected {want[key]!r}")
+                    raise EvisError(
+                        f"{meta_path}: I/O table entry {want['name']!r} has {key} "
+                        f"{have.get(key) if isinstance(have, dict) else have!r}, expected {want[key]!r}"
+                    )
         for name, info in self._metadata.get("files", {}).items():
             f = self._path / name
             if not f.is_file():
                 raise EvisError(f"{f} is missing (listed in {METADATA_FILE})")
             if f.stat().st_size != info.get("bytes"):
-                raise EvisError(f"{f} has {f.stat().st_size} bytes, {METADATA_FILE} says {info.get('bytes')}: "
-                                "truncated or replaced (re-export or rebuild)")
+                raise EvisError(
+                    f"{f} has {f.stat().st_size} bytes, {METADATA_FILE} says {info.get('bytes')}: "
+                    "truncated or replaced (re-export or rebuild)"
+                )
         self._check_state()
         model = self._path / MODEL_FILE
         if not model.is_file():
@@ -138,15 +194,24 @@ class Bundle:
         check_onnx_io(model, expected)
 
     def _expected_io(self) -> list[dict[str, Any]]:
-        return io_table(self.clip_len, self.input_hw, self.num_queries, self.hidden_dim, self.num_classes,
-                        2 * self._config.model.pooler.resolution)
+        return io_table(
+            self.clip_len,
+            self.input_hw,
+            self.num_queries,
+            self.hidden_dim,
+            self.num_classes,
+            2 * self._config.model.pooler.resolution,
+        )
 
     def _check_state(self) -> None:
         f = self._path / STATE_FILE
         if not f.is_file():
             raise EvisError(f"{f} is missing (re-export with `evis export`)")
         query, boxes = self._read_state(f)
-        for name, arr, shape in (("query", query, (self.num_queries, self.hidden_dim)), ("boxes", boxes, (self.num_queries, 4))):
+        for name, arr, shape in (
+            ("query", query, (self.num_queries, self.hidden_dim)),
+            ("boxes", boxes, (self.num_queries, 4)),
+        ):
             if arr.shape != shape or arr.dtype != np.float32:
                 raise EvisError(f"{f}: '{name}' is {arr.dtype}{list(arr.shape)}, expected float32{list(shape)}")
 
@@ -263,8 +328,10 @@ class Bundle:
         self.update_metadata(files=files)
 
     def __repr__(self) -> str:
-        return (f"Bundle({str(self._path)!r}, T={self.clip_len}, hw={self.input_hw}, "
-                f"precisions={self.available_precisions()})")
+        return (
+            f"Bundle({str(self._path)!r}, T={self.clip_len}, hw={self.input_hw}, "
+            f"precisions={self.available_precisions()})"
+        )
 
 
 # ---- reading graph I/O without parsing the weights ------------------------------------
@@ -311,16 +378,23 @@ def read_onnx_io(path: str | os.PathLike) -> list[dict[str, Any]]:
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as buf:
             for num, wire, s, e in _fields(buf, 0, len(buf)):
-                if num != 7 or wire != 2:           # ModelProto.graph
+                if num != 7 or wire != 2:  # ModelProto.graph
                     continue
                 for gnum, gwire, gs, ge in _fields(buf, s, e):
                     if gnum in (11, 12) and gwire == 2:  # GraphProto.input / output
                         vi = onnx.ValueInfoProto.FromString(bytes(buf[gs:ge]))
                         tt = vi.type.tensor_type
-                        rows.append({"name": vi.name, "dir": "in" if gnum == 11 else "out",
-                                     "shape": [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                                               for d in tt.shape.dim],
-                                     "dtype": _ONNX_DTYPES.get(tt.elem_type, str(tt.elem_type))})
+                        rows.append(
+                            {
+                                "name": vi.name,
+                                "dir": "in" if gnum == 11 else "out",
+                                "shape": [
+                                    d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                                    for d in tt.shape.dim
+                                ],
+                                "dtype": _ONNX_DTYPES.get(tt.elem_type, str(tt.elem_type)),
+                            }
+                        )
     except (ValueError, IndexError, OSError) as exc:
         raise EvisError(f"{path} is not a readable ONNX file ({exc})") from None
     except Exception as exc:  # protobuf DecodeError
@@ -338,5 +412,7 @@ def check_onnx_io(path: str | os.PathLike, expected: list[dict[str, Any]]) -> No
         have = [(r["name"], r["shape"], r["dtype"]) for r in got if r["dir"] == direction]
         if want != have:
             first = next(((w, h) for w, h in zip(want, have) if w != h), (want, have))
-            raise EvisError(f"{path}: graph {direction}puts do not match the bundle's I/O table "
-                            f"(expected {first[0]}, found {first[1]})")
+            raise EvisError(
+                f"{path}: graph {direction}puts do not match the bundle's I/O table "
+                f"(expected {first[0]}, found {first[1]})"
+            )

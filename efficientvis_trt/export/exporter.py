@@ -8,6 +8,7 @@ The bundle is assembled in a temp sibling folder and swapped in whole
 (`io_utils.atomic_dir`): an interrupted or failed export (verification over tolerance
 included) leaves no half bundle and an existing bundle untouched.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -17,9 +18,10 @@ import os
 import platform
 import time
 import warnings
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +43,10 @@ def check_options(flavour: str, opset: int, exporter: str) -> None:
     if exporter not in EXPORTERS:
         raise EvisError(f"exporter must be one of {', '.join(EXPORTERS)}, got {exporter!r}")
     if int(opset) < MIN_OPSET:
-        raise EvisError(f"--opset {opset} is too old: RoiAlign's half_pixel mode needs opset >= {MIN_OPSET} "
-                        "(TensorRT silently falls back to output_half_pixel below it)")
+        raise EvisError(
+            f"--opset {opset} is too old: RoiAlign's half_pixel mode needs opset >= {MIN_OPSET} "
+            "(TensorRT silently falls back to output_half_pixel below it)"
+        )
     if int(opset) > 23:
         raise EvisError(f"--opset {opset} is newer than the exporters support (<= 23)")
 
@@ -88,8 +92,10 @@ def _quiet(verbose: bool) -> Iterator[io.StringIO]:
     if verbose:
         yield buf
         return
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir",
-                                              "onnxslim")]
+    loggers = [
+        logging.getLogger(n)
+        for n in ("torch.onnx", "torch.export", "torch._export", "onnxscript", "onnx_ir", "onnxslim")
+    ]
     levels = [lg.level for lg in loggers]
     try:
         for lg in loggers:
@@ -111,8 +117,7 @@ def _example_inputs(model, clip_len: int, input_hw: tuple[int, int]):
     return frames, query, boxes
 
 
-def torch_to_onnx(model, clip_len: int, input_hw: tuple[int, int], opset: int, route: str,
-                  verbose: bool = False):
+def torch_to_onnx(model, clip_len: int, input_hw: tuple[int, int], opset: int, route: str, verbose: bool = False):
     """One exporter run -> ModelProto with the custom node (no local function yet)."""
     import onnx
     import torch
@@ -124,20 +129,43 @@ def torch_to_onnx(model, clip_len: int, input_hw: tuple[int, int], opset: int, r
     wrapper = _clip_graph(model)
     with export_roi_align(model, route), _quiet(verbose), torch.no_grad():
         if route == "dynamo":
-            program = torch.onnx.export(wrapper, args, dynamo=True, opset_version=opset,
-                                        input_names=list(INPUT_NAMES), output_names=list(OUTPUT_NAMES),
-                                        custom_translation_table=onnx_translation_table(), external_data=False,
-                                        optimize=True, verbose=False)
+            program = torch.onnx.export(
+                wrapper,
+                args,
+                dynamo=True,
+                opset_version=opset,
+                input_names=list(INPUT_NAMES),
+                output_names=list(OUTPUT_NAMES),
+                custom_translation_table=onnx_translation_table(),
+                external_data=False,
+                optimize=True,
+                verbose=False,
+            )
             return program.model_proto
         buf = io.BytesIO()
-        torch.onnx.export(wrapper, args, buf, dynamo=False, opset_version=opset, input_names=list(INPUT_NAMES),
-                          output_names=list(OUTPUT_NAMES), do_constant_folding=True,
-                          custom_opsets={"efficientvis": 1})
+        torch.onnx.export(
+            wrapper,
+            args,
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=list(INPUT_NAMES),
+            output_names=list(OUTPUT_NAMES),
+            do_constant_folding=True,
+            custom_opsets={"efficientvis": 1},
+        )
         return onnx.load_from_string(buf.getvalue())
 
 
-def export_onnx(model, clip_len: int, input_hw: tuple[int, int], flavour: str = "plugin", opset: int = DEFAULT_OPSET,
-                exporter: str = "auto", verbose: bool = False):
+def export_onnx(
+    model,
+    clip_len: int,
+    input_hw: tuple[int, int],
+    flavour: str = "plugin",
+    opset: int = DEFAULT_OPSET,
+    exporter: str = "auto",
+    verbose: bool = False,
+):
     """The per-clip graph as a ModelProto (+ info: which exporter ran, and why a fallback happened)."""
     from efficientvis_trt.export.roi_align_onnx import attach_function, inline_function
 
@@ -158,8 +186,12 @@ def export_onnx(model, clip_len: int, input_hw: tuple[int, int], flavour: str = 
         except Exception as exc:  # exporter internals raise anything; the fallback is the point
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             errors.append(f"{route}: {type(exc).__name__}: {first[:300]}")
-            log.warning("%s exporter failed (%s)%s", route, first[:200],
-                        "; falling back to the TorchScript exporter" if route != routes[-1] else "")
+            log.warning(
+                "%s exporter failed (%s)%s",
+                route,
+                first[:200],
+                "; falling back to the TorchScript exporter" if route != routes[-1] else "",
+            )
             if route == routes[-1]:
                 raise EvisError(f"ONNX export failed with every exporter: {'; '.join(errors)}") from exc
     attach_function(proto, opset)
@@ -171,8 +203,9 @@ def export_onnx(model, clip_len: int, input_hw: tuple[int, int], flavour: str = 
 
 
 # ---- graph checks --------------------------------------------------------------------------
-def check_graph(path: Path, expected_io: list[dict], flavour: str, attrs: dict, num_stages: int,
-                roi_shape: list[int]) -> dict[str, Any]:
+def check_graph(
+    path: Path, expected_io: list[dict], flavour: str, attrs: dict, num_stages: int, roi_shape: list[int]
+) -> dict[str, Any]:
     """checker (full) + shape inference + the I/O contract + the RoIAlign node/function contract."""
     import onnx
 
@@ -205,8 +238,11 @@ def check_graph(path: Path, expected_io: list[dict], flavour: str, attrs: dict, 
             raise RuntimeError(f"the model does not import the {DOMAIN} domain")
         info.update(nodes=len(nodes), local_function=True)
     else:
-        if any(n.domain == DOMAIN for n in model.graph.node) or model.functions or \
-                any(o.domain == DOMAIN for o in model.opset_import):
+        if (
+            any(n.domain == DOMAIN for n in model.graph.node)
+            or model.functions
+            or any(o.domain == DOMAIN for o in model.opset_import)
+        ):
             raise RuntimeError(f"inline flavour still references the {DOMAIN} domain")
         roi = [n for n in model.graph.node if n.op_type == "RoiAlign"]
         if len(roi) != 4 * num_stages:
@@ -238,9 +274,15 @@ def _versions() -> dict[str, str]:
 
     from efficientvis_trt import __version__
 
-    out = {"efficientvis_trt": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-           "onnxruntime": onnxruntime.__version__, "onnxscript": onnxscript.__version__,
-           "numpy": np.__version__, "python": platform.python_version()}
+    out = {
+        "efficientvis_trt": __version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxscript": onnxscript.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
     try:
         import onnxslim
 
@@ -267,18 +309,38 @@ def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
     write_json_atomic(path, metadata)
 
 
-def export_bundle(out: str | os.PathLike, *, checkpoint: str | os.PathLike | None = None, config: Any = None,
-                  init: str = "checkpoint", seed: int = 0, clip_len: int | None = None,
-                  size: tuple[int, int] | str | None = None, flavour: str = "plugin", opset: int = DEFAULT_OPSET,
-                  verify: bool = True, exporter: str = "auto", simplify_graph: bool = True, num_clips: int = 3,
-                  video: str | os.PathLike | None = None, verbose: bool = False,
-                  echo: Callable[[str], None] | None = print) -> Path:
+def export_bundle(
+    out: str | os.PathLike,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    config: Any = None,
+    init: str = "checkpoint",
+    seed: int = 0,
+    clip_len: int | None = None,
+    size: tuple[int, int] | str | None = None,
+    flavour: str = "plugin",
+    opset: int = DEFAULT_OPSET,
+    verify: bool = True,
+    exporter: str = "auto",
+    simplify_graph: bool = True,
+    num_clips: int = 3,
+    video: str | os.PathLike | None = None,
+    verbose: bool = False,
+    echo: Callable[[str], None] | None = print,
+) -> Path:
     """Export a checkpoint (or a seeded random init) to a verified bundle at `out`; returns `out`."""
     import onnx
     from tqdm import tqdm
 
-    from efficientvis_trt.export.bundle import (BUNDLE_FORMAT, MODEL_FILE, SCHEMA_VERSION, STATE_FILE,
-                                                METADATA_FILE, Bundle, io_table)
+    from efficientvis_trt.export.bundle import (
+        BUNDLE_FORMAT,
+        METADATA_FILE,
+        MODEL_FILE,
+        SCHEMA_VERSION,
+        STATE_FILE,
+        Bundle,
+        io_table,
+    )
     from efficientvis_trt.export.source import load_source, parse_size, weights_fingerprint
     from efficientvis_trt.export.verify import format_report, public_report, verify_model
     from efficientvis_trt.io_utils import atomic_dir
@@ -352,8 +414,10 @@ def export_bundle(out: str | os.PathLike, *, checkpoint: str | os.PathLike | Non
                         notes.append(f"{tool} output failed verification, kept the un-simplified graph")
                         continue
                     worst = max(report["outputs"].items(), key=lambda kv: kv[1]["max_abs"] / kv[1]["limit"])
-                    raise EvisError(f"verification failed: ONNX Runtime differs from PyTorch on '{worst[0]}' by "
-                                    f"{worst[1]['max_abs']:.3g} (limit {worst[1]['limit']:.3g}); nothing written")
+                    raise EvisError(
+                        f"verification failed: ONNX Runtime differs from PyTorch on '{worst[0]}' by "
+                        f"{worst[1]['max_abs']:.3g} (limit {worst[1]['limit']:.3g}); nothing written"
+                    )
             chosen = (tool, graph_info)
             break
         steps.update(steps.total - steps.n)
@@ -373,18 +437,29 @@ def export_bundle(out: str | os.PathLike, *, checkpoint: str | os.PathLike | Non
             "clip_len": t,
             "input_size": list(hw),
             "io": expected_io,
-            "letterbox": {"rule": "fit inside (keep aspect), pad bottom-right", "pad_value": PAD_VALUE,
-                          "canvas_hw": list(hw), "interpolation": "INTER_AREA when shrinking, else INTER_LINEAR",
-                          "implementation": "efficientvis_trt.video.Letterbox"},
+            "letterbox": {
+                "rule": "fit inside (keep aspect), pad bottom-right",
+                "pad_value": PAD_VALUE,
+                "canvas_hw": list(hw),
+                "interpolation": "INTER_AREA when shrinking, else INTER_LINEAR",
+                "implementation": "efficientvis_trt.video.Letterbox",
+            },
             "preprocessing": "in the graph: uint8 BGR NHWC -> float RGB NCHW, (x - pixel_mean) / pixel_std",
             "clip_padding": "a video whose length is not a multiple of clip_len pads its last clip by repeating "
-                            "the last frame; outputs of padded frames are dropped",
+            "the last frame; outputs of padded frames are dropped",
             "onnx": {
-                "file": MODEL_FILE, "opset": int(opset), "flavour": flavour, **info,
+                "file": MODEL_FILE,
+                "opset": int(opset),
+                "flavour": flavour,
+                **info,
                 "simplifier": tool,
                 "simplifier_note": "; ".join(notes) or None,
-                "roi_align": {"domain": DOMAIN if flavour == "plugin" else None, "op_type": OP_TYPE,
-                              "attributes": attrs, **graph_info},
+                "roi_align": {
+                    "domain": DOMAIN if flavour == "plugin" else None,
+                    "op_type": OP_TYPE,
+                    "attributes": attrs,
+                    **graph_info,
+                },
             },
             "source": src.meta,
             "weights_sha256": weights_fingerprint(model),
@@ -395,10 +470,14 @@ def export_bundle(out: str | os.PathLike, *, checkpoint: str | os.PathLike | Non
             "timing_s": {"export": round(export_s, 2), "total": round(time.perf_counter() - t_start, 2)},
         }
         if src.meta["kind"] == "checkpoint" and t != m.clip_len:
-            metadata["notes"] = [f"graph clip length {t} < the checkpoint's clip_len {m.clip_len}: "
-                                 f"frames use the first {t} rows of the time embedding, as forward_clip does"]
+            metadata["notes"] = [
+                f"graph clip length {t} < the checkpoint's clip_len {m.clip_len}: "
+                f"frames use the first {t} rows of the time embedding, as forward_clip does"
+            ]
         _write_metadata(tmp / METADATA_FILE, metadata)
         Bundle.open(tmp)  # the bundle must open with the same checks every consumer runs
-    say(f"wrote {out} ({flavour} flavour, opset {opset}, {info['exporter']} exporter, "
-        f"{'simplified by ' + tool if tool else 'not simplified'}) in {time.perf_counter() - t_start:.1f} s")
+    say(
+        f"wrote {out} ({flavour} flavour, opset {opset}, {info['exporter']} exporter, "
+        f"{'simplified by ' + tool if tool else 'not simplified'}) in {time.perf_counter() - t_start:.1f} s"
+    )
     return out

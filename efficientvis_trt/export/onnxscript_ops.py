@@ -9,6 +9,7 @@ not got. The FLOAT annotations are load-bearing on torch 2.13 (DESIGN §7): with
 the exporter fails when it inlines the translation. The plugin_namespace/plugin_version
 literals must equal `efficientvis_trt.plugins.spec` (the exporter test pins them).
 """
+
 import onnxscript
 from onnxscript import FLOAT
 from onnxscript import opset18 as op
@@ -19,10 +20,31 @@ evis = onnxscript.values.Opset(DOMAIN, 1)
 
 
 @onnxscript.script(evis, default_opset=op)
-def multi_level_roi_align(p2: FLOAT, p3: FLOAT, p4: FLOAT, p5: FLOAT, rois: FLOAT, output_size: int,
-                          sampling_ratio: int, canonical_box_size: float, canonical_level: int, aligned: int,
-                          min_level: int) -> FLOAT:
-    return evis.MultiLevelRoIAlign(p2, p3, p4, p5, rois, output_size=output_size, sampling_ratio=sampling_ratio,
-                                   canonical_box_size=canonical_box_size, canonical_level=canonical_level,
-                                   aligned=aligned, min_level=min_level, plugin_namespace="efficientvis",
-                                   plugin_version="1")
+def multi_level_roi_align(
+    p2: FLOAT,
+    p3: FLOAT,
+    p4: FLOAT,
+    p5: FLOAT,
+    rois: FLOAT,
+    output_size: int,
+    sampling_ratio: int,
+    canonical_box_size: float,
+    canonical_level: int,
+    aligned: int,
+    min_level: int,
+) -> FLOAT:
+    return evis.MultiLevelRoIAlign(
+        p2,
+        p3,
+        p4,
+        p5,
+        rois,
+        output_size=output_size,
+        sampling_ratio=sampling_ratio,
+        canonical_box_size=canonical_box_size,
+        canonical_level=canonical_level,
+        aligned=aligned,
+        min_level=min_level,
+        plugin_namespace="efficientvis",
+        plugin_version="1",
+    )

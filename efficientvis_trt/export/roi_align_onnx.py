@@ -18,6 +18,7 @@ so every stage's node carries its own values and one function serves them all:
 ``aligned`` cannot be referenced into RoiAlign's string ``coordinate_transformation_mode``,
 so the body bakes ``half_pixel`` (aligned=1, the only exported setting).
 """
+
 from __future__ import annotations
 
 import math
@@ -27,12 +28,12 @@ from onnx import AttributeProto, FunctionProto, NodeProto, TensorProto, helper
 
 from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
-NUM_LEVELS = 4                      # P2..P5 (the spec's fixed input list)
+NUM_LEVELS = 4  # P2..P5 (the spec's fixed input list)
 LEVEL_INPUTS = ("P2", "P3", "P4", "P5")
 INT_ATTRS = ("output_size", "sampling_ratio", "canonical_level", "aligned", "min_level")
 FLOAT_ATTRS = ("canonical_box_size",)
 STRING_ATTRS = ("plugin_namespace", "plugin_version")
-MIN_OPSET = 16                      # RoiAlign's coordinate_transformation_mode (half_pixel) appears in opset 16
+MIN_OPSET = 16  # RoiAlign's coordinate_transformation_mode (half_pixel) appears in opset 16
 
 
 class _Body:
@@ -79,26 +80,36 @@ def build_function(opset: int) -> FunctionProto:
         raise ValueError(f"opset {opset} < {MIN_OPSET}")
     b = _Body()
     rois = "rois"
-    shape = b.one("Shape", [rois])                                                   # [B, R, 4]
+    shape = b.one("Shape", [rois])  # [B, R, 4]
     br = b.one("Slice", [shape, b.const([0], TensorProto.INT64), b.const([2], TensorProto.INT64)])
-    flat = b.one("Reshape", [rois, b.const([-1, 4], TensorProto.INT64)])            # [K, 4]
-    k = b.one("ReduceProd", [br], keepdims=0)                                         # K = B*R (scalar)
-    r = b.one("Squeeze", [b.one("Slice", [shape, b.const([1], TensorProto.INT64), b.const([2], TensorProto.INT64)]),
-                          b.const([0], TensorProto.INT64)])
+    flat = b.one("Reshape", [rois, b.const([-1, 4], TensorProto.INT64)])  # [K, 4]
+    k = b.one("ReduceProd", [br], keepdims=0)  # K = B*R (scalar)
+    r = b.one(
+        "Squeeze",
+        [
+            b.one("Slice", [shape, b.const([1], TensorProto.INT64), b.const([2], TensorProto.INT64)]),
+            b.const([0], TensorProto.INT64),
+        ],
+    )
     arange = b.one("Range", [b.const(0, TensorProto.INT64), k, b.const(1, TensorProto.INT64)])
-    batch_idx = b.one("Div", [arange, r])                                             # image of each box (int64)
+    batch_idx = b.one("Div", [arange, r])  # image of each box (int64)
 
-    x1, y1, x2, y2 = b.op("Split", [flat], n_out=4, axis=1, num_outputs=4) if opset >= 18 else \
-        b.op("Split", [flat, b.const([1, 1, 1, 1], TensorProto.INT64)], n_out=4, axis=1)
+    x1, y1, x2, y2 = (
+        b.op("Split", [flat], n_out=4, axis=1, num_outputs=4)
+        if opset >= 18
+        else b.op("Split", [flat, b.const([1, 1, 1, 1], TensorProto.INT64)], n_out=4, axis=1)
+    )
     area = b.one("Relu", [b.one("Mul", [b.one("Sub", [x2, x1]), b.one("Sub", [y2, y1])])])
     size = b.one("Sqrt", [area])
     canon_size = b.ref_constant(_ref("value_float", "canonical_box_size", AttributeProto.FLOAT))
     ratio = b.one("Add", [b.one("Div", [size, canon_size]), b.const(1e-8)])
     log2 = b.one("Div", [b.one("Log", [ratio]), b.const(math.log(2.0))])
-    canon_level = b.one("Cast", [b.ref_constant(_ref("value_int", "canonical_level", AttributeProto.INT))],
-                        to=TensorProto.FLOAT)
-    min_level = b.one("Cast", [b.ref_constant(_ref("value_int", "min_level", AttributeProto.INT))],
-                      to=TensorProto.FLOAT)
+    canon_level = b.one(
+        "Cast", [b.ref_constant(_ref("value_int", "canonical_level", AttributeProto.INT))], to=TensorProto.FLOAT
+    )
+    min_level = b.one(
+        "Cast", [b.ref_constant(_ref("value_int", "min_level", AttributeProto.INT))], to=TensorProto.FLOAT
+    )
     max_level = b.one("Add", [min_level, b.const(float(NUM_LEVELS - 1))])
     level = b.one("Floor", [b.one("Add", [canon_level, log2])])
     level = b.one("Clip", [level, min_level, max_level])
@@ -108,7 +119,9 @@ def build_function(opset: int) -> FunctionProto:
         output_height=_ref("output_height", "output_size", AttributeProto.INT),
         output_width=_ref("output_width", "output_size", AttributeProto.INT),
         sampling_ratio=_ref("sampling_ratio", "sampling_ratio", AttributeProto.INT),
-        spatial_scale=1.0, mode="avg", coordinate_transformation_mode="half_pixel",
+        spatial_scale=1.0,
+        mode="avg",
+        coordinate_transformation_mode="half_pixel",
     )
     pooled = []
     for i, feat in enumerate(LEVEL_INPUTS):
@@ -121,11 +134,15 @@ def build_function(opset: int) -> FunctionProto:
     b.nodes.append(helper.make_node("Reshape", [out, b.one("Concat", [br, cpp], axis=0)], ["pooled"]))
 
     fn = helper.make_function(
-        DOMAIN, OP_TYPE, list(LEVEL_INPUTS) + ["rois"], ["pooled"], b.nodes,
+        DOMAIN,
+        OP_TYPE,
+        list(LEVEL_INPUTS) + ["rois"],
+        ["pooled"],
+        b.nodes,
         opset_imports=[helper.make_opsetid("", opset)],
         attributes=list(INT_ATTRS + FLOAT_ATTRS),
         doc_string="Multi-level RoIAlign (detectron2 level rule, aligned=1) from standard ops; "
-                   "semantics: efficientvis_trt.model.roi_align.multi_level_roi_align_reference",
+        "semantics: efficientvis_trt.model.roi_align.multi_level_roi_align_reference",
     )
     # The TensorRT binding attributes are optional in the body (defaults), so a node without them still runs.
     for name, default in (("plugin_namespace", PLUGIN_NAMESPACE), ("plugin_version", PLUGIN_VERSION)):
@@ -161,5 +178,7 @@ def custom_nodes(model: onnx.ModelProto) -> list[NodeProto]:
 
 
 def node_attributes(node: NodeProto) -> dict:
-    return {a.name: (a.s.decode() if a.type == AttributeProto.STRING else helper.get_attribute_value(a))
-            for a in node.attribute}
+    return {
+        a.name: (a.s.decode() if a.type == AttributeProto.STRING else helper.get_attribute_value(a))
+        for a in node.attribute
+    }

@@ -3,6 +3,7 @@
 Also rebuilds that same model later (for `evis export --verify BUNDLE`) and fingerprints
 its weights, so a re-check against a different model is an error, not a false verdict.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,11 +23,11 @@ _NON_ARCH_FIELDS = ("input_size",)
 
 @dataclass
 class Source:
-    model: torch.nn.Module           # EfficientVIS in eval mode
-    config: Config                   # the config stored in the bundle (input_size = export size)
+    model: torch.nn.Module  # EfficientVIS in eval mode
+    config: Config  # the config stored in the bundle (input_size = export size)
     class_names: list[str]
-    clip_len: int                    # T of the exported graph
-    meta: dict[str, Any]             # metadata['source']
+    clip_len: int  # T of the exported graph
+    meta: dict[str, Any]  # metadata['source']
 
 
 def parse_size(text: str | None) -> tuple[int, int] | None:
@@ -61,7 +62,7 @@ def random_init_model(cfg: Config, seed: int) -> torch.nn.Module:
     """
     from efficientvis_trt.model.efficientvis import EfficientVIS
 
-    with torch.random.fork_rng(devices=[]):   # seeded without disturbing the caller's global RNG
+    with torch.random.fork_rng(devices=[]):  # seeded without disturbing the caller's global RNG
         torch.manual_seed(seed)
         model = EfficientVIS(cfg)
     g = torch.Generator().manual_seed(seed + 1)
@@ -75,9 +76,14 @@ def random_init_model(cfg: Config, seed: int) -> torch.nn.Module:
     return model.eval()
 
 
-def load_source(checkpoint: str | os.PathLike | None = None, config: str | Config | None = None,
-                init: str = "checkpoint", seed: int = 0, clip_len: int | None = None,
-                size: tuple[int, int] | None = None) -> Source:
+def load_source(
+    checkpoint: str | os.PathLike | None = None,
+    config: str | Config | None = None,
+    init: str = "checkpoint",
+    seed: int = 0,
+    clip_len: int | None = None,
+    size: tuple[int, int] | None = None,
+) -> Source:
     """The model to export, with --clip-len/--size applied; every bad combination is one EvisError."""
     from efficientvis_trt.io_utils import file_sha256
     from efficientvis_trt.model.checkpoint import default_class_names, load_checkpoint
@@ -98,9 +104,13 @@ def load_source(checkpoint: str | os.PathLike | None = None, config: str | Confi
         cfg.validate()
         _check_exportable(cfg.model)
         model = random_init_model(cfg, seed)
-        return Source(model, cfg, default_class_names(cfg.model.num_classes), cfg.model.clip_len,
-                      {"kind": "random", "seed": int(seed), "sha256": f"random-init seed {seed}",
-                       "preset": cfg.name})
+        return Source(
+            model,
+            cfg,
+            default_class_names(cfg.model.num_classes),
+            cfg.model.clip_len,
+            {"kind": "random", "seed": int(seed), "sha256": f"random-init seed {seed}", "preset": cfg.name},
+        )
 
     if checkpoint is None:
         raise EvisError("give a CHECKPOINT to export, or --config PRESET --init random")
@@ -115,13 +125,20 @@ def load_source(checkpoint: str | os.PathLike | None = None, config: str | Confi
     _check_exportable(cfg.model)
     t = clip_len if clip_len is not None else cfg.model.clip_len
     if cfg.model.temporal_pos_embed and t > cfg.model.clip_len:
-        raise EvisError(f"--clip-len {t} exceeds the checkpoint's clip_len {cfg.model.clip_len}: its time "
-                        f"embedding has {cfg.model.clip_len} rows (export T <= {cfg.model.clip_len})")
+        raise EvisError(
+            f"--clip-len {t} exceeds the checkpoint's clip_len {cfg.model.clip_len}: its time "
+            f"embedding has {cfg.model.clip_len} rows (export T <= {cfg.model.clip_len})"
+        )
     if size is not None:
         cfg.model.input_size = list(size)
         cfg.validate()
-    return Source(model, cfg, list(payload["class_names"]), t,
-                  {"kind": "checkpoint", "path": str(path.resolve()), "sha256": file_sha256(path)})
+    return Source(
+        model,
+        cfg,
+        list(payload["class_names"]),
+        t,
+        {"kind": "checkpoint", "path": str(path.resolve()), "sha256": file_sha256(path)},
+    )
 
 
 def _architecture_difference(a: ModelConfig, b: ModelConfig) -> str:
@@ -158,7 +175,9 @@ def rebuild_model(metadata: dict[str, Any], checkpoint: str | os.PathLike | None
     if checkpoint is not None or src.get("kind") == "checkpoint":
         path = Path(checkpoint if checkpoint is not None else src.get("path", ""))
         if not path.is_file():
-            raise EvisError(f"the bundle's source checkpoint {path} is not there: pass the checkpoint to verify against")
+            raise EvisError(
+                f"the bundle's source checkpoint {path} is not there: pass the checkpoint to verify against"
+            )
         model, _ = load_checkpoint(path)
     elif src.get("kind") == "random":
         model = random_init_model(cfg, int(src["seed"]))
@@ -166,6 +185,8 @@ def rebuild_model(metadata: dict[str, Any], checkpoint: str | os.PathLike | None
         raise EvisError("the bundle's metadata does not say where its weights came from (source.kind)")
     want = metadata.get("weights_sha256")
     if want and weights_fingerprint(model) != want:
-        raise EvisError("the PyTorch model rebuilt for verification has other weights than the exported one "
-                        "(checkpoint changed, or this torch draws other random numbers); pass the right checkpoint")
+        raise EvisError(
+            "the PyTorch model rebuilt for verification has other weights than the exported one "
+            "(checkpoint changed, or this torch draws other random numbers); pass the right checkpoint"
+        )
     return model.eval()

@@ -11,6 +11,7 @@ Two routes to the same ONNX node (`efficientvis::MultiLevelRoIAlign`, attributes
 
 Eager execution of both calls the PyTorch reference, so exporting changes no number.
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,17 +25,46 @@ TORCH_OP = "efficientvis_export::multi_level_roi_align"
 
 
 @torch.library.custom_op(TORCH_OP, mutates_args=())
-def multi_level_roi_align_op(p2: Tensor, p3: Tensor, p4: Tensor, p5: Tensor, rois: Tensor, output_size: int,
-                             sampling_ratio: int, canonical_box_size: float, canonical_level: int, aligned: int,
-                             min_level: int) -> Tensor:
+def multi_level_roi_align_op(
+    p2: Tensor,
+    p3: Tensor,
+    p4: Tensor,
+    p5: Tensor,
+    rois: Tensor,
+    output_size: int,
+    sampling_ratio: int,
+    canonical_box_size: float,
+    canonical_level: int,
+    aligned: int,
+    min_level: int,
+) -> Tensor:
     """rois [B, R, 4] xyxy pixels -> [B, R, C, P, P] (reference semantics)."""
-    return multi_level_roi_align_reference([p2, p3, p4, p5], rois, output_size, sampling_ratio, canonical_box_size,
-                                           canonical_level, bool(aligned), min_level)
+    return multi_level_roi_align_reference(
+        [p2, p3, p4, p5],
+        rois,
+        output_size,
+        sampling_ratio,
+        canonical_box_size,
+        canonical_level,
+        bool(aligned),
+        min_level,
+    )
 
 
 @multi_level_roi_align_op.register_fake
-def _fake(p2: Tensor, p3: Tensor, p4: Tensor, p5: Tensor, rois: Tensor, output_size: int, sampling_ratio: int,
-          canonical_box_size: float, canonical_level: int, aligned: int, min_level: int) -> Tensor:
+def _fake(
+    p2: Tensor,
+    p3: Tensor,
+    p4: Tensor,
+    p5: Tensor,
+    rois: Tensor,
+    output_size: int,
+    sampling_ratio: int,
+    canonical_box_size: float,
+    canonical_level: int,
+    aligned: int,
+    min_level: int,
+) -> Tensor:
     return p2.new_empty((rois.shape[0], rois.shape[1], p2.shape[1], output_size, output_size))
 
 
@@ -49,18 +79,40 @@ class _SymbolicRoIAlign(torch.autograd.Function):
     """TorchScript-exporter route: `symbolic` writes the custom node directly."""
 
     @staticmethod
-    def forward(ctx, p2, p3, p4, p5, rois, output_size, sampling_ratio, canonical_box_size, canonical_level,
-                aligned, min_level):
-        return multi_level_roi_align_reference([p2, p3, p4, p5], rois, output_size, sampling_ratio,
-                                               canonical_box_size, canonical_level, bool(aligned), min_level)
+    def forward(
+        ctx, p2, p3, p4, p5, rois, output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level
+    ):
+        return multi_level_roi_align_reference(
+            [p2, p3, p4, p5],
+            rois,
+            output_size,
+            sampling_ratio,
+            canonical_box_size,
+            canonical_level,
+            bool(aligned),
+            min_level,
+        )
 
     @staticmethod
-    def symbolic(g, p2, p3, p4, p5, rois, output_size, sampling_ratio, canonical_box_size, canonical_level,
-                 aligned, min_level):
-        out = g.op(f"{DOMAIN}::{OP_TYPE}", p2, p3, p4, p5, rois, output_size_i=output_size,
-                   sampling_ratio_i=sampling_ratio, canonical_box_size_f=canonical_box_size,
-                   canonical_level_i=canonical_level, aligned_i=aligned, min_level_i=min_level,
-                   plugin_namespace_s=PLUGIN_NAMESPACE, plugin_version_s=PLUGIN_VERSION)
+    def symbolic(
+        g, p2, p3, p4, p5, rois, output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level
+    ):
+        out = g.op(
+            f"{DOMAIN}::{OP_TYPE}",
+            p2,
+            p3,
+            p4,
+            p5,
+            rois,
+            output_size_i=output_size,
+            sampling_ratio_i=sampling_ratio,
+            canonical_box_size_f=canonical_box_size,
+            canonical_level_i=canonical_level,
+            aligned_i=aligned,
+            min_level_i=min_level,
+            plugin_namespace_s=PLUGIN_NAMESPACE,
+            plugin_version_s=PLUGIN_VERSION,
+        )
         b, r = rois.type().sizes()[:2]
         c = p2.type().sizes()[1]
         out.setType(p2.type().with_sizes([b, r, c, output_size, output_size]))
@@ -77,8 +129,16 @@ class ExportRoIAlign(nn.Module):
 
     def forward(self, features: list[Tensor], rois: Tensor) -> Tensor:
         a = self.attrs
-        args = (*features, rois, int(a.output_size), int(a.sampling_ratio), float(a.canonical_box_size),
-                int(a.canonical_level), int(a.aligned), int(a.min_level))
+        args = (
+            *features,
+            rois,
+            int(a.output_size),
+            int(a.sampling_ratio),
+            float(a.canonical_box_size),
+            int(a.canonical_level),
+            int(a.aligned),
+            int(a.min_level),
+        )
         if self.route == "dynamo":
             return multi_level_roi_align_op(*args)
         return _SymbolicRoIAlign.apply(*args)

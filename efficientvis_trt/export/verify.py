@@ -20,18 +20,20 @@ per op, compounded over M stages and the carried state). An output passes if
 Measured on the presets these are 10-1000x above the observed errors (see the export's
 report); a real export bug (wrong level rule, sampling, attribute, layout) is >= 1e-2.
 """
+
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from efficientvis_trt.errors import EvisError
 
-TOLERANCES: dict[str, tuple[float, float]] = {   # name -> (atol, rtol)
+TOLERANCES: dict[str, tuple[float, float]] = {  # name -> (atol, rtol)
     "logits": (1e-3, 1e-3),
     "boxes": (1e-4, 0.0),
     "mask_logits": (1e-3, 1e-3),
@@ -51,14 +53,15 @@ def clips_from_frames(frames: Sequence[np.ndarray], clip_len: int) -> Iterator[t
     if not len(frames):
         raise EvisError("no frames to split into clips")
     for start in range(0, len(frames), clip_len):
-        chunk = list(frames[start:start + clip_len])
+        chunk = list(frames[start : start + clip_len])
         valid = len(chunk)
         chunk += [chunk[-1]] * (clip_len - valid)
         yield np.ascontiguousarray(np.stack(chunk)), valid
 
 
-def load_clips(video: str | os.PathLike | None, clip_len: int, input_hw: tuple[int, int],
-               num_clips: int) -> tuple[list[tuple[np.ndarray, int]], dict[str, Any]]:
+def load_clips(
+    video: str | os.PathLike | None, clip_len: int, input_hw: tuple[int, int], num_clips: int
+) -> tuple[list[tuple[np.ndarray, int]], dict[str, Any]]:
     """`num_clips` letterboxed clips of a real video; `num_clips * T - 1` frames so the last clip is padded."""
     from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
@@ -68,13 +71,19 @@ def load_clips(video: str | os.PathLike | None, clip_len: int, input_hw: tuple[i
     frames = read_frames(path, max_frames=num_clips * clip_len - 1)
     box = Letterbox(tuple(frames[0].shape[:2]), tuple(input_hw))
     clips = list(clips_from_frames([box.apply(f) for f in frames], clip_len))
-    info = {"video": path.name, "frames": len(frames), "clips": len(clips),
-            "padded_frames": len(clips) * clip_len - len(frames), "letterbox": box.to_dict()}
+    info = {
+        "video": path.name,
+        "frames": len(frames),
+        "clips": len(clips),
+        "padded_frames": len(clips) * clip_len - len(frames),
+        "letterbox": box.to_dict(),
+    }
     return clips, info
 
 
-def run_torch(model, clips: Sequence[tuple[np.ndarray, int]], state: tuple[np.ndarray, np.ndarray],
-              progress: bool = False) -> list[dict[str, np.ndarray]]:
+def run_torch(
+    model, clips: Sequence[tuple[np.ndarray, int]], state: tuple[np.ndarray, np.ndarray], progress: bool = False
+) -> list[dict[str, np.ndarray]]:
     """Eager PyTorch over the clips, carrying its own state."""
     import torch
     from tqdm import tqdm
@@ -89,8 +98,12 @@ def run_torch(model, clips: Sequence[tuple[np.ndarray, int]], state: tuple[np.nd
     return outs
 
 
-def run_onnxruntime(onnx_path: str | os.PathLike, clips: Sequence[tuple[np.ndarray, int]],
-                    state: tuple[np.ndarray, np.ndarray], progress: bool = False) -> list[dict[str, np.ndarray]]:
+def run_onnxruntime(
+    onnx_path: str | os.PathLike,
+    clips: Sequence[tuple[np.ndarray, int]],
+    state: tuple[np.ndarray, np.ndarray],
+    progress: bool = False,
+) -> list[dict[str, np.ndarray]]:
     """ONNX Runtime (CPU) over the clips, carrying its own state."""
     import onnxruntime as ort
     from tqdm import tqdm
@@ -108,8 +121,11 @@ def run_onnxruntime(onnx_path: str | os.PathLike, clips: Sequence[tuple[np.ndarr
     return outs
 
 
-def compare(reference: list[dict[str, np.ndarray]], test: list[dict[str, np.ndarray]],
-            tolerances: dict[str, tuple[float, float]] | None = None) -> dict[str, Any]:
+def compare(
+    reference: list[dict[str, np.ndarray]],
+    test: list[dict[str, np.ndarray]],
+    tolerances: dict[str, tuple[float, float]] | None = None,
+) -> dict[str, Any]:
     """Max abs / relative error per output over all clips; relative = max abs error / max |reference|."""
     tolerances = tolerances or TOLERANCES
     rows: dict[str, Any] = {}
@@ -122,35 +138,59 @@ def compare(reference: list[dict[str, np.ndarray]], test: list[dict[str, np.ndar
         err = float(np.abs(ref - got).max()) if finite else float("inf")
         scale = float(np.abs(ref).max()) if finite else float("inf")
         limit = atol + rtol * scale
-        rows[name] = {"max_abs": err, "max_rel": err / scale if scale > 0 else err, "ref_max_abs": scale,
-                      "atol": atol, "rtol": rtol, "limit": limit, "passed": bool(finite and err <= limit)}
+        rows[name] = {
+            "max_abs": err,
+            "max_rel": err / scale if scale > 0 else err,
+            "ref_max_abs": scale,
+            "atol": atol,
+            "rtol": rtol,
+            "limit": limit,
+            "passed": bool(finite and err <= limit),
+        }
     return {"passed": all(r["passed"] for r in rows.values()), "outputs": rows}
 
 
 def format_report(report: dict[str, Any]) -> str:
     """A small text table of the comparison."""
-    head = (f"verification ({report.get('reference', 'pytorch')} vs {report.get('backend', 'onnxruntime')}, "
-            f"{report.get('clips', '?')} clips of {report.get('video', '?')}, {report.get('frames', '?')} frames, "
-            f"{report.get('padded_frames', 0)} padded, state carried):")
+    head = (
+        f"verification ({report.get('reference', 'pytorch')} vs {report.get('backend', 'onnxruntime')}, "
+        f"{report.get('clips', '?')} clips of {report.get('video', '?')}, {report.get('frames', '?')} frames, "
+        f"{report.get('padded_frames', 0)} padded, state carried):"
+    )
     lines = [head, f"  {'output':<12} {'max abs':>10} {'max rel':>10} {'limit':>10}  ok"]
     for name, r in report["outputs"].items():
-        lines.append(f"  {name:<12} {r['max_abs']:>10.3g} {r['max_rel']:>10.3g} {r['limit']:>10.3g}  "
-                     f"{'yes' if r['passed'] else 'NO'}")
+        lines.append(
+            f"  {name:<12} {r['max_abs']:>10.3g} {r['max_rel']:>10.3g} {r['limit']:>10.3g}  "
+            f"{'yes' if r['passed'] else 'NO'}"
+        )
     lines.append(f"  => {'PASSED' if report['passed'] else 'FAILED'}")
     return "\n".join(lines)
 
 
-def verify_model(model, onnx_path: str | os.PathLike, state: tuple[np.ndarray, np.ndarray], clip_len: int,
-                 input_hw: tuple[int, int], num_clips: int = 3, video: str | os.PathLike | None = None,
-                 reference: list[dict[str, np.ndarray]] | None = None, progress: bool = True) -> dict[str, Any]:
+def verify_model(
+    model,
+    onnx_path: str | os.PathLike,
+    state: tuple[np.ndarray, np.ndarray],
+    clip_len: int,
+    input_hw: tuple[int, int],
+    num_clips: int = 3,
+    video: str | os.PathLike | None = None,
+    reference: list[dict[str, np.ndarray]] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Compare `model` (eager) with `onnx_path` (ONNX Runtime); `reference` reuses earlier PyTorch outputs."""
     t0 = time.perf_counter()
     clips, info = load_clips(video, clip_len, input_hw, num_clips)
     if reference is None:
         reference = run_torch(model, clips, state, progress)
     test = run_onnxruntime(onnx_path, clips, state, progress)
-    report = {**info, "reference": "pytorch eager (reference RoIAlign)", "backend": "onnxruntime CPUExecutionProvider",
-              "onnx": Path(onnx_path).name, **compare(reference, test)}
+    report = {
+        **info,
+        "reference": "pytorch eager (reference RoIAlign)",
+        "backend": "onnxruntime CPUExecutionProvider",
+        "onnx": Path(onnx_path).name,
+        **compare(reference, test),
+    }
     report["seconds"] = round(time.perf_counter() - t0, 2)
     report["_reference_outputs"] = reference  # stripped before writing metadata
     return report
@@ -160,8 +200,12 @@ def public_report(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if not k.startswith("_")}
 
 
-def verify_bundle(path: str | os.PathLike, num_clips: int = 3, video: str | os.PathLike | None = None,
-                  checkpoint: str | os.PathLike | None = None) -> dict[str, Any]:
+def verify_bundle(
+    path: str | os.PathLike,
+    num_clips: int = 3,
+    video: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Re-check an existing bundle's model.onnx against the PyTorch model it came from.
 
     The model is rebuilt from metadata['source'] (the checkpoint path, or the random-init
@@ -173,6 +217,7 @@ def verify_bundle(path: str | os.PathLike, num_clips: int = 3, video: str | os.P
 
     bundle = Bundle.open(path)
     model = rebuild_model(bundle.metadata, checkpoint)
-    report = verify_model(model, bundle.onnx_path("fp32"), bundle.init_state(), bundle.clip_len, bundle.input_hw,
-                          num_clips, video)
+    report = verify_model(
+        model, bundle.onnx_path("fp32"), bundle.init_state(), bundle.clip_len, bundle.input_hw, num_clips, video
+    )
     return public_report(report)

@@ -3,6 +3,7 @@
 Module names mirror torchvision's ResNet (conv1, bn1, layer1..4, downsample.0/1), so a
 torchvision weights file loads into `ResNet` by key with no renaming beyond a prefix.
 """
+
 from __future__ import annotations
 
 import torch
@@ -74,8 +75,12 @@ class Bottleneck(nn.Module):
         return F.relu(self.bn3(self.conv3(out)) + identity)
 
 
-_LAYERS = {18: (BasicBlock, [2, 2, 2, 2]), 34: (BasicBlock, [3, 4, 6, 3]),
-           50: (Bottleneck, [3, 4, 6, 3]), 101: (Bottleneck, [3, 4, 23, 3])}
+_LAYERS = {
+    18: (BasicBlock, [2, 2, 2, 2]),
+    34: (BasicBlock, [3, 4, 6, 3]),
+    50: (Bottleneck, [3, 4, 6, 3]),
+    101: (Bottleneck, [3, 4, 23, 3]),
+}
 
 
 class ResNet(nn.Module):
@@ -100,8 +105,10 @@ class ResNet(nn.Module):
     def _make_layer(self, block, planes: int, blocks: int, stride: int, norm: str) -> nn.Sequential:
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
-            downsample = nn.Sequential(nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                                       _norm(norm, planes * block.expansion))
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                _norm(norm, planes * block.expansion),
+            )
         layers = [block(self.inplanes, planes, stride, norm, downsample)]
         self.inplanes = planes * block.expansion
         layers += [block(self.inplanes, planes, 1, norm, None) for _ in range(1, blocks)]

@@ -1,4 +1,5 @@
 """Box conversions and IoU; boxes are ``(..., 4)`` tensors."""
+
 from __future__ import annotations
 
 import torch

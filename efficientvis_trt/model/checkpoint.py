@@ -4,6 +4,7 @@ A checkpoint is one `torch.save` dict: format tag + version, the full config, cl
 names, the model weights and optional training state. It loads with
 `weights_only=True` (no pickled code), and every failure names the file or key.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,9 @@ def default_class_names(num_classes: int) -> list[str]:
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, class_names: list[str] | None = None,
-                    extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, model: nn.Module, class_names: list[str] | None = None, extra: dict[str, Any] | None = None
+) -> Path:
     """Atomically write model weights + config + class names (+ `extra`, e.g. optimizer state)."""
     cfg: Config = model.config
     names = list(class_names) if class_names is not None else default_class_names(cfg.model.num_classes)
@@ -63,7 +65,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
-        raise EvisError(f"checkpoint {path} is corrupt or not a torch file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+        raise EvisError(
+            f"checkpoint {path} is corrupt or not a torch file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise EvisError(f"{path} is not an EfficientVIS-TRT checkpoint (no '{FORMAT}' format tag)")
     version = payload.get("format_version")
@@ -81,9 +85,14 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing:
-        raise EvisError(f"{source}: missing key '{missing[0]}'" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else ""))
+        raise EvisError(
+            f"{source}: missing key '{missing[0]}'" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
     if unexpected:
-        raise EvisError(f"{source}: unexpected key '{unexpected[0]}'" + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+        raise EvisError(
+            f"{source}: unexpected key '{unexpected[0]}'"
+            + (f" (+{len(unexpected) - 1} more)" if len(unexpected) > 1 else "")
+        )
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise EvisError(f"{source}: shape mismatch for '{k}': file {tuple(v.shape)} vs model {tuple(own[k].shape)}")
@@ -141,9 +150,13 @@ def load_torchvision_resnet(model: nn.Module, path: str | os.PathLike) -> int:
         raise EvisError(f"{path} is not a torchvision ResNet weights file (no 'layer1.*' keys)")
     for k in own:
         if k not in mapped:
-            raise EvisError(f"{path}: missing key '{k}' for a ResNet-{model.config.model.backbone.depth} "
-                            f"of width {model.config.model.backbone.width}")
+            raise EvisError(
+                f"{path}: missing key '{k}' for a ResNet-{model.config.model.backbone.depth} "
+                f"of width {model.config.model.backbone.width}"
+            )
         if tuple(mapped[k].shape) != tuple(own[k].shape):
-            raise EvisError(f"{path}: shape mismatch for '{k}': file {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}")
+            raise EvisError(
+                f"{path}: shape mismatch for '{k}': file {tuple(mapped[k].shape)} vs model {tuple(own[k].shape)}"
+            )
     body.load_state_dict({k: mapped[k] for k in own}, strict=True)
     return len(own)

@@ -15,6 +15,7 @@ per stage, DESIGN §3), so its mask head sees the object in that box's frame. Th
 MatMuls, no parameters), so the mask head never has to learn to shift its own output by
 the box delta, and training cuts the mask targets with the output box.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,16 @@ class MultiLevelRoIAlign(nn.Module):
             from efficientvis_trt.plugins.triton_roi_align import multi_level_roi_align_triton
 
             return multi_level_roi_align_triton(features, rois, a)
-        return multi_level_roi_align_reference(features, rois, a.output_size, a.sampling_ratio,
-                                               a.canonical_box_size, a.canonical_level, bool(a.aligned), a.min_level)
+        return multi_level_roi_align_reference(
+            features,
+            rois,
+            a.output_size,
+            a.sampling_ratio,
+            a.canonical_box_size,
+            a.canonical_level,
+            bool(a.aligned),
+            a.min_level,
+        )
 
 
 class SelfAttention(nn.Module):
@@ -94,14 +103,16 @@ class TemporalDynamicConv(nn.Module):
         k = 2 * self.window + 1
         params = self.dynamic_layer(query)
         p1 = params[..., : c * self.dim_dynamic].reshape(b, n, t, c, self.dim_dynamic)
-        p2 = params[..., c * self.dim_dynamic:].reshape(b, n, t, self.dim_dynamic, c)
-        neighbours = [roi[:, :, [min(max(i + o, 0), t - 1) for i in range(t)]] for o in range(-self.window, self.window + 1)]
+        p2 = params[..., c * self.dim_dynamic :].reshape(b, n, t, self.dim_dynamic, c)
+        neighbours = [
+            roi[:, :, [min(max(i + o, 0), t - 1) for i in range(t)]] for o in range(-self.window, self.window + 1)
+        ]
         x = torch.stack(neighbours, dim=3).reshape(b, n, t, k * s, c)
         x = F.relu(self.norm1(x @ p1))
         x = F.relu(self.norm2(x @ p2))
-        x = F.relu(self.norm3(self.out_layer(x.reshape(b, n, t, k, s * c))))      # [B, N, T, K, C]
+        x = F.relu(self.norm3(self.out_layer(x.reshape(b, n, t, k, s * c))))  # [B, N, T, K, C]
         unit = x / torch.sqrt((x * x).sum(-1, keepdim=True) + 1e-12)
-        sim = (unit * unit[:, :, :, self.window: self.window + 1]).sum(-1)          # [B, N, T, K]
+        sim = (unit * unit[:, :, :, self.window : self.window + 1]).sum(-1)  # [B, N, T, K]
         weights = torch.softmax(sim / self.tau, dim=-1)
         return (weights[..., None] * x).sum(3)
 
@@ -129,7 +140,7 @@ class MaskHead(nn.Module):
         b, n, t, c, p, _ = pooled.shape
         params = self.dynamic_layer(query)
         p1 = params[..., : c * self.dim_dynamic].reshape(b, n, t, c, self.dim_dynamic)
-        p2 = params[..., c * self.dim_dynamic:].reshape(b, n, t, self.dim_dynamic, c)
+        p2 = params[..., c * self.dim_dynamic :].reshape(b, n, t, self.dim_dynamic, c)
         x = pooled.reshape(b, n, t, c, p * p).transpose(-1, -2)
         x = F.relu(self.norm1(x @ p1))
         x = F.relu(self.norm2(x @ p2))
@@ -160,8 +171,9 @@ class TrackletStage(nn.Module):
         box_res = cfg.pooler.resolution // cfg.pooler.box_pool_stride
         self.dynamic_conv = TemporalDynamicConv(c, cfg.dim_dynamic, box_res, cfg.temporal_window, cfg.temporal_tau)
         self.norm_dynamic = nn.LayerNorm(c)
-        self.ffn = nn.Sequential(nn.Linear(c, cfg.ffn_dim), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout),
-                                 nn.Linear(cfg.ffn_dim, c))
+        self.ffn = nn.Sequential(
+            nn.Linear(c, cfg.ffn_dim), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout), nn.Linear(cfg.ffn_dim, c)
+        )
         self.norm_ffn = nn.LayerNorm(c)
         self.drop = nn.Dropout(cfg.dropout)
         self.cls_tower = _mlp_tower(c, cfg.num_cls_layers)
@@ -176,16 +188,16 @@ class TrackletStage(nn.Module):
     def forward(self, features: list[Tensor], query: Tensor, boxes: Tensor, want_mask: bool):
         """query [B, N, T, C], boxes [B, N, T, 4] xyxy pixels -> (query, logits, new boxes, mask logits | None)."""
         b, n, t, c = query.shape
-        x = query.reshape(b * n, t, c)                                  # attention over time, per instance
+        x = query.reshape(b * n, t, c)  # attention over time, per instance
         x = self.norm_temporal(x + self.drop(self.temporal_attn(x)))
         x = x.reshape(b, n, t, c).transpose(1, 2).reshape(b * t, n, c)  # attention over instances, per frame
         x = self.norm_spatial(x + self.drop(self.spatial_attn(x)))
         query = x.reshape(b, t, n, c).transpose(1, 2)
 
         rois = boxes.transpose(1, 2).reshape(b * t, n, 4)
-        pooled = self.roi_align(features, rois)                          # [B*T, N, C, P, P]
+        pooled = self.roi_align(features, rois)  # [B*T, N, C, P, P]
         p = pooled.shape[-1]
-        pooled = pooled.reshape(b, t, n, c, p, p).transpose(1, 2)        # [B, N, T, C, P, P]
+        pooled = pooled.reshape(b, t, n, c, p, p).transpose(1, 2)  # [B, N, T, C, P, P]
         stride = self.cfg.pooler.box_pool_stride
         box_feats = F.avg_pool2d(pooled.reshape(b * n * t, c, p, p), stride) if stride > 1 else pooled
         q = p // stride
@@ -211,8 +223,8 @@ def warp_to_boxes(grid: Tensor, src_xyxy: Tensor, dst_xyxy: Tensor) -> Tensor:
     s = grid.shape[-1]
     cells = torch.arange(s, dtype=grid.dtype, device=grid.device)
 
-    def weights(src_lo: Tensor, src_hi: Tensor, dst_lo: Tensor, dst_hi: Tensor) -> Tensor:   # [..., S, S]
-        centres = dst_lo[..., None] + (cells + 0.5) * ((dst_hi - dst_lo)[..., None] / s)       # dst cell centres
+    def weights(src_lo: Tensor, src_hi: Tensor, dst_lo: Tensor, dst_hi: Tensor) -> Tensor:  # [..., S, S]
+        centres = dst_lo[..., None] + (cells + 0.5) * ((dst_hi - dst_lo)[..., None] / s)  # dst cell centres
         u = (centres - src_lo[..., None]) * (s / (src_hi - src_lo).clamp(min=1e-6)[..., None]) - 0.5
         u = u.clamp(0.0, s - 1.0)
         low = torch.floor(u).clamp(max=s - 2.0)
@@ -225,7 +237,9 @@ def warp_to_boxes(grid: Tensor, src_xyxy: Tensor, dst_xyxy: Tensor) -> Tensor:
     return wy @ grid @ wx.transpose(-1, -2)
 
 
-def apply_deltas(deltas: Tensor, boxes: Tensor, weights: list[float], scale_clamp: float = math.log(100000.0 / 16)) -> Tensor:
+def apply_deltas(
+    deltas: Tensor, boxes: Tensor, weights: list[float], scale_clamp: float = math.log(100000.0 / 16)
+) -> Tensor:
     """Refine xyxy boxes by (dx, dy, dw, dh) deltas, Sparse R-CNN / detectron2 parametrisation."""
     w = boxes[..., 2] - boxes[..., 0]
     h = boxes[..., 3] - boxes[..., 1]
@@ -248,7 +262,7 @@ class EfficientVIS(nn.Module):
         self.backbone = Backbone(m.backbone, m.hidden_dim)
         self.init_query = nn.Embedding(m.num_queries, m.hidden_dim)
         self.init_boxes = nn.Embedding(m.num_queries, 4)
-        nn.init.constant_(self.init_boxes.weight[:, :2], 0.5)   # whole image, normalised cxcywh
+        nn.init.constant_(self.init_boxes.weight[:, :2], 0.5)  # whole image, normalised cxcywh
         nn.init.constant_(self.init_boxes.weight[:, 2:], 1.0)
         self.time_embed = nn.Embedding(m.clip_len, m.hidden_dim) if m.temporal_pos_embed else None
         self.stages = nn.ModuleList(TrackletStage(m) for _ in range(m.num_stages))
@@ -267,8 +281,14 @@ class EfficientVIS(nn.Module):
         x = x[:, [2, 1, 0]]
         return (x - self.pixel_mean) / self.pixel_std
 
-    def forward_stages(self, frames: Tensor, query_in: Tensor, boxes_in: Tensor, all_masks: bool = False,
-                       features: list[Tensor] | None = None):
+    def forward_stages(
+        self,
+        frames: Tensor,
+        query_in: Tensor,
+        boxes_in: Tensor,
+        all_masks: bool = False,
+        features: list[Tensor] | None = None,
+    ):
         """Batched core: frames [B, T, H, W, 3] uint8, query_in [B, N, C], boxes_in [B, N, 4].
 
         Returns (per-stage list of dicts with logits [B,N,T,K], boxes_xyxy [B,N,T,4] pixels,
@@ -339,7 +359,9 @@ class EfficientVIS(nn.Module):
         if frames.dtype != torch.uint8 or frames.shape[-1] != 3:
             raise EvisError(f"frames must be uint8 [T, H, W, 3] BGR, got {tuple(frames.shape)} {frames.dtype}")
         if frames.shape[-3] % 32 or frames.shape[-2] % 32:
-            raise EvisError(f"frame size {frames.shape[-3]}x{frames.shape[-2]} must be multiples of 32 (letterbox first)")
+            raise EvisError(
+                f"frame size {frames.shape[-3]}x{frames.shape[-2]} must be multiples of 32 (letterbox first)"
+            )
         if frames.shape[1] < 2:
             raise EvisError(f"a clip needs at least 2 frames, got {frames.shape[1]}")
         if self.time_embed is not None and frames.shape[1] > m.clip_len:

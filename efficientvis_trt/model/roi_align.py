@@ -15,16 +15,18 @@ TensorRT plugin):
   interpolation, samples outside ``[-1, H] x [-1, W]`` contribute 0; average over samples.
 * Output: ``[B, R, C, P, P]``, dtype of the features.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 
-def assign_levels(rois: Tensor, canonical_box_size: float, canonical_level: int,
-                  min_level: int, max_level: int) -> Tensor:
+def assign_levels(
+    rois: Tensor, canonical_box_size: float, canonical_level: int, min_level: int, max_level: int
+) -> Tensor:
     """Level index (0 = min_level) of every box, ``[B, R]`` int64."""
     w = rois[..., 2] - rois[..., 0]
     h = rois[..., 3] - rois[..., 1]
@@ -36,11 +38,12 @@ def assign_levels(rois: Tensor, canonical_box_size: float, canonical_level: int,
 
 def _sample_axis(start: Tensor, length: Tensor, pooled: int, sampling_ratio: int, size: int):
     """Sample positions along one axis -> (low index, high index, low weight, high weight, valid)."""
-    bin_size = length / pooled                                                   # [K]
+    bin_size = length / pooled  # [K]
     # Same arithmetic order as the ONNX/torchvision kernels: start + ph*bin + (iy + 0.5)*bin/S.
     bins = torch.arange(pooled, device=start.device, dtype=start.dtype)[:, None] * bin_size[..., None, None]
-    subs = ((torch.arange(sampling_ratio, device=start.device, dtype=start.dtype) + 0.5)
-            * (bin_size[..., None, None] / sampling_ratio))
+    subs = (torch.arange(sampling_ratio, device=start.device, dtype=start.dtype) + 0.5) * (
+        bin_size[..., None, None] / sampling_ratio
+    )
     pos = (start[..., None, None] + bins + subs).reshape(*start.shape, pooled * sampling_ratio)  # [K, P*S]
     valid = (pos >= -1.0) & (pos <= size)
     pos = pos.clamp(min=0.0)
@@ -68,8 +71,9 @@ def _axis_weights(start: Tensor, length: Tensor, pooled: int, sampling_ratio: in
     return weights.reshape(*low.shape[:-1], pooled, sampling_ratio, size).sum(-2) / sampling_ratio
 
 
-def _box_weights(rois: Tensor, output_size: int, spatial_scale: float, sampling_ratio: int, aligned: bool,
-                 height: int, width: int) -> tuple[Tensor, Tensor]:
+def _box_weights(
+    rois: Tensor, output_size: int, spatial_scale: float, sampling_ratio: int, aligned: bool, height: int, width: int
+) -> tuple[Tensor, Tensor]:
     """(Wy [..., P, H], Wx [..., P, W]) of boxes [..., 4] on a feature map of that size."""
     if sampling_ratio <= 0:
         raise ValueError("sampling_ratio must be > 0")
@@ -83,20 +87,36 @@ def _box_weights(rois: Tensor, output_size: int, spatial_scale: float, sampling_
     return wy, wx
 
 
-def roi_align_level(feature: Tensor, rois: Tensor, batch_index: Tensor, output_size: int, spatial_scale: float,
-                    sampling_ratio: int, aligned: bool = True) -> Tensor:
-    """Single-level RoIAlign of flat ``rois [K, 4]`` (image ``batch_index [K]``) on ``feature [B, C, H, W]`` -> ``[K, C, P, P]``."""
+def roi_align_level(
+    feature: Tensor,
+    rois: Tensor,
+    batch_index: Tensor,
+    output_size: int,
+    spatial_scale: float,
+    sampling_ratio: int,
+    aligned: bool = True,
+) -> Tensor:
+    """Single-level RoIAlign of flat ``rois [K, 4]`` (image ``batch_index [K]``) on ``feature [B, C, H, W]``.
+
+    Returns ``[K, C, P, P]``.
+    """
     height, width = feature.shape[-2:]
     wy, wx = _box_weights(rois, output_size, spatial_scale, sampling_ratio, aligned, height, width)
-    maps = feature.float()[batch_index.long()]                                    # [K, C, H, W]
-    out = wy[:, None] @ maps @ wx[:, None].transpose(-1, -2)                     # [K, C, P, P]
+    maps = feature.float()[batch_index.long()]  # [K, C, H, W]
+    out = wy[:, None] @ maps @ wx[:, None].transpose(-1, -2)  # [K, C, P, P]
     return out.to(feature.dtype)
 
 
-def multi_level_roi_align_reference(features: Sequence[Tensor], rois: Tensor, output_size: int,
-                                    sampling_ratio: int, canonical_box_size: float = 224.0,
-                                    canonical_level: int = 4, aligned: bool = True,
-                                    min_level: int = 2) -> Tensor:
+def multi_level_roi_align_reference(
+    features: Sequence[Tensor],
+    rois: Tensor,
+    output_size: int,
+    sampling_ratio: int,
+    canonical_box_size: float = 224.0,
+    canonical_level: int = 4,
+    aligned: bool = True,
+    min_level: int = 2,
+) -> Tensor:
     """Pool every box from its FPN level; ``features[i]`` has stride ``2**(min_level + i)``.
 
     ``rois [B, R, 4]`` -> ``[B, R, C, P, P]``. Each level pools only its own boxes: the
@@ -114,6 +134,6 @@ def multi_level_roi_align_reference(features: Sequence[Tensor], rois: Tensor, ou
         height, width = feature.shape[-2:]
         wy, wx = _box_weights(rois, output_size, 1.0 / 2 ** (min_level + i), sampling_ratio, aligned, height, width)
         wy = wy * on_level[..., None, None].to(wy.dtype)
-        rows = torch.einsum("brph,bchw->brcpw", wy, feature.float())               # per image: no per-box copies
+        rows = torch.einsum("brph,bchw->brcpw", wy, feature.float())  # per image: no per-box copies
         out = out + torch.einsum("brcpw,brqw->brcpq", rows, wx)
     return out.to(features[0].dtype)

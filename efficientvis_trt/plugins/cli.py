@@ -1,4 +1,5 @@
 """``evis plugins``: which MultiLevelRoIAlign path TensorRT would take on this machine, and why."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,12 +8,15 @@ import time
 
 HELP = "show which RoIAlign path (AOT/JIT plugin, built-in RoiAlign) TensorRT would take here, and why"
 
-PTX_TARGETS = ((9, 0), (8, 7))   # datacenter Hopper, Jetson Orin
+PTX_TARGETS = ((9, 0), (8, 7))  # datacenter Hopper, Jetson Orin
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--no-ptx-check", action="store_true",
-                        help="skip compiling the Triton kernel to PTX for sm_90 and sm_87 (a few seconds)")
+    parser.add_argument(
+        "--no-ptx-check",
+        action="store_true",
+        help="skip compiling the Triton kernel to PTX for sm_90 and sm_87 (a few seconds)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -39,6 +43,7 @@ def _probe_cuda() -> dict:
 def _probe_trt() -> dict:
     try:
         import tensorrt
+
         return {"installed": True, "version": str(tensorrt.__version__)}
     except Exception as exc:
         return {"installed": False, "detail": f"{type(exc).__name__}: {exc}"}
@@ -55,8 +60,9 @@ def _ptx_checks() -> list[dict]:
         start = time.perf_counter()
         try:
             k = compile_ptx(RoIAlignAttrs(), "fp32", cc)
-            entry.update(ok=True, kernel=k.kernel_name, ptx_target=k.target, ptx_isa=k.ptx_version,
-                         ptx_bytes=len(k.ptx))
+            entry.update(
+                ok=True, kernel=k.kernel_name, ptx_target=k.target, ptx_isa=k.ptx_version, ptx_bytes=len(k.ptx)
+            )
         except EvisError as exc:
             entry.update(ok=False, error=str(exc))
         except Exception as exc:  # a broken Triton install must not crash the report
@@ -73,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
     trt = _probe_trt()
     tv = triton_version()
     cuda = _probe_cuda()
-    path = select_plugin_path(trt.get("version"), triton_available=tv is not None,
-                              torch_cuda_available=torch_cuda_available())
+    path = select_plugin_path(
+        trt.get("version"), triton_available=tv is not None, torch_cuda_available=torch_cuda_available()
+    )
     report = {
         "path": path.mode,
         "reason": path.reason,
@@ -101,8 +108,10 @@ def run(args: argparse.Namespace) -> int:
     if "ptx" in report:
         for entry in report["ptx"]:
             if entry["ok"]:
-                print(f"PTX {entry['target']}: ok ({entry['seconds']} s): .entry {entry['kernel']}, "
-                      f".target {entry['ptx_target']}, PTX ISA {entry['ptx_isa']}")
+                print(
+                    f"PTX {entry['target']}: ok ({entry['seconds']} s): .entry {entry['kernel']}, "
+                    f".target {entry['ptx_target']}, PTX ISA {entry['ptx_isa']}"
+                )
             else:
                 print(f"PTX {entry['target']}: FAILED ({entry['error']})")
     elif tv is None:

@@ -5,6 +5,7 @@ Inputs: ``P2, P3, P4, P5`` (each ``[B, C, H_l, W_l]``, stride ``2**l``) and ``ro
 ``[B, R, 4]`` (x1, y1, x2, y2 in input pixels). Output ``[B, R, C, P, P]``.
 Semantics: `efficientvis_trt.model.roi_align.multi_level_roi_align_reference`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,7 +42,12 @@ class RoIAlignAttrs:
         }
 
     @classmethod
-    def from_pooler(cls, pooler) -> "RoIAlignAttrs":
-        return cls(output_size=pooler.resolution, sampling_ratio=pooler.sampling_ratio,
-                   canonical_box_size=float(pooler.canonical_box_size), canonical_level=pooler.canonical_level,
-                   aligned=int(pooler.aligned), min_level=pooler.min_level)
+    def from_pooler(cls, pooler) -> RoIAlignAttrs:
+        return cls(
+            output_size=pooler.resolution,
+            sampling_ratio=pooler.sampling_ratio,
+            canonical_box_size=float(pooler.canonical_box_size),
+            canonical_level=pooler.canonical_level,
+            aligned=int(pooler.aligned),
+            min_level=pooler.min_level,
+        )

@@ -37,27 +37,38 @@ does not have to be set before import (unlike ``@triton.jit`` at module level). 
 needs the kernel body to call only ``tl`` builtins: Triton's own ``@jit`` helpers
 (``tl.zeros``, ``tl.sum``, ...) are wrapped for one mode when triton is first imported.
 """
+
 from __future__ import annotations
 
 import functools
 import os
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.plugins.spec import RoIAlignAttrs
 
 # The PTX entry name is the Python function's name.
 KERNEL_NAME = "evis_multi_level_roi_align"
-NUM_LEVELS = 4                     # the operator contract: P2..P5
+NUM_LEVELS = 4  # the operator contract: P2..P5
 NUM_WARPS = 4
-MAX_TILE = 4096                    # BLOCK_C * BIN_BLOCK elements per program
+MAX_TILE = 4096  # BLOCK_C * BIN_BLOCK elements per program
 MAX_BLOCK_C = 32
 FEATURE_ARGS = ("f0_ptr", "f1_ptr", "f2_ptr", "f3_ptr")
 SCALAR_ARGS = ("num_rois", "channels", "h0", "w0", "h1", "w1", "h2", "w2", "h3", "w3")
-CONSTEXPR_ARGS = ("OUTPUT_SIZE", "SAMPLING_RATIO", "CANONICAL_BOX_SIZE", "CANONICAL_LEVEL",
-                  "ALIGNED", "MIN_LEVEL", "NUM_LEVELS", "BLOCK_C", "BIN_BLOCK")
+CONSTEXPR_ARGS = (
+    "OUTPUT_SIZE",
+    "SAMPLING_RATIO",
+    "CANONICAL_BOX_SIZE",
+    "CANONICAL_LEVEL",
+    "ALIGNED",
+    "MIN_LEVEL",
+    "NUM_LEVELS",
+    "BLOCK_C",
+    "BIN_BLOCK",
+)
 # Parameters of the compiled kernel (after constexprs are baked in), in ABI order.
 RUNTIME_ARGS = FEATURE_ARGS + ("rois_ptr",) + SCALAR_ARGS + ("out_ptr",)
 
@@ -82,6 +93,7 @@ def triton_version() -> str | None:
     """Version of an importable Triton, or None; never raises."""
     try:
         import triton
+
         return str(triton.__version__)
     except Exception:
         return None
@@ -90,6 +102,7 @@ def triton_version() -> str | None:
 # --------------------------------------------------------------------------------------
 # Launch geometry (pure Python, unit-tested for exact coverage)
 # --------------------------------------------------------------------------------------
+
 
 def _next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
@@ -132,18 +145,17 @@ def launch_geometry(num_boxes: int, channels: int, attrs: RoIAlignAttrs) -> Laun
     return LaunchGeometry(grid=grid, block_c=cfg.block_c, bin_block=cfg.bin_block, num_warps=cfg.num_warps)
 
 
-def covered_output_indices(geometry: LaunchGeometry, num_boxes: int, channels: int,
-                           output_size: int) -> Iterator[int]:
+def covered_output_indices(geometry: LaunchGeometry, num_boxes: int, channels: int, output_size: int) -> Iterator[int]:
     """Flat output indices (into ``[B*R, C, P, P]``) each program stores, mirroring the kernel's index math."""
     bins = output_size * output_size
     for box in range(geometry.grid[0]):
         for cblk in range(geometry.grid[1]):
             for ci in range(geometry.block_c):
                 c = cblk * geometry.block_c + ci
-                if c >= channels:          # c_mask
+                if c >= channels:  # c_mask
                     continue
                 for b in range(geometry.bin_block):
-                    if b >= bins:          # bin_mask
+                    if b >= bins:  # bin_mask
                         continue
                     yield (box * channels + c) * bins + b
 
@@ -152,15 +164,35 @@ def covered_output_indices(geometry: LaunchGeometry, num_boxes: int, channels: i
 # The kernel
 # --------------------------------------------------------------------------------------
 
+
 def evis_multi_level_roi_align(
-    f0_ptr, f1_ptr, f2_ptr, f3_ptr, rois_ptr,
-    num_rois, channels, h0, w0, h1, w1, h2, w2, h3, w3,
+    f0_ptr,
+    f1_ptr,
+    f2_ptr,
+    f3_ptr,
+    rois_ptr,
+    num_rois,
+    channels,
+    h0,
+    w0,
+    h1,
+    w1,
+    h2,
+    w2,
+    h3,
+    w3,
     out_ptr,
-    OUTPUT_SIZE: tl.constexpr, SAMPLING_RATIO: tl.constexpr, CANONICAL_BOX_SIZE: tl.constexpr,
-    CANONICAL_LEVEL: tl.constexpr, ALIGNED: tl.constexpr, MIN_LEVEL: tl.constexpr,
-    NUM_LEVELS: tl.constexpr, BLOCK_C: tl.constexpr, BIN_BLOCK: tl.constexpr,
+    OUTPUT_SIZE: tl.constexpr,
+    SAMPLING_RATIO: tl.constexpr,
+    CANONICAL_BOX_SIZE: tl.constexpr,
+    CANONICAL_LEVEL: tl.constexpr,
+    ALIGNED: tl.constexpr,
+    MIN_LEVEL: tl.constexpr,
+    NUM_LEVELS: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BIN_BLOCK: tl.constexpr,
 ):
-    box = tl.program_id(0)                       # b * num_rois + r
+    box = tl.program_id(0)  # b * num_rois + r
     cblk = tl.program_id(1)
     img = box // num_rois
 
@@ -181,9 +213,11 @@ def evis_multi_level_roi_align(
     feat = tl.where(li == 0, f0_ptr, tl.where(li == 1, f1_ptr, tl.where(li == 2, f2_ptr, f3_ptr)))
     height = tl.where(li == 0, h0, tl.where(li == 1, h1, tl.where(li == 2, h2, h3)))
     width = tl.where(li == 0, w0, tl.where(li == 1, w1, tl.where(li == 2, w2, w3)))
-    scale = tl.where(li == 0, 1.0 / (1 << MIN_LEVEL),
-                     tl.where(li == 1, 1.0 / (2 << MIN_LEVEL),
-                              tl.where(li == 2, 1.0 / (4 << MIN_LEVEL), 1.0 / (8 << MIN_LEVEL))))
+    scale = tl.where(
+        li == 0,
+        1.0 / (1 << MIN_LEVEL),
+        tl.where(li == 1, 1.0 / (2 << MIN_LEVEL), tl.where(li == 2, 1.0 / (4 << MIN_LEVEL), 1.0 / (8 << MIN_LEVEL))),
+    )
 
     bx1 = x1.to(tl.float32) * scale
     by1 = y1.to(tl.float32) * scale
@@ -262,10 +296,8 @@ def evis_multi_level_roi_align(
             acc += tl.where(valid[None, :], val, 0.0)
 
     res = tl.div_rn(acc, tl.full((), SAMPLING_RATIO * SAMPLING_RATIO * 1.0, tl.float32))
-    out_offs = (box.to(tl.int64) * channels + chans.to(tl.int64))[:, None] * (OUTPUT_SIZE * OUTPUT_SIZE) \
-        + bins[None, :]
-    tl.store(out_ptr + out_offs, res.to(out_ptr.dtype.element_ty),
-             mask=c_mask[:, None] & bin_mask[None, :])
+    out_offs = (box.to(tl.int64) * channels + chans.to(tl.int64))[:, None] * (OUTPUT_SIZE * OUTPUT_SIZE) + bins[None, :]
+    tl.store(out_ptr + out_offs, res.to(out_ptr.dtype.element_ty), mask=c_mask[:, None] & bin_mask[None, :])
 
 
 def _constexprs(attrs: RoIAlignAttrs, num_levels: int = NUM_LEVELS) -> dict:
@@ -288,21 +320,25 @@ def _check_attrs(attrs: RoIAlignAttrs) -> None:
     if int(attrs.output_size) < 1:
         raise EvisError(f"RoIAlign output_size must be >= 1, got {attrs.output_size}")
     if int(attrs.sampling_ratio) < 1:
-        raise EvisError(f"RoIAlign sampling_ratio must be >= 1 (adaptive 0 is not supported), got {attrs.sampling_ratio}")
+        raise EvisError(
+            f"RoIAlign sampling_ratio must be >= 1 (adaptive 0 is not supported), got {attrs.sampling_ratio}"
+        )
     if float(attrs.canonical_box_size) <= 0:
         raise EvisError(f"RoIAlign canonical_box_size must be > 0, got {attrs.canonical_box_size}")
     if not 0 <= int(attrs.min_level) <= 20:
         raise EvisError(f"RoIAlign min_level out of range: {attrs.min_level}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _kernel(interpret: bool):
     """The kernel wrapped for the interpreter or for compilation (built lazily, cached per mode)."""
     _require_triton()
     if interpret:
         from triton.runtime.interpreter import InterpretedFunction
+
         return InterpretedFunction(evis_multi_level_roi_align)
     from triton.runtime.jit import JITFunction
+
     return JITFunction(evis_multi_level_roi_align)
 
 
@@ -314,6 +350,7 @@ def interpret_requested() -> bool:
 # --------------------------------------------------------------------------------------
 # PyTorch entry point
 # --------------------------------------------------------------------------------------
+
 
 def multi_level_roi_align_triton(features: Sequence[Any], rois: Any, attrs: RoIAlignAttrs) -> Any:
     """Multi-level RoIAlign of ``rois [B, R, 4]`` on ``features`` (1-4 levels, ``[B, C, H_l, W_l]``).
@@ -347,8 +384,10 @@ def _check_inputs(features: list, rois: Any) -> None:
         raise EvisError(f"feature maps must be float32 or float16, got {f0.dtype}")
     for f in features[1:]:
         if f.dim() != 4 or f.shape[:2] != f0.shape[:2] or f.dtype != f0.dtype or f.device != f0.device:
-            raise EvisError("all feature levels must share batch, channels, dtype and device "
-                            f"(got {[tuple(x.shape) for x in features]}, {[x.dtype for x in features]})")
+            raise EvisError(
+                "all feature levels must share batch, channels, dtype and device "
+                f"(got {[tuple(x.shape) for x in features]}, {[x.dtype for x in features]})"
+            )
     if rois.dim() != 3 or rois.shape[-1] != 4 or rois.shape[0] != f0.shape[0]:
         raise EvisError(f"rois must be [B, R, 4] with B = {f0.shape[0]}, got {tuple(rois.shape)}")
     if rois.dtype not in (torch.float32, torch.float16):
@@ -364,11 +403,12 @@ def _launch(features: list, rois: Any, out: Any, attrs: RoIAlignAttrs) -> None:
     if not interpret and device.type != "cuda":
         raise BackendUnavailable(
             f"the Triton RoIAlign kernel needs CUDA tensors (got {device}); on a CPU set "
-            "TRITON_INTERPRET=1 to run it in Triton's interpreter (slow), or use pooler.impl='reference'")
+            "TRITON_INTERPRET=1 to run it in Triton's interpreter (slow), or use pooler.impl='reference'"
+        )
     _require_triton()
     feats = [f.contiguous() for f in features]
     num_levels = len(feats)
-    feats = feats + [feats[0]] * (NUM_LEVELS - num_levels)   # unused slots: never selected
+    feats = feats + [feats[0]] * (NUM_LEVELS - num_levels)  # unused slots: never selected
     rois_c = rois.contiguous()
     b, c = feats[0].shape[:2]
     r = rois_c.shape[1]
@@ -387,6 +427,7 @@ def _launch(features: list, rois: Any, out: Any, attrs: RoIAlignAttrs) -> None:
 # PTX for TensorRT (no GPU needed)
 # --------------------------------------------------------------------------------------
 
+
 class PTXKernel(NamedTuple):
     """A compiled kernel: what TensorRT's AOT plugin needs, plus launch facts."""
 
@@ -396,8 +437,8 @@ class PTXKernel(NamedTuple):
     shared_mem: int
     block_c: int
     bin_block: int
-    target: str           # e.g. "sm_87", "sm_90a"
-    ptx_version: str      # PTX ISA of the text, e.g. "8.8" (the driver must support it)
+    target: str  # e.g. "sm_87", "sm_90a"
+    ptx_version: str  # PTX ISA of the text, e.g. "8.8" (the driver must support it)
 
 
 def _triton_dtype(dtype: Any) -> str:
@@ -418,7 +459,7 @@ _MIN_PTX_ISA = {87: 74, 89: 78, 90: 80, 100: 86, 101: 86, 103: 88, 110: 90, 120:
 
 
 def min_ptx_version(compute_capability: tuple[int, int]) -> int | None:
-    """Conservative PTX ISA (as Triton's ``ptx_version`` option, e.g. 80 = 8.0) for a target; None = Triton's default."""
+    """Conservative PTX ISA (Triton's ``ptx_version`` option, e.g. 80 = 8.0) for a target; None = Triton's default."""
     cc = int(compute_capability[0]) * 10 + int(compute_capability[1])
     if cc in _MIN_PTX_ISA:
         return _MIN_PTX_ISA[cc]
@@ -427,8 +468,13 @@ def min_ptx_version(compute_capability: tuple[int, int]) -> int | None:
     return None
 
 
-def compile_ptx(attrs: RoIAlignAttrs, dtype: Any, compute_capability: tuple[int, int] = (9, 0),
-                rois_dtype: Any = None, ptx_version: int | None = None) -> PTXKernel:
+def compile_ptx(
+    attrs: RoIAlignAttrs,
+    dtype: Any,
+    compute_capability: tuple[int, int] = (9, 0),
+    rois_dtype: Any = None,
+    ptx_version: int | None = None,
+) -> PTXKernel:
     """PTX of the kernel for ``compute_capability`` with ``attrs`` baked in; works with no GPU.
 
     ``dtype`` is the features' (and output's) dtype, ``rois_dtype`` defaults to it. The
@@ -438,14 +484,19 @@ def compile_ptx(attrs: RoIAlignAttrs, dtype: Any, compute_capability: tuple[int,
     Triton's ptxas assembles the text during compilation, which validates that choice.
     """
     cc = (int(compute_capability[0]), int(compute_capability[1]))
-    return _compile_ptx_cached(attrs, _triton_dtype(dtype), cc,
-                               _triton_dtype(rois_dtype if rois_dtype is not None else dtype),
-                               ptx_version if ptx_version is not None else min_ptx_version(cc))
+    return _compile_ptx_cached(
+        attrs,
+        _triton_dtype(dtype),
+        cc,
+        _triton_dtype(rois_dtype if rois_dtype is not None else dtype),
+        ptx_version if ptx_version is not None else min_ptx_version(cc),
+    )
 
 
 @functools.lru_cache(maxsize=64)
-def _compile_ptx_cached(attrs: RoIAlignAttrs, fdt: str, cc: tuple[int, int], rdt: str,
-                        ptx_version: int | None) -> PTXKernel:
+def _compile_ptx_cached(
+    attrs: RoIAlignAttrs, fdt: str, cc: tuple[int, int], rdt: str, ptx_version: int | None
+) -> PTXKernel:
     triton = _require_triton()
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -468,14 +519,23 @@ def _compile_ptx_cached(attrs: RoIAlignAttrs, fdt: str, cc: tuple[int, int], rdt
     meta = compiled.metadata
     for field in ("global_scratch_size", "profile_scratch_size"):
         if int(getattr(meta, field, 0) or 0) != 0:
-            raise EvisError(f"the RoIAlign kernel unexpectedly needs Triton {field}={getattr(meta, field)}; "
-                            "TensorRT's AOT launcher cannot provide it")
+            raise EvisError(
+                f"the RoIAlign kernel unexpectedly needs Triton {field}={getattr(meta, field)}; "
+                "TensorRT's AOT launcher cannot provide it"
+            )
     ptx = _strip_scratch_params(compiled.asm["ptx"], meta.name, len(RUNTIME_ARGS))
     target = re.search(r"^\s*\.target\s+(\S+)", ptx, re.MULTILINE)
     version = re.search(r"^\s*\.version\s+(\S+)", ptx, re.MULTILINE)
-    return PTXKernel(kernel_name=meta.name, ptx=ptx, num_warps=int(meta.num_warps), shared_mem=int(meta.shared),
-                     block_c=cfg.block_c, bin_block=cfg.bin_block,
-                     target=target.group(1).rstrip(",") if target else "?", ptx_version=version.group(1) if version else "?")
+    return PTXKernel(
+        kernel_name=meta.name,
+        ptx=ptx,
+        num_warps=int(meta.num_warps),
+        shared_mem=int(meta.shared),
+        block_c=cfg.block_c,
+        bin_block=cfg.bin_block,
+        target=target.group(1).rstrip(",") if target else "?",
+        ptx_version=version.group(1) if version else "?",
+    )
 
 
 def _entry_params(ptx: str, name: str) -> tuple[re.Match, list[str]]:
@@ -503,12 +563,12 @@ def _strip_scratch_params(ptx: str, name: str, keep: int) -> str:
     if len(params) == keep:
         return ptx
     dropped = [p.split()[-1] for p in params[keep:]]
-    body = ptx[m.end():]
+    body = ptx[m.end() :]
     for pname in dropped:
         if re.search(r"\b" + re.escape(pname) + r"\b", body):
             raise EvisError(f"PTX entry {name} uses parameter {pname}; cannot drop it for TensorRT")
     inner = ",\n".join("\t" + p for p in params[:keep])
-    return ptx[:m.start(1)] + "\n" + inner + "\n" + ptx[m.end(1):]
+    return ptx[: m.start(1)] + "\n" + inner + "\n" + ptx[m.end(1) :]
 
 
 def ptx_entry_params(ptx: str, name: str) -> list[str]:

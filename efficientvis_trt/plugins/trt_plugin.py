@@ -36,10 +36,11 @@ Importing this module never imports TensorRT, Triton or torch; definitions happe
 `register_trt_plugin`. This module deliberately has no ``from __future__ import
 annotations``: ``tensorrt.plugin`` inspects real annotation objects.
 """
+
 import logging
 import re
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.plugins.spec import PLUGIN_ID, RoIAlignAttrs
@@ -47,8 +48,10 @@ from efficientvis_trt.plugins.spec import PLUGIN_ID, RoIAlignAttrs
 log = logging.getLogger(__name__)
 
 MODES = ("aot", "jit", "builtin-roialign", "unavailable")
-TRT_INSTALL_HINT = ("pip install 'efficientvis-trt[trt]' (TensorRT, cuda-python, Triton) on an NVIDIA GPU "
-                    "machine; on Jetson use the TensorRT that ships with JetPack")
+TRT_INSTALL_HINT = (
+    "pip install 'efficientvis-trt[trt]' (TensorRT, cuda-python, Triton) on an NVIDIA GPU "
+    "machine; on Jetson use the TensorRT that ships with JetPack"
+)
 MIN_TRT = (10, 3)
 JIT_TRT = (10, 6)
 AOT_TRT = (10, 9)
@@ -58,9 +61,9 @@ AOT_TRT = (10, 9)
 class PluginPath:
     """How MultiLevelRoIAlign runs under TensorRT on this machine, and why."""
 
-    mode: str                      # one of MODES
+    mode: str  # one of MODES
     reason: str
-    needs_python_at_load: bool     # engine deserialization needs Python + this package (+ torch, triton)
+    needs_python_at_load: bool  # engine deserialization needs Python + this package (+ torch, triton)
     trt_version: Optional[str] = None
 
     @property
@@ -68,7 +71,7 @@ class PluginPath:
         return self.mode in ("aot", "jit")
 
 
-def parse_trt_version(version: str) -> Tuple[int, int]:
+def parse_trt_version(version: str) -> tuple[int, int]:
     """``"10.9.0.34"`` -> ``(10, 9)``; ``"11.4"`` -> ``(11, 4)``."""
     m = re.match(r"\s*(\d+)(?:\.(\d+))?", str(version))
     if not m:
@@ -76,8 +79,9 @@ def parse_trt_version(version: str) -> Tuple[int, int]:
     return int(m.group(1)), int(m.group(2) or 0)
 
 
-def select_plugin_path(trt_version: Optional[str] = None, *, triton_available: bool = True,
-                       torch_cuda_available: bool = True) -> PluginPath:
+def select_plugin_path(
+    trt_version: Optional[str] = None, *, triton_available: bool = True, torch_cuda_available: bool = True
+) -> PluginPath:
     """The RoIAlign path for a TensorRT version (None = TensorRT not installed); pure function.
 
     ``triton_available`` / ``torch_cuda_available`` describe the Python environment
@@ -88,41 +92,78 @@ def select_plugin_path(trt_version: Optional[str] = None, *, triton_available: b
         return PluginPath("unavailable", f"TensorRT is not installed: {TRT_INSTALL_HINT}", False, None)
     v = parse_trt_version(trt_version)
     tag = f"TensorRT {trt_version}"
-    builtin_tail = ("the ONNX parser expands the node's model-local function (standard ops) into built-in "
-                    "RoiAlign (ROIAlign_TRT); the engine needs nothing extra at load")
+    builtin_tail = (
+        "the ONNX parser expands the node's model-local function (standard ops) into built-in "
+        "RoiAlign (ROIAlign_TRT); the engine needs nothing extra at load"
+    )
     if v < MIN_TRT:
-        return PluginPath("unavailable", f"{tag} is older than {MIN_TRT[0]}.{MIN_TRT[1]}, the oldest this toolkit "
-                          f"supports: upgrade TensorRT ({TRT_INSTALL_HINT})", False, trt_version)
+        return PluginPath(
+            "unavailable",
+            f"{tag} is older than {MIN_TRT[0]}.{MIN_TRT[1]}, the oldest this toolkit "
+            f"supports: upgrade TensorRT ({TRT_INSTALL_HINT})",
+            False,
+            trt_version,
+        )
     if v < JIT_TRT:
-        return PluginPath("builtin-roialign", f"{tag} < 10.6 has no Python plugins (JetPack 6 ships 10.3): no plugin "
-                          f"is registered and {builtin_tail}", False, trt_version)
+        return PluginPath(
+            "builtin-roialign",
+            f"{tag} < 10.6 has no Python plugins (JetPack 6 ships 10.3): no plugin is registered and {builtin_tail}",
+            False,
+            trt_version,
+        )
     if not triton_available:
-        return PluginPath("builtin-roialign", f"{tag} could use the Python plugin but Triton is not installed "
-                          f"(pip install 'triton>=3.2'): no plugin is registered and {builtin_tail}", False, trt_version)
+        return PluginPath(
+            "builtin-roialign",
+            f"{tag} could use the Python plugin but Triton is not installed "
+            f"(pip install 'triton>=3.2'): no plugin is registered and {builtin_tail}",
+            False,
+            trt_version,
+        )
     if v < AOT_TRT:
         if not torch_cuda_available:
-            return PluginPath("builtin-roialign", f"{tag} (10.6-10.8) only has JIT Python plugins, which run the "
-                              f"Triton kernel through torch, and torch with CUDA is not available: no plugin is "
-                              f"registered and {builtin_tail}", False, trt_version)
-        note = (" (on 10.6 the parser may still prefer the model-local function over the plugin; plugins take "
-                "precedence from 10.7)" if v == (10, 6) else "")
-        return PluginPath("jit", f"{tag} has Python plugins but no AOT (from 10.9): JIT plugin running the Triton "
-                          f"kernel through torch at inference; engines need Python with torch (CUDA), triton and "
-                          f"efficientvis_trt, with register_trt_plugin() called before deserializing, and cannot "
-                          f"run in trtexec or C++{note}", True, trt_version)
-    return PluginPath("aot", f"{tag} >= 10.9: AOT plugin; the Triton kernel is compiled to PTX for the build GPU "
-                      f"(Triton needed at build time only) and embedded in the engine, which loads with no Python "
-                      f"(trtexec, C++, Triton server)", False, trt_version)
+            return PluginPath(
+                "builtin-roialign",
+                f"{tag} (10.6-10.8) only has JIT Python plugins, which run the "
+                f"Triton kernel through torch, and torch with CUDA is not available: no plugin is "
+                f"registered and {builtin_tail}",
+                False,
+                trt_version,
+            )
+        note = (
+            " (on 10.6 the parser may still prefer the model-local function over the plugin; plugins take "
+            "precedence from 10.7)"
+            if v == (10, 6)
+            else ""
+        )
+        return PluginPath(
+            "jit",
+            f"{tag} has Python plugins but no AOT (from 10.9): JIT plugin running the Triton "
+            f"kernel through torch at inference; engines need Python with torch (CUDA), triton and "
+            f"efficientvis_trt, with register_trt_plugin() called before deserializing, and cannot "
+            f"run in trtexec or C++{note}",
+            True,
+            trt_version,
+        )
+    return PluginPath(
+        "aot",
+        f"{tag} >= 10.9: AOT plugin; the Triton kernel is compiled to PTX for the build GPU "
+        f"(Triton needed at build time only) and embedded in the engine, which loads with no Python "
+        f"(trtexec, C++, Triton server)",
+        False,
+        trt_version,
+    )
 
 
 # --------------------------------------------------------------------------------------
 # Environment probes (never raise)
 # --------------------------------------------------------------------------------------
 
+
 def installed_trt_version() -> Optional[str]:
     """``tensorrt.__version__`` when TensorRT imports, else None."""
     try:
         import tensorrt
+
         return str(tensorrt.__version__)
     except Exception:
         return None
@@ -131,6 +172,7 @@ def installed_trt_version() -> Optional[str]:
 def triton_available() -> bool:
     try:
         import triton  # noqa: F401
+
         return True
     except Exception:
         return False
@@ -139,15 +181,17 @@ def triton_available() -> bool:
 def torch_cuda_available() -> bool:
     try:
         import torch
+
         return bool(torch.cuda.is_available())
     except Exception:
         return False
 
 
-def device_compute_capability(device: Optional[int] = None) -> Optional[Tuple[int, int]]:
+def device_compute_capability(device: Optional[int] = None) -> Optional[tuple[int, int]]:
     """Compute capability of the current (or given) CUDA device via cuda-python, torch or Triton; None if none."""
     try:  # cuda-python, as the TensorRT runtime of this project (TRT_NOTES: check every error code)
         from cuda.bindings import runtime as cudart
+
         if device is None:
             err, device = cudart.cudaGetDevice()
             if int(err) != 0:
@@ -160,6 +204,7 @@ def device_compute_capability(device: Optional[int] = None) -> Optional[Tuple[in
         pass
     try:
         import torch
+
         if torch.cuda.is_available():
             return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
     except Exception:
@@ -172,18 +217,19 @@ def detect_plugin_path() -> PluginPath:
     version = installed_trt_version()
     if version is None:
         return select_plugin_path(None)
-    return select_plugin_path(version, triton_available=triton_available(),
-                              torch_cuda_available=torch_cuda_available())
+    return select_plugin_path(version, triton_available=triton_available(), torch_cuda_available=torch_cuda_available())
 
 
 # --------------------------------------------------------------------------------------
 # Attributes
 # --------------------------------------------------------------------------------------
 
+
 def _scalar(value, kind):
     """A plugin field (1-element numpy array, numpy scalar or Python number) -> int/float."""
     try:
         import numpy as np
+
         arr = np.asarray(value).reshape(-1)
         if arr.size != 1:
             raise EvisError(f"MultiLevelRoIAlign attribute must be a scalar, got {value!r}")
@@ -192,18 +238,24 @@ def _scalar(value, kind):
         return kind(value)
 
 
-def attrs_from_fields(output_size, sampling_ratio, canonical_box_size, canonical_level, aligned,
-                      min_level) -> RoIAlignAttrs:
+def attrs_from_fields(
+    output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level
+) -> RoIAlignAttrs:
     """`RoIAlignAttrs` from plugin attribute values as ``tensorrt.plugin`` hands them over."""
-    return RoIAlignAttrs(output_size=_scalar(output_size, int), sampling_ratio=_scalar(sampling_ratio, int),
-                         canonical_box_size=_scalar(canonical_box_size, float),
-                         canonical_level=_scalar(canonical_level, int), aligned=_scalar(aligned, int),
-                         min_level=_scalar(min_level, int))
+    return RoIAlignAttrs(
+        output_size=_scalar(output_size, int),
+        sampling_ratio=_scalar(sampling_ratio, int),
+        canonical_box_size=_scalar(canonical_box_size, float),
+        canonical_level=_scalar(canonical_level, int),
+        aligned=_scalar(aligned, int),
+        min_level=_scalar(min_level, int),
+    )
 
 
 def attrs_to_fields(attrs: RoIAlignAttrs) -> dict:
     """The plugin attribute values (1-element numpy arrays) for ``trtp.op`` / ``network.add_plugin``."""
     import numpy as np
+
     return {
         "output_size": np.array([attrs.output_size], dtype=np.int32),
         "sampling_ratio": np.array([attrs.sampling_ratio], dtype=np.int32),
@@ -225,6 +277,7 @@ def require_tensorrt():
     """``import tensorrt`` or one clear BackendUnavailable."""
     try:
         import tensorrt
+
         return tensorrt
     except Exception as exc:
         raise BackendUnavailable(f"TensorRT is not usable here ({exc}): {TRT_INSTALL_HINT}") from exc
@@ -244,6 +297,7 @@ def register_trt_plugin() -> PluginPath:
         raise BackendUnavailable(f"MultiLevelRoIAlign under TensorRT: {path.reason}")
     if path.registers_plugin:
         import tensorrt.plugin as trtp
+
         if not _already_defined(PLUGIN_ID):
             _define_plugin(trtp, aot=(path.mode == "aot"))
     log.info("MultiLevelRoIAlign: %s path. %s", path.mode, path.reason)
@@ -255,6 +309,7 @@ def _already_defined(plugin_id: str) -> bool:
     """Whether ``tensorrt.plugin`` already holds a definition (registering twice raises there)."""
     try:
         from tensorrt.plugin import _lib as trtp_lib  # private: the QDP registry of this process
+
         return plugin_id in getattr(trtp_lib, "QDP_REGISTRY", {})
     except Exception:
         return False
@@ -262,9 +317,10 @@ def _already_defined(plugin_id: str) -> bool:
 
 def _define_plugin(trtp, aot: bool) -> None:
     """``@trtp.register`` plus exactly one of ``@trtp.aot_impl`` / ``@trtp.impl`` (see the module doc)."""
+    from typing import Union
+
     import numpy as np
     import numpy.typing as npt
-    from typing import Union
 
     I32 = npt.NDArray[np.int32]
     F32 = npt.NDArray[np.float32]
@@ -273,8 +329,16 @@ def _define_plugin(trtp, aot: bool) -> None:
     # Reference: tensorrt.plugin.register doc page and samples/python/quickly_deployable_plugins.
     @trtp.register(PLUGIN_ID)
     def multi_level_roi_align_desc(
-        P2: trtp.TensorDesc, P3: trtp.TensorDesc, P4: trtp.TensorDesc, P5: trtp.TensorDesc, rois: trtp.TensorDesc,
-        output_size: I32, sampling_ratio: I32, canonical_box_size: F32, canonical_level: I32, aligned: I32,
+        P2: trtp.TensorDesc,
+        P3: trtp.TensorDesc,
+        P4: trtp.TensorDesc,
+        P5: trtp.TensorDesc,
+        rois: trtp.TensorDesc,
+        output_size: I32,
+        sampling_ratio: I32,
+        canonical_box_size: F32,
+        canonical_level: I32,
+        aligned: I32,
         min_level: I32,
     ) -> trtp.TensorDesc:
         p = _scalar(output_size, int)
@@ -289,21 +353,35 @@ def _define_plugin(trtp, aot: bool) -> None:
         # Kernel parameter order: input pointers, extra int32 scalars, output pointers.
         @trtp.aot_impl(PLUGIN_ID)
         def multi_level_roi_align_aot(
-            P2, P3, P4, P5, rois, output_size, sampling_ratio, canonical_box_size, canonical_level, aligned,
-            min_level, outputs, tactic,
-        ) -> Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
+            P2,
+            P3,
+            P4,
+            P5,
+            rois,
+            output_size,
+            sampling_ratio,
+            canonical_box_size,
+            canonical_level,
+            aligned,
+            min_level,
+            outputs,
+            tactic,
+        ) -> tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
             from efficientvis_trt.plugins.triton_roi_align import compile_ptx
 
-            attrs = attrs_from_fields(output_size, sampling_ratio, canonical_box_size, canonical_level, aligned,
-                                      min_level)
+            attrs = attrs_from_fields(
+                output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level
+            )
             cc = device_compute_capability()
             if cc is None:
-                raise BackendUnavailable("MultiLevelRoIAlign AOT plugin: cannot read the CUDA device's compute "
-                                         "capability (install cuda-python or torch with CUDA)")
+                raise BackendUnavailable(
+                    "MultiLevelRoIAlign AOT plugin: cannot read the CUDA device's compute "
+                    "capability (install cuda-python or torch with CUDA)"
+                )
             kernel = compile_ptx(attrs, P2.dtype, cc, rois_dtype=rois.dtype)
             launch = trtp.KernelLaunchParams()
-            launch.grid_x = rois.shape_expr[0] * rois.shape_expr[1]              # one program per box
-            launch.grid_y = trtp.cdiv(P2.shape_expr[1], kernel.block_c)          # channel blocks
+            launch.grid_x = rois.shape_expr[0] * rois.shape_expr[1]  # one program per box
+            launch.grid_y = trtp.cdiv(P2.shape_expr[1], kernel.block_c)  # channel blocks
             launch.block_x = kernel.num_warps * 32
             launch.shared_mem = kernel.shared_mem
             dims = [rois.shape_expr[1], P2.shape_expr[1]]
@@ -316,15 +394,27 @@ def _define_plugin(trtp, aot: bool) -> None:
         # as in NVIDIA's samples/python/quickly_deployable_plugins/qdp_defs.py.
         @trtp.impl(PLUGIN_ID)
         def multi_level_roi_align_impl(
-            P2, P3, P4, P5, rois, output_size, sampling_ratio, canonical_box_size, canonical_level, aligned,
-            min_level, outputs, stream,
+            P2,
+            P3,
+            P4,
+            P5,
+            rois,
+            output_size,
+            sampling_ratio,
+            canonical_box_size,
+            canonical_level,
+            aligned,
+            min_level,
+            outputs,
+            stream,
         ) -> None:
             import torch
 
             from efficientvis_trt.plugins.triton_roi_align import _launch
 
-            attrs = attrs_from_fields(output_size, sampling_ratio, canonical_box_size, canonical_level, aligned,
-                                      min_level)
+            attrs = attrs_from_fields(
+                output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level
+            )
             with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
                 feats = [torch.as_tensor(t, device="cuda") for t in (P2, P3, P4, P5)]
                 boxes = torch.as_tensor(rois, device="cuda")

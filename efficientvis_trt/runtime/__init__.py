@@ -3,6 +3,7 @@
 Public names are imported lazily so `import efficientvis_trt.runtime` stays cheap (no
 torch, onnxruntime or TensorRT until a backend is made).
 """
+
 from __future__ import annotations
 
 import importlib

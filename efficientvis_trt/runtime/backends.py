@@ -12,10 +12,12 @@ device buffer), which the next `run` of the same backend accepts as `query_in` /
 runtime still holds it as named tensors (no hidden state in a backend, DESIGN §6).
 `to_host` turns any such value into a numpy array when it is really needed.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Collection, Mapping, Protocol, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,16 +31,22 @@ STATE_OUTPUTS = ("query_out", "boxes_out")
 STATE_INPUT_OF = {"query_out": "query_in", "boxes_out": "boxes_in"}
 INPUT_DTYPES = {"frames": np.dtype(np.uint8), "query_in": np.dtype(np.float32), "boxes_in": np.dtype(np.float32)}
 BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
-BACKEND_ALIASES = {"ort": "onnxruntime", "onnxruntime": "onnxruntime", "trt": "tensorrt", "tensorrt": "tensorrt",
-                   "torch": "torch", "pytorch": "torch"}
+BACKEND_ALIASES = {
+    "ort": "onnxruntime",
+    "onnxruntime": "onnxruntime",
+    "trt": "tensorrt",
+    "tensorrt": "tensorrt",
+    "torch": "torch",
+    "pytorch": "torch",
+}
 
 
 class Backend(Protocol):
     """One clip in, DESIGN §3 outputs out; see the module docstring."""
 
-    name: str        # "torch" | "onnxruntime" | "tensorrt"
-    precision: str   # "fp32" | "fp16" | "int8"
-    device: str      # "cpu" | "cuda"
+    name: str  # "torch" | "onnxruntime" | "tensorrt"
+    precision: str  # "fp32" | "fp16" | "int8"
+    device: str  # "cpu" | "cuda"
 
     def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
         """`frames` [T,H,W,3] uint8, `query_in` [N,C], `boxes_in` [N,4] (numpy or this backend's device values)."""
@@ -82,6 +90,7 @@ def _check_host_input(name: str, value: np.ndarray, shape: Sequence[int] | None)
 
 # ---- PyTorch -----------------------------------------------------------------------------
 
+
 class TorchBackend:
     """Eager PyTorch: fp32 on CPU or CUDA, fp16 (autocast) on CUDA. Kept outputs are device tensors."""
 
@@ -92,8 +101,10 @@ class TorchBackend:
 
         check_precision(precision)
         if precision not in ("fp32", "fp16"):
-            raise EvisError(f"the torch backend runs fp32 or fp16, not {precision} "
-                            "(int8 is an ONNX/TensorRT graph: use --backend ort or trt)")
+            raise EvisError(
+                f"the torch backend runs fp32 or fp16, not {precision} "
+                "(int8 is an ONNX/TensorRT graph: use --backend ort or trt)"
+            )
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailable("CUDA was asked for but torch sees no CUDA device (use --device cpu)")
         if precision == "fp16" and not device.startswith("cuda"):
@@ -113,8 +124,10 @@ class TorchBackend:
     def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
         torch = self.torch
         args = [self._tensor(k, inputs[k]) for k in INPUT_NAMES]
-        with torch.inference_mode(), torch.autocast(self._device.type, dtype=torch.float16,
-                                                    enabled=self.precision == "fp16"):
+        with (
+            torch.inference_mode(),
+            torch.autocast(self._device.type, dtype=torch.float16, enabled=self.precision == "fp16"),
+        ):
             out = self.model.forward_clip(*args)
         return {k: (v.float() if k in keep_on_device else v.float().cpu().numpy()) for k, v in out.items()}
 
@@ -142,14 +155,17 @@ def ort_providers_for(device: str, providers: Sequence[Any] | None = None) -> li
         names = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
         missing = [n for n in names if n not in available]
         if missing:
-            raise BackendUnavailable(f"ONNX Runtime execution provider {missing[0]} is not installed "
-                                     f"(available: {', '.join(available)})")
+            raise BackendUnavailable(
+                f"ONNX Runtime execution provider {missing[0]} is not installed (available: {', '.join(available)})"
+            )
         return list(providers)
     if device == "cpu":
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in available:
-        raise BackendUnavailable("ONNX Runtime has no CUDAExecutionProvider here: install onnxruntime-gpu "
-                                 "(`pip install 'efficientvis-trt[gpu]'`) or use --device cpu")
+        raise BackendUnavailable(
+            "ONNX Runtime has no CUDAExecutionProvider here: install onnxruntime-gpu "
+            "(`pip install 'efficientvis-trt[gpu]'`) or use --device cpu"
+        )
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
@@ -164,8 +180,15 @@ class OrtBackend:
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path, precision: str = "fp32", device: str = "cpu",
-                 providers: Sequence[Any] | None = None, threads: int | None = None, device_id: int = 0):
+    def __init__(
+        self,
+        onnx_path,
+        precision: str = "fp32",
+        device: str = "cpu",
+        providers: Sequence[Any] | None = None,
+        threads: int | None = None,
+        device_id: int = 0,
+    ):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -190,8 +213,10 @@ class OrtBackend:
         active = self.session.get_providers()
         if self.device == "cuda" and active[0] not in _GPU_PROVIDERS:
             # ORT silently falls back to the CPU when the CUDA libraries do not load: never accept that.
-            raise BackendUnavailable(f"ONNX Runtime could not start {first} (CUDA/cuDNN libraries missing?); "
-                                     f"active providers: {', '.join(active)}")
+            raise BackendUnavailable(
+                f"ONNX Runtime could not start {first} (CUDA/cuDNN libraries missing?); "
+                f"active providers: {', '.join(active)}"
+            )
         self.providers = active
         self._check_io(onnx_path)
         self._out_device = ("cuda", device_id) if self.device == "cuda" else ("cpu", 0)
@@ -200,13 +225,17 @@ class OrtBackend:
         ins = {i.name: i for i in self.session.get_inputs()}
         outs = [o.name for o in self.session.get_outputs()]
         if set(ins) != set(INPUT_NAMES) or set(outs) != set(OUTPUT_NAMES):
-            raise EvisError(f"{onnx_path} does not have the per-clip I/O (inputs {sorted(ins)}, outputs {sorted(outs)}; "
-                            f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)})")
+            raise EvisError(
+                f"{onnx_path} does not have the per-clip I/O (inputs {sorted(ins)}, outputs {sorted(outs)}; "
+                f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)})"
+            )
         self.input_shapes: dict[str, tuple[int, ...] | None] = {}
         for name, info in ins.items():
             if _ORT_TYPES.get(info.type) != INPUT_DTYPES[name]:
-                raise EvisError(f"{onnx_path}: input {name!r} is {info.type}, expected {INPUT_DTYPES[name]} "
-                                "(I/O types are the same at every precision)")
+                raise EvisError(
+                    f"{onnx_path}: input {name!r} is {info.type}, expected {INPUT_DTYPES[name]} "
+                    "(I/O types are the same at every precision)"
+                )
             shape = tuple(info.shape)
             self.input_shapes[name] = shape if all(isinstance(d, int) for d in shape) else None
 
@@ -240,5 +269,13 @@ class OrtBackend:
         self.session = None
 
 
-__all__ = ["Backend", "TorchBackend", "OrtBackend", "INPUT_NAMES", "OUTPUT_NAMES", "STATE_OUTPUTS",
-           "canonical_backend", "ort_providers_for"]
+__all__ = [
+    "Backend",
+    "TorchBackend",
+    "OrtBackend",
+    "INPUT_NAMES",
+    "OUTPUT_NAMES",
+    "STATE_OUTPUTS",
+    "canonical_backend",
+    "ort_providers_for",
+]

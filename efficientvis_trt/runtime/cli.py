@@ -5,6 +5,7 @@ DIR/videos.json (ids -> paths) and, with --overlay, DIR/<stem>.overlay.mp4. All 
 appears only when every video succeeded: overlays are staged in a hidden folder inside
 DIR and the JSON files are written atomically last, so a failure leaves DIR as it was.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,23 +20,40 @@ HELP = "run a bundle (or a checkpoint) over videos or a live stream: YouTube-VIS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", metavar="SOURCE",
-                        help="bundle folder from `evis export` (or a checkpoint .pt, torch backend only)")
-    parser.add_argument("videos", metavar="VIDEO", nargs="+",
-                        help="video files or frame folders; or one live source: camera index (0) or stream URL")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "ort", "onnxruntime", "trt", "tensorrt"),
-                        help="auto: TensorRT if this GPU has an engine for the precision, else ONNX Runtime")
+    parser.add_argument(
+        "source", metavar="SOURCE", help="bundle folder from `evis export` (or a checkpoint .pt, torch backend only)"
+    )
+    parser.add_argument(
+        "videos",
+        metavar="VIDEO",
+        nargs="+",
+        help="video files or frame folders; or one live source: camera index (0) or stream URL",
+    )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "ort", "onnxruntime", "trt", "tensorrt"),
+        help="auto: TensorRT if this GPU has an engine for the precision, else ONNX Runtime",
+    )
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: the best available")
     parser.add_argument("--out", default="infer_out", metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--overlay", action="store_true", help="also write DIR/<video-stem>.overlay.mp4")
-    parser.add_argument("--score-thr", type=float, default=0.0, metavar="S",
-                        help="drop tracks whose video score is below S (default: %(default)s)")
+    parser.add_argument(
+        "--score-thr",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="drop tracks whose video score is below S (default: %(default)s)",
+    )
     parser.add_argument("--top-k", type=int, default=10, metavar="K", help="tracks per video (default: %(default)s)")
     parser.add_argument("--mask-thr", type=float, default=0.5, metavar="P", help="mask probability threshold")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="only the first N frames")
-    parser.add_argument("--live", action="store_true",
-                        help="treat VIDEO as a live stream (per-clip latency, no results.json), even a file")
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="treat VIDEO as a live stream (per-clip latency, no results.json), even a file",
+    )
     parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the clip as a CUDA graph")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -49,9 +67,12 @@ def _timing_line(result) -> str:
     lat = sorted(result.clip_latencies)
     p50 = lat[len(lat) // 2] if lat else 0.0
     p90 = lat[min(len(lat) - 1, int(0.9 * len(lat)))] if lat else 0.0
-    parts = [f"decode {_fmt_s(t.get('decode', 0))}", f"preprocess {_fmt_s(t.get('preprocess', 0))}",
-             f"model {_fmt_s(t.get('model', 0))} (clip p50 {_fmt_s(p50)}, p90 {_fmt_s(p90)})",
-             f"postprocess {_fmt_s(t.get('postprocess', 0))}"]
+    parts = [
+        f"decode {_fmt_s(t.get('decode', 0))}",
+        f"preprocess {_fmt_s(t.get('preprocess', 0))}",
+        f"model {_fmt_s(t.get('model', 0))} (clip p50 {_fmt_s(p50)}, p90 {_fmt_s(p90)})",
+        f"postprocess {_fmt_s(t.get('postprocess', 0))}",
+    ]
     if "overlay" in t:
         parts.append(f"overlay {_fmt_s(t['overlay'])}")
     return f"  timing: {', '.join(parts)}; wall {_fmt_s(t.get('wall', 0))} = {result.fps:.1f} FPS"
@@ -59,14 +80,18 @@ def _timing_line(result) -> str:
 
 def _print_video(video_id: int, source, result) -> None:
     clips = len(result.clip_latencies)
-    print(f"[{video_id}] {source.spec}: {result.width}x{result.height}, {result.num_frames} frames, {clips} clips, "
-          f"{len(result.tracks)} tracks")
+    print(
+        f"[{video_id}] {source.spec}: {result.width}x{result.height}, {result.num_frames} frames, {clips} clips, "
+        f"{len(result.tracks)} tracks"
+    )
     if result.tracks:
         width = max(5, *(len(t.class_name) for t in result.tracks))
         print(f"  {'query':>5}  {'class':<{width}}  {'score':>6}  frames")
         for t in result.tracks:
-            print(f"  {t.query_index:>5}  {t.class_name:<{width}}  {t.score:6.3f}  "
-                  f"{t.visible_frames()}/{result.num_frames}")
+            print(
+                f"  {t.query_index:>5}  {t.class_name:<{width}}  {t.score:6.3f}  "
+                f"{t.visible_frames()}/{result.num_frames}"
+            )
     print(_timing_line(result))
 
 
@@ -100,12 +125,21 @@ def run(args: argparse.Namespace) -> int:
 
     from efficientvis_trt.runtime.predictor import Predictor
 
-    predictor = Predictor(args.source, backend=args.backend, precision=args.precision, device=args.device,
-                          top_k=args.top_k, score_threshold=args.score_thr, mask_threshold=args.mask_thr,
-                          cuda_graph=args.cuda_graph)
+    predictor = Predictor(
+        args.source,
+        backend=args.backend,
+        precision=args.precision,
+        device=args.device,
+        top_k=args.top_k,
+        score_threshold=args.score_thr,
+        mask_threshold=args.mask_thr,
+        cuda_graph=args.cuda_graph,
+    )
     try:
-        print(f"backend: {predictor.backend_reason} ({args.precision}, T={predictor.clip_len}, "
-              f"canvas {predictor.input_hw[0]}x{predictor.input_hw[1]})")
+        print(
+            f"backend: {predictor.backend_reason} ({args.precision}, T={predictor.clip_len}, "
+            f"canvas {predictor.input_hw[0]}x{predictor.input_hw[1]})"
+        )
         for note in predictor.runtime.notes:
             print(f"note: {note}")
         if live:
@@ -131,22 +165,45 @@ def _run_files(predictor, sources, out: Path, args) -> int:
             total = src.expected_frames
             if total and args.max_frames:
                 total = min(total, args.max_frames)
-            with tqdm(total=total or None, unit="frame", desc=src.name, file=sys.stderr, leave=False,
-                      disable=args.no_progress, dynamic_ncols=True) as bar:
+            with tqdm(
+                total=total or None,
+                unit="frame",
+                desc=src.name,
+                file=sys.stderr,
+                leave=False,
+                disable=args.no_progress,
+                dynamic_ncols=True,
+            ) as bar:
                 overlay = staging / overlay_names[video_id - 1] if args.overlay else None
                 result = predictor.predict_video(src, args.max_frames, overlay=overlay, progress=bar.update)
             _print_video(video_id, src, result)
             results.extend(result.to_ytvis(video_id))
-            videos.append({"id": video_id, "path": os.path.abspath(src.spec), "name": src.name,
-                           "width": result.width, "height": result.height, "length": result.num_frames,
-                           **({"overlay": overlay_names[video_id - 1]} if args.overlay else {})})
+            videos.append(
+                {
+                    "id": video_id,
+                    "path": os.path.abspath(src.spec),
+                    "name": src.name,
+                    "width": result.width,
+                    "height": result.height,
+                    "length": result.num_frames,
+                    **({"overlay": overlay_names[video_id - 1]} if args.overlay else {}),
+                }
+            )
         for name in overlay_names:
             os.replace(staging / name, out / name)
-        write_json_atomic(out / "videos.json", {
-            "videos": videos,
-            "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
-            "model": {"source": os.path.abspath(str(args.source)), "backend": predictor.backend.name,
-                      "precision": args.precision, "device": predictor.backend.device}})
+        write_json_atomic(
+            out / "videos.json",
+            {
+                "videos": videos,
+                "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
+                "model": {
+                    "source": os.path.abspath(str(args.source)),
+                    "backend": predictor.backend.name,
+                    "precision": args.precision,
+                    "device": predictor.backend.device,
+                },
+            },
+        )
         # Compact: a results file is mostly RLE strings, and YouTube-VIS tools read it whole.
         write_text_atomic(out / "results.json", json.dumps(results, separators=(",", ":")) + "\n")
         ok = True
@@ -154,8 +211,10 @@ def _run_files(predictor, sources, out: Path, args) -> int:
         shutil.rmtree(staging, ignore_errors=True)
         if not ok and created and not any(out.iterdir()):
             out.rmdir()
-    print(f"wrote {out / 'results.json'} ({len(results)} tracks, {len(sources)} videos)"
-          + (f" and {len(overlay_names)} overlay video(s)" if overlay_names else ""))
+    print(
+        f"wrote {out / 'results.json'} ({len(results)} tracks, {len(sources)} videos)"
+        + (f" and {len(overlay_names)} overlay video(s)" if overlay_names else "")
+    )
     return 0
 
 
@@ -172,11 +231,16 @@ def _run_live(predictor, src, out: Path, args) -> int:
         latencies.append(clip.latency)
         last = clip.instances[-1] if clip.instances else []
         shown = ", ".join(f"{i.class_name} {i.score:.2f}" for i in last[:3])
-        print(f"clip {clip.index}: frames {clip.first_frame}-{clip.first_frame + clip.valid - 1}  "
-              f"model {clip.latency * 1000:.1f} ms  end-to-end {clip.end_to_end * 1000:.1f} ms"
-              + (f"  [{shown}]" if shown else ""), flush=True)
+        print(
+            f"clip {clip.index}: frames {clip.first_frame}-{clip.first_frame + clip.valid - 1}  "
+            f"model {clip.latency * 1000:.1f} ms  end-to-end {clip.end_to_end * 1000:.1f} ms"
+            + (f"  [{shown}]" if shown else ""),
+            flush=True,
+        )
     wall = run.timings.get("wall", 0.0)
     lat = sorted(latencies)
-    print(f"live: {frames} frames in {len(latencies)} clips, model p50 {_fmt_s(lat[len(lat) // 2])}, "
-          f"{frames / wall if wall else 0:.1f} FPS" + (f"; overlay {overlay}" if overlay else ""))
+    print(
+        f"live: {frames} frames in {len(latencies)} clips, model p50 {_fmt_s(lat[len(lat) // 2])}, "
+        f"{frames / wall if wall else 0:.1f} FPS" + (f"; overlay {overlay}" if overlay else "")
+    )
     return 0

@@ -5,13 +5,14 @@ beside the target, renamed over it only when complete: an interrupted or failed 
 leaves no half-written mp4. OpenCV picks the container from the file extension, so the
 temp name keeps `.mp4` at the end (io_utils.atomic_path's `.tmp` suffix would not work).
 """
+
 from __future__ import annotations
 
 import colorsys
 import os
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -28,8 +29,9 @@ def track_colour(key: int) -> tuple[int, int, int]:
     return int(b * 255), int(g * 255), int(r * 255)
 
 
-def draw_instances(frame: np.ndarray, items: Iterable[tuple[int, np.ndarray | None, Sequence[float], str]],
-                   alpha: float = 0.5) -> np.ndarray:
+def draw_instances(
+    frame: np.ndarray, items: Iterable[tuple[int, np.ndarray | None, Sequence[float], str]], alpha: float = 0.5
+) -> np.ndarray:
     """Draw (colour key, binary mask or None, xyxy box, label) items onto a copy of `frame`."""
     import cv2
 
@@ -50,8 +52,16 @@ def draw_instances(frame: np.ndarray, items: Iterable[tuple[int, np.ndarray | No
             (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, thick)
             ty = y1 - 4 if y1 - th - base - 4 >= 0 else min(h - 1, y1 + th + 4)
             cv2.rectangle(out, (x1, ty - th - base), (min(w - 1, x1 + tw + 4), ty + base // 2), colour, -1)
-            cv2.putText(out, label, (x1 + 2, ty - base // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, (0, 0, 0),
-                        thick, cv2.LINE_AA)
+            cv2.putText(
+                out,
+                label,
+                (x1 + 2, ty - base // 2),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.5 * scale,
+                (0, 0, 0),
+                thick,
+                cv2.LINE_AA,
+            )
     return out
 
 
@@ -112,7 +122,7 @@ class OverlayWriter:
             self._writer.release()
         self.tmp.unlink(missing_ok=True)
 
-    def __enter__(self) -> "OverlayWriter":
+    def __enter__(self) -> OverlayWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -11,11 +11,14 @@ caller's thread unchanged, so an EvisError stays the same one-line message. Stop
 (an error anywhere, or the consumer abandoning the iterator) sets one event that every
 blocking put/get polls, so no thread waits forever.
 """
+
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from typing import Callable, Generic, Iterable, Iterator, TypeVar
+from collections.abc import Callable, Iterable, Iterator
+from typing import Generic, TypeVar
 
 J = TypeVar("J")
 M = TypeVar("M")
@@ -50,8 +53,14 @@ class ThreadedClipLoop(Generic[J, M, R]):
     "post" thread; results are yielded in the iterating thread as they finish.
     """
 
-    def __init__(self, produce: Callable[[], Iterable[J]], infer: Callable[[J], M], post: Callable[[M], R],
-                 queue_size: int = 2, name: str = "evis"):
+    def __init__(
+        self,
+        produce: Callable[[], Iterable[J]],
+        infer: Callable[[J], M],
+        post: Callable[[M], R],
+        queue_size: int = 2,
+        name: str = "evis",
+    ):
         if queue_size < 1:
             raise ValueError("queue_size must be >= 1")
         self.produce, self.infer, self.post = produce, infer, post
@@ -72,15 +81,13 @@ class ThreadedClipLoop(Generic[J, M, R]):
                     if not _put(jobs, job, stop):
                         return
                 _put(jobs, _END, stop)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller as-is
+            except BaseException as exc:
                 _put(jobs, _Failure(exc), stop)
             finally:
                 close = getattr(source, "close", None)
                 if close is not None:
-                    try:
-                        close()   # releases the decoder even when stopped early
-                    except Exception:  # noqa: BLE001
-                        pass
+                    with contextlib.suppress(Exception):
+                        close()  # releases the decoder even when stopped early
 
         def poster() -> None:
             try:
@@ -95,12 +102,14 @@ class ThreadedClipLoop(Generic[J, M, R]):
                         done.put(_END)
                         return
                     done.put(self.post(item))
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 done.put(_Failure(exc))
                 stop.set()
 
-        threads = [threading.Thread(target=producer, name=f"{self.name}-decode", daemon=True),
-                   threading.Thread(target=poster, name=f"{self.name}-post", daemon=True)]
+        threads = [
+            threading.Thread(target=producer, name=f"{self.name}-decode", daemon=True),
+            threading.Thread(target=poster, name=f"{self.name}-post", daemon=True),
+        ]
         for t in threads:
             t.start()
         try:
@@ -110,9 +119,9 @@ class ThreadedClipLoop(Generic[J, M, R]):
                 while True:
                     try:
                         res = done.get_nowait() if not input_done else done.get(timeout=0.05)
-                    except queue.Empty:
+                    except queue.Empty as exc:
                         if input_done and not threads[1].is_alive() and done.empty():
-                            raise RuntimeError("post-processing thread ended without a result")
+                            raise RuntimeError("post-processing thread ended without a result") from exc
                         break
                     if res is _END:
                         return
@@ -134,7 +143,7 @@ class ThreadedClipLoop(Generic[J, M, R]):
                     continue
                 out = self.infer(item)
                 if not _put(to_post, out, stop):
-                    continue      # as above: the next drain raises the post thread's error
+                    continue  # as above: the next drain raises the post thread's error
         finally:
             stop.set()
             decode, post = threads
@@ -143,4 +152,3 @@ class ThreadedClipLoop(Generic[J, M, R]):
             # a live capture read, so it gets a bounded wait (it is a daemon).
             post.join()
             decode.join(timeout=2.0)
-

@@ -5,6 +5,7 @@ done, so memory stays flat in video length: a track holds boxes and RLEs, never 
 The RLE is computed from the box's region only (never a full-frame mask), which keeps
 4K post-processing cheap.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -25,8 +26,9 @@ def cxcywh_norm_to_xyxy(boxes: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     return np.stack([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h], axis=-1)
 
 
-def paste_mask_roi(prob: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int],
-                   threshold: float = 0.5) -> tuple[np.ndarray, int, int]:
+def paste_mask_roi(
+    prob: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5
+) -> tuple[np.ndarray, int, int]:
     """Resample an M x M box-relative probability map into the frame through `box` (xyxy, frame pixels).
 
     Returns (binary uint8 mask of the box's pixel range, its top row, its left column); the
@@ -43,10 +45,18 @@ def paste_mask_roi(prob: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int],
     if u1 <= u0 or v1 <= v0:
         return np.zeros((0, 0), np.uint8), 0, 0
     m_h, m_w = prob.shape
-    affine = np.array([[m_w / bw, 0.0, (u0 + 0.5 - x1) * m_w / bw - 0.5],
-                       [0.0, m_h / bh, (v0 + 0.5 - y1) * m_h / bh - 0.5]], dtype=np.float64)
-    roi = cv2.warpAffine(prob.astype(np.float32), affine, (u1 - u0, v1 - v0),
-                         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0)
+    affine = np.array(
+        [[m_w / bw, 0.0, (u0 + 0.5 - x1) * m_w / bw - 0.5], [0.0, m_h / bh, (v0 + 0.5 - y1) * m_h / bh - 0.5]],
+        dtype=np.float64,
+    )
+    roi = cv2.warpAffine(
+        prob.astype(np.float32),
+        affine,
+        (u1 - u0, v1 - v0),
+        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0.0,
+    )
     return (roi >= threshold).astype(np.uint8), v0, u0
 
 
@@ -54,7 +64,7 @@ def paste_mask(prob: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int], thr
     """Full-frame binary mask of `paste_mask_roi` (for drawing and tests; the runtime encodes the ROI)."""
     out = np.zeros(frame_hw, dtype=np.uint8)
     roi, top, left = paste_mask_roi(prob, box, frame_hw, threshold)
-    out[top:top + roi.shape[0], left:left + roi.shape[1]] = roi
+    out[top : top + roi.shape[0], left : left + roi.shape[1]] = roi
     return out
 
 
@@ -83,7 +93,7 @@ def encode_rle_roi(roi: np.ndarray, top: int, left: int, frame_hw: tuple[int, in
     else:
         padded = np.zeros((w, h + 2), np.int8)
         padded[:, 1:-1] = roi.T != 0
-        cols, pos = np.nonzero(np.diff(padded, axis=1))       # row-major = column-major frame order
+        cols, pos = np.nonzero(np.diff(padded, axis=1))  # row-major = column-major frame order
         idx = (left + cols.astype(np.int64)) * height + top + pos
         same = np.flatnonzero(np.diff(idx) == 0)
         if same.size:
@@ -91,7 +101,7 @@ def encode_rle_roi(roi: np.ndarray, top: int, left: int, frame_hw: tuple[int, in
             keep[same] = keep[same + 1] = False
             idx = idx[keep]
         counts = np.diff(np.concatenate([[0], idx, [height * width]])).tolist()
-        if len(counts) > 1 and counts[-1] == 0:              # a run of ones reaching the last pixel
+        if len(counts) > 1 and counts[-1] == 0:  # a run of ones reaching the last pixel
             counts.pop()
     rle = mask_utils.frPyObjects({"counts": [int(c) for c in counts], "size": [height, width]}, height, width)
     return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}
@@ -122,14 +132,18 @@ class Track:
     query_index: int
     label: int
     score: float
-    boxes: np.ndarray            # [F, 4] xyxy in original-frame pixels
-    frame_scores: np.ndarray     # [F] class probability per frame
-    segmentations: list[dict]    # [F] COCO RLE in original-frame coordinates
+    boxes: np.ndarray  # [F, 4] xyxy in original-frame pixels
+    frame_scores: np.ndarray  # [F] class probability per frame
+    segmentations: list[dict]  # [F] COCO RLE in original-frame coordinates
     class_name: str = ""
 
     def to_ytvis(self, video_id: int, category_id: int) -> dict:
-        return {"video_id": video_id, "category_id": category_id, "score": float(self.score),
-                "segmentations": self.segmentations}
+        return {
+            "video_id": video_id,
+            "category_id": category_id,
+            "score": float(self.score),
+            "segmentations": self.segmentations,
+        }
 
     def visible_frames(self) -> int:
         """Frames where the mask is not empty (what the CLI prints)."""
@@ -143,8 +157,8 @@ class VideoResult:
     width: int
     num_frames: int
     tracks: list[Track]
-    timings: dict[str, float] = field(default_factory=dict)     # seconds per stage, summed over clips; "wall" = elapsed
-    clip_latencies: list[float] = field(default_factory=list)   # model-only seconds per clip
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage, summed over clips; "wall" = elapsed
+    clip_latencies: list[float] = field(default_factory=list)  # model-only seconds per clip
 
     def to_ytvis(self, video_id: int, label_to_category_id: list[int] | None = None) -> list[dict]:
         ids = label_to_category_id
@@ -163,19 +177,19 @@ class Instance:
     query_index: int
     label: int
     class_name: str
-    score: float                 # running video score: mean class probability over the frames so far
-    frame_score: float           # class probability in this frame
-    box: np.ndarray              # [4] xyxy in original-frame pixels
-    segmentation: dict           # COCO RLE in original-frame coordinates
+    score: float  # running video score: mean class probability over the frames so far
+    frame_score: float  # class probability in this frame
+    box: np.ndarray  # [4] xyxy in original-frame pixels
+    segmentation: dict  # COCO RLE in original-frame coordinates
 
 
 @dataclass
 class ClipPost:
     """One clip after post-processing: real frames only, original-frame coordinates."""
 
-    probs: np.ndarray            # [N, v, K]
-    boxes: np.ndarray            # [N, v, 4] xyxy
-    rles: list[list[dict]]       # [N][v]
+    probs: np.ndarray  # [N, v, K]
+    boxes: np.ndarray  # [N, v, 4] xyxy
+    rles: list[list[dict]]  # [N][v]
 
 
 class TrackAccumulator:
@@ -187,14 +201,19 @@ class TrackAccumulator:
     `ranked` still works.
     """
 
-    def __init__(self, letterbox: Letterbox, mask_threshold: float = 0.5, keep_history: bool = True,
-                 class_names: list[str] | None = None):
+    def __init__(
+        self,
+        letterbox: Letterbox,
+        mask_threshold: float = 0.5,
+        keep_history: bool = True,
+        class_names: list[str] | None = None,
+    ):
         self.letterbox = letterbox
         self.mask_threshold = mask_threshold
         self.keep_history = keep_history
         self.class_names = class_names
-        self._probs: list[np.ndarray] = []     # [N, t, K] per clip
-        self._boxes: list[np.ndarray] = []     # [N, t, 4]
+        self._probs: list[np.ndarray] = []  # [N, t, K] per clip
+        self._boxes: list[np.ndarray] = []  # [N, t, 4]
         self._counts: list[list[list[str]]] = []  # per clip: [N][t] RLE counts (the size is the video's)
         self._prob_sum: np.ndarray | None = None  # [N, K]
         self.num_frames = 0
@@ -207,8 +226,13 @@ class TrackAccumulator:
         paste_boxes = self.letterbox.boxes_to_source(canvas_boxes, clip=False)
         masks = sigmoid(np.asarray(outputs["mask_logits"][:, :valid], np.float32))
         hw = self.letterbox.src_hw
-        rles = [[encode_rle_roi(*paste_mask_roi(masks[n, t], paste_boxes[n, t], hw, self.mask_threshold), hw)
-                 for t in range(valid)] for n in range(masks.shape[0])]
+        rles = [
+            [
+                encode_rle_roi(*paste_mask_roi(masks[n, t], paste_boxes[n, t], hw, self.mask_threshold), hw)
+                for t in range(valid)
+            ]
+            for n in range(masks.shape[0])
+        ]
         clip_sum = probs.sum(axis=1)
         self._prob_sum = clip_sum if self._prob_sum is None else self._prob_sum + clip_sum
         if self.keep_history:
@@ -244,8 +268,20 @@ class TrackAccumulator:
         pairs = self.ranked(top_k, score_threshold)
         frames: list[list[Instance]] = []
         for t in range(post.probs.shape[1]):
-            frames.append([Instance(q, label, self._name(label), score, float(post.probs[q, t, label]),
-                                    post.boxes[q, t].copy(), post.rles[q][t]) for q, label, score in pairs])
+            frames.append(
+                [
+                    Instance(
+                        q,
+                        label,
+                        self._name(label),
+                        score,
+                        float(post.probs[q, t, label]),
+                        post.boxes[q, t].copy(),
+                        post.rles[q][t],
+                    )
+                    for q, label, score in pairs
+                ]
+            )
         return frames
 
     def _name(self, label: int) -> str:
@@ -257,7 +293,7 @@ class TrackAccumulator:
             raise RuntimeError("finish() needs keep_history=True")
         if not self._probs:
             return []
-        probs = np.concatenate(self._probs, axis=1)          # [N, F, K]
+        probs = np.concatenate(self._probs, axis=1)  # [N, F, K]
         boxes = np.concatenate(self._boxes, axis=1)
         size = [int(v) for v in self.letterbox.src_hw]
         tracks = []

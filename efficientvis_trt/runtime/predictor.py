@@ -9,14 +9,16 @@ Decoding and post-processing run in their own threads (`pipeline.ThreadedClipLoo
 overlapped with the model; memory is flat in video length because frames and masks
 are streamed (tracks keep only boxes, scores and RLEs).
 """
+
 from __future__ import annotations
 
 import itertools
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -54,10 +56,10 @@ class ClipJob:
     index: int
     first_frame: int
     valid: int
-    canvas: np.ndarray                 # [T, H, W, 3] uint8
+    canvas: np.ndarray  # [T, H, W, 3] uint8
     letterbox: Letterbox
     originals: list[np.ndarray] | None
-    decoded_at: float                  # perf_counter when the clip's last real frame was decoded
+    decoded_at: float  # perf_counter when the clip's last real frame was decoded
 
 
 @dataclass
@@ -72,10 +74,10 @@ class ClipResult:
     index: int
     first_frame: int
     valid: int
-    latency: float                              # model seconds
-    outputs: dict[str, np.ndarray]              # logits/boxes/mask_logits, real frames only
+    latency: float  # model seconds
+    outputs: dict[str, np.ndarray]  # logits/boxes/mask_logits, real frames only
     instances: list[list[Instance]] = field(default_factory=list)
-    end_to_end: float = 0.0                     # seconds from the clip's last frame decoded to this result
+    end_to_end: float = 0.0  # seconds from the clip's last frame decoded to this result
 
     @property
     def frame_indices(self) -> range:
@@ -91,9 +93,21 @@ class Predictor:
     `device`: cpu | cuda | None (best available).
     """
 
-    def __init__(self, source: Any, backend: str = "auto", precision: str = "fp32", device: str | None = None, *,
-                 top_k: int = 10, score_threshold: float = 0.0, mask_threshold: float = 0.5, queue_size: int = 2,
-                 providers=None, cuda_graph: bool = False, threads: int | None = None):
+    def __init__(
+        self,
+        source: Any,
+        backend: str = "auto",
+        precision: str = "fp32",
+        device: str | None = None,
+        *,
+        top_k: int = 10,
+        score_threshold: float = 0.0,
+        mask_threshold: float = 0.5,
+        queue_size: int = 2,
+        providers=None,
+        cuda_graph: bool = False,
+        threads: int | None = None,
+    ):
         from efficientvis_trt.runtime.resolve import load_runtime
 
         if top_k < 1:
@@ -102,8 +116,9 @@ class Predictor:
             raise EvisError(f"mask threshold must be in [0, 1], got {mask_threshold}")
         self.top_k, self.score_threshold, self.mask_threshold = top_k, score_threshold, mask_threshold
         self.queue_size = queue_size
-        rt = load_runtime(source, backend, precision, device, providers=providers, cuda_graph=cuda_graph,
-                          threads=threads)
+        rt = load_runtime(
+            source, backend, precision, device, providers=providers, cuda_graph=cuda_graph, threads=threads
+        )
         self.runtime = rt
         self.backend = rt.backend
         self.clip_len, self.input_hw, self.init_state = rt.clip_len, tuple(rt.input_hw), rt.init_state
@@ -135,17 +150,22 @@ class Predictor:
         return out, latency
 
     # ---- streaming -------------------------------------------------------------------
-    def stream(self, source: str | os.PathLike | int | FrameSource | Iterable[np.ndarray], *,
-               max_frames: int | None = None, keep_history: bool = True, live: bool | None = None,
-               overlay: str | os.PathLike | None = None) -> "VideoRun":
+    def stream(
+        self,
+        source: str | os.PathLike | int | FrameSource | Iterable[np.ndarray],
+        *,
+        max_frames: int | None = None,
+        keep_history: bool = True,
+        live: bool | None = None,
+        overlay: str | os.PathLike | None = None,
+    ) -> VideoRun:
         """A run over one input; iterate it for `ClipResult`s, then call `.result()`.
 
         `source` is a video file, a frame folder, a camera index / stream URL, a
         `FrameSource`, or any iterable of BGR frames. `overlay` streams an overlay video of
         the running tracks (for live inputs; files get the final tracks via `predict_video`).
         """
-        return VideoRun(self, source, max_frames=max_frames, keep_history=keep_history, live=live,
-                        overlay=overlay)
+        return VideoRun(self, source, max_frames=max_frames, keep_history=keep_history, live=live, overlay=overlay)
 
     def feed(self, frames: Iterable[np.ndarray], keep_history: bool = False) -> Iterator[ClipResult]:
         """Streaming over in-memory/live frames: yields each clip's result as soon as it is post-processed.
@@ -154,9 +174,14 @@ class Predictor:
         """
         yield from self.stream(iter(frames), keep_history=keep_history)
 
-    def predict_video(self, path: str | os.PathLike | FrameSource, max_frames: int | None = None, *,
-                      overlay: str | os.PathLike | None = None,
-                      progress: Callable[[int], None] | None = None) -> VideoResult:
+    def predict_video(
+        self,
+        path: str | os.PathLike | FrameSource,
+        max_frames: int | None = None,
+        *,
+        overlay: str | os.PathLike | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> VideoResult:
         """Whole video -> tracks (top-k (query, class) pairs by mean probability).
 
         `overlay`: write an mp4 of the final tracks (a second decoding pass, streamed).
@@ -178,7 +203,7 @@ class Predictor:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> "Predictor":
+    def __enter__(self) -> Predictor:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -188,8 +213,16 @@ class Predictor:
 class VideoRun:
     """One input through the threaded clip loop; see `Predictor.stream`."""
 
-    def __init__(self, predictor: Predictor, source, *, max_frames: int | None, keep_history: bool,
-                 live: bool | None, overlay: str | os.PathLike | None):
+    def __init__(
+        self,
+        predictor: Predictor,
+        source,
+        *,
+        max_frames: int | None,
+        keep_history: bool,
+        live: bool | None,
+        overlay: str | os.PathLike | None,
+    ):
         self.p = predictor
         if isinstance(source, FrameSource):
             self.source: FrameSource | None = source
@@ -260,22 +293,25 @@ class VideoRun:
         t0 = time.perf_counter()
         if self.acc is None:
             self.acc = TrackAccumulator(job.letterbox, p.mask_threshold, self.keep_history, p.class_names)
-        trimmed = {k: out[k][:, :job.valid] for k in PER_FRAME_OUTPUTS}
+        trimmed = {k: out[k][:, : job.valid] for k in PER_FRAME_OUTPUTS}
         post = self.acc.add_clip(trimmed, job.valid)
         instances = self.acc.clip_instances(post, p.top_k, p.score_threshold)
         if self._overlay is not None and job.originals is not None:
             self._draw_live(job, instances)
         self.timings["postprocess"] += time.perf_counter() - t0
-        return ClipResult(job.index, job.first_frame, job.valid, latency, trimmed, instances,
-                          time.perf_counter() - job.decoded_at)
+        return ClipResult(
+            job.index, job.first_frame, job.valid, latency, trimmed, instances, time.perf_counter() - job.decoded_at
+        )
 
     def _draw_live(self, job: ClipJob, instances: list[list[Instance]]) -> None:
         from efficientvis_trt.runtime.overlay import draw_instances
         from efficientvis_trt.runtime.postprocess import decode_rle
 
         for frame, frame_instances in zip(job.originals, instances):
-            items = [(i.query_index, decode_rle(i.segmentation), i.box, f"{i.class_name} {i.score:.2f}")
-                     for i in frame_instances]
+            items = [
+                (i.query_index, decode_rle(i.segmentation), i.box, f"{i.class_name} {i.score:.2f}")
+                for i in frame_instances
+            ]
             self._overlay.write(draw_instances(frame, items))
 
     # running ---------------------------------------------------------------------------
@@ -283,8 +319,10 @@ class VideoRun:
         if self._started:
             raise EvisError("a VideoRun can only be iterated once")
         if self.p._active is not None:
-            raise EvisError(f"this Predictor is already running {self.p._active.name}: one video at a time "
-                            "(the carried state belongs to one stream); use a second Predictor")
+            raise EvisError(
+                f"this Predictor is already running {self.p._active.name}: one video at a time "
+                "(the carried state belongs to one stream); use a second Predictor"
+            )
         self._started = True
         self.p._active = self
         self.p.reset()

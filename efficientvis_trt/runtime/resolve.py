@@ -5,13 +5,15 @@ and always says which and why. A precision a backend cannot run is an error, nev
 silent downgrade; the only fallback is a *device* one (an unspecified device on a machine
 whose CUDA provider does not start), and it is said out loud.
 """
+
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +34,7 @@ class RuntimeModel:
     input_hw: tuple[int, int]
     init_state: tuple[np.ndarray, np.ndarray]
     class_names: list[str]
-    reason: str                     # why this backend (printed by `evis infer`)
+    reason: str  # why this backend (printed by `evis infer`)
     bundle: Any = None
     notes: list[str] = field(default_factory=list)
 
@@ -70,7 +72,9 @@ def classify_source(source: Any) -> tuple[str, Any]:
         if not path.exists():
             raise EvisError(f"model source not found: {path} (give a bundle folder or a checkpoint .pt)")
         raise EvisError(f"{path} is neither a bundle folder nor a checkpoint (.pt/.pth)")
-    raise EvisError(f"cannot run {type(source).__name__}: give a bundle folder, a checkpoint .pt or an EfficientVIS model")
+    raise EvisError(
+        f"cannot run {type(source).__name__}: give a bundle folder, a checkpoint .pt or an EfficientVIS model"
+    )
 
 
 def _torch_device(device: str | None) -> str:
@@ -110,13 +114,17 @@ def _bundle_torch_model(bundle):
     except ImportError:
         rebuild_model = None
     if rebuild_model is None:
-        raise EvisError(f"bundle {bundle.path} has no checkpoint.pt (the source weights the torch backend runs): "
-                        "use --backend ort, or re-export the bundle")
+        raise EvisError(
+            f"bundle {bundle.path} has no checkpoint.pt (the source weights the torch backend runs): "
+            "use --backend ort, or re-export the bundle"
+        )
     try:
         return rebuild_model(bundle.metadata)
     except EvisError as exc:
-        raise EvisError(f"the torch backend needs the bundle's source weights: {exc} "
-                        f"(no checkpoint.pt in {bundle.path}; use --backend ort)") from None
+        raise EvisError(
+            f"the torch backend needs the bundle's source weights: {exc} "
+            f"(no checkpoint.pt in {bundle.path}; use --backend ort)"
+        ) from None
 
 
 def _ort_device(device: str | None) -> str:
@@ -141,11 +149,14 @@ def _ort_graph(bundle, precision: str, cpu: bool) -> tuple[Path, str]:
     path = bundle.onnx_path(precision, target="ort-cpu")
     default_name, cpu_name = ONNX_FILES[precision], ORT_CPU_ONNX_FILES[precision]
     if path.name != default_name:
-        return path, (f"onnxruntime {precision}: CPU graph {path.name} (uint8 activations; "
-                      f"TensorRT uses {default_name})")
-    note = (f"onnxruntime {precision}: no CPU graph {cpu_name} in this bundle, running {default_name} "
-            f"(the TensorRT form, slower than fp32 on ONNX Runtime's CPU provider; rebuild with "
-            f"`evis build {bundle.path} --precision int8`)")
+        return path, (
+            f"onnxruntime {precision}: CPU graph {path.name} (uint8 activations; TensorRT uses {default_name})"
+        )
+    note = (
+        f"onnxruntime {precision}: no CPU graph {cpu_name} in this bundle, running {default_name} "
+        f"(the TensorRT form, slower than fp32 on ONNX Runtime's CPU provider; rebuild with "
+        f"`evis build {bundle.path} --precision int8`)"
+    )
     log.warning(note)
     return path, note
 
@@ -157,8 +168,9 @@ def _uses_cpu_provider(want: str, providers: Sequence[Any] | None) -> bool:
     return want == "cpu"
 
 
-def _make_ort(bundle, precision: str, device: str | None, providers: Sequence[Any] | None,
-              threads: int | None) -> tuple[OrtBackend, str, str]:
+def _make_ort(
+    bundle, precision: str, device: str | None, providers: Sequence[Any] | None, threads: int | None
+) -> tuple[OrtBackend, str, str]:
     """-> (backend, device-fallback note or '', which graph and why or '')."""
     want = _ort_device(device)
     # missing graph -> EvisError that says how to build it
@@ -182,7 +194,7 @@ def _find_trt_engine(bundle, precision: str) -> tuple[Path | None, str]:
     if not ok:
         return None, why
     try:
-        from efficientvis_trt.calib.engine import find_engine
+        from efficientvis_trt.precision.engine import find_engine
     except ImportError as exc:
         return None, f"engine lookup unavailable ({exc})"
     try:
@@ -194,9 +206,16 @@ def _find_trt_engine(bundle, precision: str) -> tuple[Path | None, str]:
     return path, ""
 
 
-def load_runtime(source: Any, backend: str = "auto", precision: str = "fp32", device: str | None = None, *,
-                 providers: Sequence[Any] | None = None, cuda_graph: bool = False,
-                 threads: int | None = None) -> RuntimeModel:
+def load_runtime(
+    source: Any,
+    backend: str = "auto",
+    precision: str = "fp32",
+    device: str | None = None,
+    *,
+    providers: Sequence[Any] | None = None,
+    cuda_graph: bool = False,
+    threads: int | None = None,
+) -> RuntimeModel:
     """Open SOURCE (bundle folder / Bundle, checkpoint path, or model) on the requested backend."""
     check_precision(precision)
     backend = canonical_backend(backend)
@@ -207,22 +226,27 @@ def load_runtime(source: Any, backend: str = "auto", precision: str = "fp32", de
 
     if kind != "bundle":
         if backend in ("onnxruntime", "tensorrt"):
-            raise EvisError(f"the {backend} backend runs an exported bundle folder, not a "
-                            f"{'checkpoint' if kind == 'checkpoint' else 'PyTorch model'}: make one with `evis export`")
+            raise EvisError(
+                f"the {backend} backend runs an exported bundle folder, not a "
+                f"{'checkpoint' if kind == 'checkpoint' else 'PyTorch model'}: make one with `evis export`"
+            )
         be, names = _torch_from(kind, obj, precision, device)
         model = be.model
         m = model.config.model
         q, b = model.initial_state()
         reason = "torch: the source is a PyTorch " + ("checkpoint" if kind == "checkpoint" else "model")
-        return RuntimeModel(be, m.clip_len, tuple(m.input_size), (q.cpu().numpy(), b.cpu().numpy()), list(names),
-                            reason, None, notes)
+        return RuntimeModel(
+            be, m.clip_len, tuple(m.input_size), (q.cpu().numpy(), b.cpu().numpy()), list(names), reason, None, notes
+        )
 
     bundle = obj
     reason = ""
     if device and device.startswith("cuda:") and device != "cuda:0" and backend != "torch":
         # ONNX Runtime and TensorRT here open device 0; never run silently on another GPU than asked.
-        raise EvisError(f"{device}: the {backend} backend runs on the first visible GPU; "
-                        f"select it with CUDA_VISIBLE_DEVICES={device.split(':', 1)[1]} and --device cuda")
+        raise EvisError(
+            f"{device}: the {backend} backend runs on the first visible GPU; "
+            f"select it with CUDA_VISIBLE_DEVICES={device.split(':', 1)[1]} and --device cuda"
+        )
     if backend == "auto":
         if device == "cpu":
             backend, reason = "onnxruntime", "onnxruntime: --device cpu (TensorRT needs a GPU)"
@@ -252,7 +276,9 @@ def load_runtime(source: Any, backend: str = "auto", precision: str = "fp32", de
         import_cudart()
         engine, why = _find_trt_engine(bundle, precision)
         if engine is None:
-            raise EvisError(f"cannot use TensorRT: {why}; build it with `evis build {bundle.path} --precision {precision}`")
+            raise EvisError(
+                f"cannot use TensorRT: {why}; build it with `evis build {bundle.path} --precision {precision}`"
+            )
         be = TensorRTBackend(engine, precision, bundle_path=bundle.path, cuda_graph=cuda_graph)
         names = bundle.class_names
         reason = reason or f"tensorrt: asked for (engine {engine.name})"

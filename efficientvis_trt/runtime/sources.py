@@ -5,13 +5,14 @@ before any inference) and again when it ends: a file that decodes fewer frames t
 container announces is truncated, which is an error rather than a silently short result.
 A live source has no length and cannot be decoded twice.
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -36,7 +37,7 @@ class FrameSource:
 
     spec: str
     live: bool
-    expected_frames: int | None = None   # container's count for files (None when unknown)
+    expected_frames: int | None = None  # container's count for files (None when unknown)
     fps: float = 0.0
     size: tuple[int, int] | None = None  # (height, width) when known up front
 
@@ -83,7 +84,7 @@ def open_source(spec: str | os.PathLike | int, live: bool | None = None) -> Fram
     if os.path.isdir(text):
         files = frame_files(text)
         return FrameSource(text, False, expected_frames=len(files))
-    info = video_info(text)                     # missing / empty / undecodable -> EvisError
+    info = video_info(text)  # missing / empty / undecodable -> EvisError
     size = (info.height, info.width) if info.height > 0 and info.width > 0 else None
     return FrameSource(text, False, expected_frames=info.num_frames or None, fps=info.fps, size=size)
 

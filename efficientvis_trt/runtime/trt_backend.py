@@ -21,27 +21,32 @@ Why it looks like this:
 Everything TensorRT/CUDA is imported inside the constructor, so importing this module is
 free and a missing TensorRT is one BackendUnavailable line.
 """
+
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import logging
 import os
 import threading
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any
 
 import numpy as np
 
-from efficientvis_trt.calib.engine import import_cudart  # one cuda-python and one TensorRT import for build and run
-from efficientvis_trt.calib.engine import import_tensorrt as _import_tensorrt
 from efficientvis_trt.errors import BackendUnavailable, EvisError
+from efficientvis_trt.precision.engine import import_cudart  # one cuda-python and one TensorRT import for build and run
+from efficientvis_trt.precision.engine import import_tensorrt as _import_tensorrt
 from efficientvis_trt.runtime.backends import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, check_precision
 
 log = logging.getLogger(__name__)
 
-TRT_INSTALL_HINT = ("TensorRT is not installed: on a machine with an NVIDIA GPU run "
-                    "`pip install 'efficientvis-trt[trt]'` (Jetson: use JetPack's TensorRT), or use --backend ort")
+TRT_INSTALL_HINT = (
+    "TensorRT is not installed: on a machine with an NVIDIA GPU run "
+    "`pip install 'efficientvis-trt[trt]'` (Jetson: use JetPack's TensorRT), or use --backend ort"
+)
 _PLUGIN_LOCK = threading.Lock()
 _PLUGIN_DONE: dict[str, Any] = {}
 
@@ -81,7 +86,7 @@ def _cuda(cudart, result, what: str):
         try:
             got = cudart.cudaGetErrorName(err)
             name = got[1].decode() if isinstance(got[1], bytes) else str(got[1])
-        except Exception:  # noqa: BLE001 - the error's name is a nicety
+        except Exception:
             pass
         if "NoDevice" in name or "InsufficientDriver" in name:
             raise BackendUnavailable(f"CUDA is not usable here ({what}: {name})")
@@ -102,12 +107,14 @@ def register_plugin_once(meta: dict | None = None) -> str:
         if "mode" in _PLUGIN_DONE:
             return _PLUGIN_DONE["mode"]
         try:
-            from efficientvis_trt.plugins.trt_plugin import register_trt_plugin  # noqa: PLC0415
+            from efficientvis_trt.plugins.trt_plugin import register_trt_plugin
         except ImportError as exc:
             uses_plugin = str((meta or {}).get("plugin_path", {}).get("mode", "")) in ("jit", "aot")
             if uses_plugin:
-                raise EvisError("this engine contains the efficientvis::MultiLevelRoIAlign plugin but "
-                                f"efficientvis_trt.plugins.trt_plugin cannot be imported ({exc})") from None
+                raise EvisError(
+                    "this engine contains the efficientvis::MultiLevelRoIAlign plugin but "
+                    f"efficientvis_trt.plugins.trt_plugin cannot be imported ({exc})"
+                ) from None
             _PLUGIN_DONE["mode"] = "none"
             return "none"
         info = register_trt_plugin()
@@ -120,8 +127,9 @@ class TrtDeviceTensor:
 
     __slots__ = ("name", "ptr", "shape", "dtype", "nbytes", "owner", "generation")
 
-    def __init__(self, name: str, ptr: int, shape: tuple[int, ...], dtype: np.dtype, owner: "TensorRTBackend",
-                 generation: int):
+    def __init__(
+        self, name: str, ptr: int, shape: tuple[int, ...], dtype: np.dtype, owner: TensorRTBackend, generation: int
+    ):
         self.name, self.ptr, self.shape, self.dtype = name, int(ptr), tuple(shape), np.dtype(dtype)
         self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
         self.owner, self.generation = owner, generation
@@ -142,8 +150,15 @@ class TensorRTBackend:
     name = "tensorrt"
     device = "cuda"
 
-    def __init__(self, engine_path: str | os.PathLike, precision: str, *, bundle_path: str | os.PathLike | None = None,
-                 cuda_graph: bool = False, device_index: int = 0):
+    def __init__(
+        self,
+        engine_path: str | os.PathLike,
+        precision: str,
+        *,
+        bundle_path: str | os.PathLike | None = None,
+        cuda_graph: bool = False,
+        device_index: int = 0,
+    ):
         check_precision(precision)
         self.precision = precision
         self.engine_path = Path(engine_path)
@@ -155,7 +170,7 @@ class TensorRTBackend:
             raise EvisError(f"TensorRT engine not found: {self.engine_path}")
         self.device_index = device_index
         _cuda(cudart, cudart.cudaSetDevice(device_index), "cudaSetDevice")
-        _cuda(cudart, cudart.cudaFree(0), "cudaFree(0)")          # create the context before measuring memory
+        _cuda(cudart, cudart.cudaFree(0), "cudaFree(0)")  # create the context before measuring memory
         self._free_before = int(_cuda(cudart, cudart.cudaMemGetInfo(), "cudaMemGetInfo")[0])
         self._thread = threading.get_ident()
         meta = self._read_meta()
@@ -168,13 +183,16 @@ class TensorRTBackend:
         self._runtime = trt.Runtime(self._logger)
         self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
         if self._engine is None:
-            raise EvisError(f"TensorRT {trt.__version__} cannot load {self.engine_path.name} (built for another GPU or "
-                            f"TensorRT version, or corrupt): rebuild it here with `evis build "
-                            f"{bundle_path or 'BUNDLE'} --precision {precision}`")
+            raise EvisError(
+                f"TensorRT {trt.__version__} cannot load {self.engine_path.name} (built for another GPU or "
+                f"TensorRT version, or corrupt): rebuild it here with `evis build "
+                f"{bundle_path or 'BUNDLE'} --precision {precision}`"
+            )
         self._context = self._engine.create_execution_context()
         if self._context is None:
-            raise EvisError(f"TensorRT could not create an execution context for {self.engine_path.name} "
-                            "(out of GPU memory?)")
+            raise EvisError(
+                f"TensorRT could not create an execution context for {self.engine_path.name} (out of GPU memory?)"
+            )
         # One non-default stream for everything (never the legacy default stream).
         flags = getattr(cudart, "cudaStreamNonBlocking", 1)
         self._stream = _cuda(cudart, cudart.cudaStreamCreateWithFlags(flags), "cudaStreamCreateWithFlags")
@@ -195,17 +213,19 @@ class TensorRTBackend:
         self._closed = False
         try:
             self._allocate()
-            self._events = (_cuda(cudart, cudart.cudaEventCreate(), "cudaEventCreate"),
-                            _cuda(cudart, cudart.cudaEventCreate(), "cudaEventCreate"))
+            self._events = (
+                _cuda(cudart, cudart.cudaEventCreate(), "cudaEventCreate"),
+                _cuda(cudart, cudart.cudaEventCreate(), "cudaEventCreate"),
+            )
         except BaseException:
             self.close()
             raise
         free_after = int(_cuda(cudart, cudart.cudaMemGetInfo(), "cudaMemGetInfo")[0])
-        self.device_bytes = max(0, self._free_before - free_after)   # engine weights + activations + I/O buffers
+        self.device_bytes = max(0, self._free_before - free_after)  # engine weights + activations + I/O buffers
 
     # ---- setup --------------------------------------------------------------------------
     def _read_meta(self) -> dict:
-        from efficientvis_trt.calib.engine import engine_metadata_path  # noqa: PLC0415
+        from efficientvis_trt.precision.engine import engine_metadata_path
 
         path = engine_metadata_path(self.engine_path)
         if not path.is_file():
@@ -216,7 +236,7 @@ class TensorRTBackend:
             raise EvisError(f"engine metadata {path} is not valid JSON") from None
 
     def _check_compat(self, meta: dict, bundle_path) -> None:
-        from efficientvis_trt.calib.engine import check_engine_compat, cuda_device_info  # noqa: PLC0415
+        from efficientvis_trt.precision.engine import check_engine_compat, cuda_device_info
 
         gpu_name, cc = cuda_device_info()
         self.gpu_name = gpu_name
@@ -233,13 +253,17 @@ class TensorRTBackend:
                 raise EvisError(f"engine {self.engine_path.name}: {name!r} has the wrong direction")
             shape = tuple(int(d) for d in engine.get_tensor_shape(name))
             if any(d < 0 for d in shape):
-                raise EvisError(f"engine {self.engine_path.name}: {name!r} has a dynamic shape {list(shape)}; "
-                                "build it from the bundle's static per-clip graph")
+                raise EvisError(
+                    f"engine {self.engine_path.name}: {name!r} has a dynamic shape {list(shape)}; "
+                    "build it from the bundle's static per-clip graph"
+                )
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             want = INPUT_DTYPES.get(name, np.dtype(np.float32))
             if dtype != want:
-                raise EvisError(f"engine {self.engine_path.name}: {name!r} is {dtype}, expected {want} "
-                                "(I/O types are the same at every precision)")
+                raise EvisError(
+                    f"engine {self.engine_path.name}: {name!r} is {dtype}, expected {want} "
+                    "(I/O types are the same at every precision)"
+                )
             nbytes = int(np.prod(shape)) * dtype.itemsize
             self.shapes[name], self.dtypes[name] = shape, dtype
             self._device[name] = int(_cuda(cudart, cudart.cudaMalloc(nbytes), f"cudaMalloc({name})"))
@@ -267,8 +291,10 @@ class TensorRTBackend:
             if value.generation != self._generation:
                 raise EvisError(f"{name}: stale device tensor (it was overwritten by a later clip)")
             if value.shape != self.shapes[name] or value.dtype != self.dtypes[name]:
-                raise EvisError(f"{name}: device tensor is {list(value.shape)} {value.dtype}, "
-                                f"expected {list(self.shapes[name])} {self.dtypes[name]}")
+                raise EvisError(
+                    f"{name}: device tensor is {list(value.shape)} {value.dtype}, "
+                    f"expected {list(self.shapes[name])} {self.dtypes[name]}"
+                )
             if value.ptr != self._device[name]:
                 self._copy(self._device[name], value.ptr, nbytes, "DeviceToDevice")
             return
@@ -304,7 +330,7 @@ class TensorRTBackend:
         try:
             ok = bool(self._context.execute_async_v3(self._stream_handle))
         finally:
-            end = cudart.cudaStreamEndCapture(self._stream)     # always leave capture mode
+            end = cudart.cudaStreamEndCapture(self._stream)  # always leave capture mode
         err, graph = end[0], end[1]
         captured = int(err) == int(cudart.cudaError_t.cudaSuccess) and graph is not None and int(graph) != 0
         if not ok or not captured:
@@ -322,7 +348,7 @@ class TensorRTBackend:
     def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
         if self._closed:
             raise EvisError("the TensorRT backend was closed")
-        if threading.get_ident() != self._thread:   # the current device is per host thread
+        if threading.get_ident() != self._thread:  # the current device is per host thread
             _cuda(self.cudart, self.cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
             self._thread = threading.get_ident()
         for name in INPUT_NAMES:
@@ -331,12 +357,13 @@ class TensorRTBackend:
         _cuda(self.cudart, self.cudart.cudaEventRecord(start, self._stream), "cudaEventRecord")
         self._enqueue()
         _cuda(self.cudart, self.cudart.cudaEventRecord(end, self._stream), "cudaEventRecord")
-        self._generation += 1                    # device tensors handed out before this run are now stale
+        self._generation += 1  # device tensors handed out before this run are now stale
         out: dict[str, Any] = {}
         for name in OUTPUT_NAMES:
             if name in keep_on_device:
-                out[name] = TrtDeviceTensor(name, self._device[name], self.shapes[name], self.dtypes[name], self,
-                                            self._generation)
+                out[name] = TrtDeviceTensor(
+                    name, self._device[name], self.shapes[name], self.dtypes[name], self, self._generation
+                )
             else:
                 self._copy(self._host_ptr[name], self._device[name], self._host[name].nbytes, "DeviceToHost")
         self._sync()
@@ -393,11 +420,15 @@ class TensorRTBackend:
             cudart.cudaStreamDestroy(self._stream)
 
     def __del__(self) -> None:  # best effort; explicit close() is the contract
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:  # noqa: BLE001
-            pass
 
 
-__all__ = ["TensorRTBackend", "TrtDeviceTensor", "import_tensorrt", "import_cudart", "tensorrt_runtime_available",
-           "register_plugin_once"]
+__all__ = [
+    "TensorRTBackend",
+    "TrtDeviceTensor",
+    "import_tensorrt",
+    "import_cudart",
+    "tensorrt_runtime_available",
+    "register_plugin_once",
+]

@@ -3,6 +3,7 @@
 Heavy modules (torch, the data reader, the evaluator) are imported by the submodules, so
 `import efficientvis_trt.train` stays cheap.
 """
+
 from __future__ import annotations
 
 __all__ = ["train", "TrackletMatcher", "SetCriterion"]

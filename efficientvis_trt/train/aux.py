@@ -6,13 +6,14 @@ class loss on the FPN gives the backbone dense supervision from the same GT mask
 RoI features become discriminative much sooner. The head hangs off the backbone's output
 (captured by a forward hook), is not part of EfficientVIS, and never reaches export.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-AUX_LEVEL = 1      # index into the FPN list [P2, P3, P4, P5]: P3, stride 8
+AUX_LEVEL = 1  # index into the FPN list [P2, P3, P4, P5]: P3, stride 8
 AUX_STRIDE = 8
 
 
@@ -21,8 +22,12 @@ class SemanticAuxHead(nn.Module):
 
     def __init__(self, channels: int, num_classes: int, prior_prob: float = 0.01):
         super().__init__()
-        self.tower = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True),
-                                   nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.tower = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+        )
         self.predictor = nn.Conv2d(channels, num_classes, 1)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -45,8 +50,8 @@ def semantic_targets(targets: list[dict], num_classes: int, stride: int = AUX_ST
         g, frames, h, w = masks.shape
         cls = torch.zeros(frames, num_classes, h, w, dtype=torch.float32, device=masks.device)
         if g:
-            onehot = F.one_hot(labels, num_classes).to(torch.float32)                     # [G, K]
-            per = masks.to(torch.float32)[:, :, None] * onehot[:, None, :, None, None]      # [G, T, K, H, W]
+            onehot = F.one_hot(labels, num_classes).to(torch.float32)  # [G, K]
+            per = masks.to(torch.float32)[:, :, None] * onehot[:, None, :, None, None]  # [G, T, K, H, W]
             cls = per.amax(dim=0)
         maps.append((F.avg_pool2d(cls, stride) >= 0.5).to(torch.float32))
     return torch.cat(maps)

@@ -25,6 +25,7 @@ Assignment (the design choices):
   matched on clip 2's last stage among the still-free queries, which teaches free
   queries to pick up new instances at a clip boundary, as they must at inference.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ Assignment = tuple[Tensor, Tensor]
 
 
 # ---- elementary losses (sums; the caller normalises) ------------------------------
+
 
 def sigmoid_focal_loss(logits: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0) -> Tensor:
     """Sum over all elements of the RetinaNet focal loss; `alpha < 0` disables the class weighting."""
@@ -72,7 +74,9 @@ def mask_bce_loss(logits: Tensor, targets: Tensor) -> Tensor:
     """Sum over masks [P, S, S] of the per-pixel-mean BCE."""
     if logits.numel() == 0:
         return logits.float().sum()
-    return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none").flatten(1).mean(1).sum()
+    return (
+        F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none").flatten(1).mean(1).sum()
+    )
 
 
 def dice_loss(logits: Tensor, targets: Tensor, eps: float = 1.0) -> Tensor:
@@ -98,12 +102,13 @@ def mask_targets(gt_masks: Tensor, boxes_xyxy: Tensor, size: int = MASK_SIZE) ->
 
 # ---- the criterion ----------------------------------------------------------------
 
+
 @dataclass
 class PairAssignment:
     """Assignments of one batch: clip 1 per stage, and the one clip-2 assignment."""
 
-    clip1: list[list[Assignment]]      # [stage][batch element]
-    clip2: list[Assignment] | None     # [batch element]
+    clip1: list[list[Assignment]]  # [stage][batch element]
+    clip2: list[Assignment] | None  # [batch element]
 
 
 class SetCriterion(nn.Module):
@@ -113,11 +118,16 @@ class SetCriterion(nn.Module):
         super().__init__()
         self.cfg = train_cfg
         self.matcher = TrackletMatcher.from_config(train_cfg)
-        self.match_per_stage = bool(getattr(train_cfg, "match_per_stage", True) if match_per_stage is None
-                                    else match_per_stage)
-        self.weights = {"loss_class": train_cfg.loss_class, "loss_l1": train_cfg.loss_l1,
-                        "loss_giou": train_cfg.loss_giou, "loss_mask_bce": train_cfg.loss_mask_bce,
-                        "loss_mask_dice": train_cfg.loss_mask_dice}
+        self.match_per_stage = bool(
+            getattr(train_cfg, "match_per_stage", True) if match_per_stage is None else match_per_stage
+        )
+        self.weights = {
+            "loss_class": train_cfg.loss_class,
+            "loss_l1": train_cfg.loss_l1,
+            "loss_giou": train_cfg.loss_giou,
+            "loss_mask_bce": train_cfg.loss_mask_bce,
+            "loss_mask_dice": train_cfg.loss_mask_dice,
+        }
 
     # ---- matching -------------------------------------------------------------------
     @staticmethod
@@ -128,12 +138,20 @@ class SetCriterion(nn.Module):
 
     def _match_clip(self, stage: dict, targets: list[dict], image_hw: tuple[int, int]) -> list[Assignment]:
         boxes = xyxy_to_cxcywh(self._normalised(stage, image_hw))
-        return [self.matcher(stage["logits"][b], boxes[b], t["labels"], t["boxes"], t["valid"])
-                for b, t in enumerate(targets)]
+        return [
+            self.matcher(stage["logits"][b], boxes[b], t["labels"], t["boxes"], t["valid"])
+            for b, t in enumerate(targets)
+        ]
 
     @torch.no_grad()
-    def match(self, stages1: list[dict], targets1: list[dict], image_hw: tuple[int, int],
-              stages2: list[dict] | None = None, targets2: list[dict] | None = None) -> PairAssignment:
+    def match(
+        self,
+        stages1: list[dict],
+        targets1: list[dict],
+        image_hw: tuple[int, int],
+        stages2: list[dict] | None = None,
+        targets2: list[dict] | None = None,
+    ) -> PairAssignment:
         last = self._match_clip(stages1[-1], targets1, image_hw)
         if self.match_per_stage:
             clip1 = [self._match_clip(s, targets1, image_hw) for s in stages1[:-1]] + [last]
@@ -149,8 +167,15 @@ class SetCriterion(nn.Module):
             free[q] = False
             new_gt = torch.ones(t["labels"].shape[0], dtype=torch.bool, device=q.device)
             new_gt[g] = False
-            q2, g2 = self.matcher(stages2[-1]["logits"][b], boxes2[b], t["labels"], t["boxes"], t["valid"],
-                                  gt_subset=new_gt, free_queries=free)
+            q2, g2 = self.matcher(
+                stages2[-1]["logits"][b],
+                boxes2[b],
+                t["labels"],
+                t["boxes"],
+                t["valid"],
+                gt_subset=new_gt,
+                free_queries=free,
+            )
             clip2.append((torch.cat([q, q2]), torch.cat([g, g2])))
         return PairAssignment(clip1, clip2)
 
@@ -164,20 +189,21 @@ class SetCriterion(nn.Module):
             num = num / torch.distributed.get_world_size()
         return num.clamp(min=1.0)
 
-    def stage_losses(self, stage: dict, targets: list[dict], assign: list[Assignment], image_hw: tuple[int, int],
-                     num_boxes: Tensor) -> dict[str, Tensor]:
+    def stage_losses(
+        self, stage: dict, targets: list[dict], assign: list[Assignment], image_hw: tuple[int, int], num_boxes: Tensor
+    ) -> dict[str, Tensor]:
         """Unweighted, normalised loss terms of one stage of one clip."""
         logits = stage["logits"]
         b_, n, t, k = logits.shape
         device = logits.device
         frames = torch.arange(t, device=device)
         target_cls = torch.zeros(logits.shape, dtype=torch.float32, device=device)
-        boxes_n = self._normalised(stage, image_hw)                         # [B, N, T, 4] xyxy in [0, 1]
+        boxes_n = self._normalised(stage, image_hw)  # [B, N, T, 4] xyxy in [0, 1]
         pred_boxes, gt_boxes, pix_boxes, pred_masks, gt_masks = [], [], [], [], []
         for b, ((q, g), tg) in enumerate(zip(assign, targets)):
             if q.numel() == 0:
                 continue
-            v = tg["valid"][g].bool()                                        # [M, T]
+            v = tg["valid"][g].bool()  # [M, T]
             target_cls[b, q[:, None], frames[None], tg["labels"][g].long()[:, None]] = v.float()
             pred_boxes.append(boxes_n[b, q][v])
             gt_boxes.append(tg["boxes"][g][v].float())
@@ -185,7 +211,9 @@ class SetCriterion(nn.Module):
             if stage.get("mask_logits") is not None:
                 pred_masks.append(stage["mask_logits"][b, q][v])
                 gt_masks.append(tg["masks"][g][v])
-        out = {"loss_class": sigmoid_focal_loss(logits, target_cls, self.cfg.focal_alpha, self.cfg.focal_gamma) / num_boxes}
+        out = {
+            "loss_class": sigmoid_focal_loss(logits, target_cls, self.cfg.focal_alpha, self.cfg.focal_gamma) / num_boxes
+        }
         if pred_boxes:
             pb, gb = torch.cat(pred_boxes), torch.cat(gt_boxes)
             out["loss_l1"] = box_l1_loss(xyxy_to_cxcywh(pb), gb) / num_boxes
@@ -203,9 +231,14 @@ class SetCriterion(nn.Module):
             out["loss_mask_bce"] = out["loss_mask_dice"] = zero
         return out
 
-    def forward(self, stages1: list[dict], targets1: list[dict], image_hw: tuple[int, int],
-                stages2: list[dict] | None = None, targets2: list[dict] | None = None
-                ) -> tuple[Tensor, dict[str, Tensor], PairAssignment]:
+    def forward(
+        self,
+        stages1: list[dict],
+        targets1: list[dict],
+        image_hw: tuple[int, int],
+        stages2: list[dict] | None = None,
+        targets2: list[dict] | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor], PairAssignment]:
         """-> (total loss, weighted terms summed over stages and averaged over clips (detached), assignment)."""
         assignment = self.match(stages1, targets1, image_hw, stages2, targets2)
         clips = [(stages1, targets1, assignment.clip1)]

@@ -11,6 +11,7 @@ Cost(query n, gt g) = mean over g's valid frames t of
   + cost_giou  * -GIoU(box[n, t], gt_box[g, t])
 as in Sparse R-CNN / Deformable DETR (focal cost = positive focal term - negative focal term).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,19 +35,28 @@ def focal_class_cost(logits: Tensor, alpha: float, gamma: float) -> Tensor:
 class TrackletMatcher:
     """Computes tracklet-level costs and solves the assignment with scipy's linear_sum_assignment."""
 
-    def __init__(self, cost_class: float = 2.0, cost_l1: float = 5.0, cost_giou: float = 2.0,
-                 focal_alpha: float = 0.25, focal_gamma: float = 2.0):
+    def __init__(
+        self,
+        cost_class: float = 2.0,
+        cost_l1: float = 5.0,
+        cost_giou: float = 2.0,
+        focal_alpha: float = 0.25,
+        focal_gamma: float = 2.0,
+    ):
         self.cost_class, self.cost_l1, self.cost_giou = cost_class, cost_l1, cost_giou
         self.alpha, self.gamma = focal_alpha, focal_gamma
 
     @classmethod
-    def from_config(cls, train_cfg) -> "TrackletMatcher":
-        return cls(train_cfg.cost_class, train_cfg.cost_l1, train_cfg.cost_giou,
-                   train_cfg.focal_alpha, train_cfg.focal_gamma)
+    def from_config(cls, train_cfg) -> TrackletMatcher:
+        return cls(
+            train_cfg.cost_class, train_cfg.cost_l1, train_cfg.cost_giou, train_cfg.focal_alpha, train_cfg.focal_gamma
+        )
 
     @torch.no_grad()
     def cost_matrix(self, logits: Tensor, boxes: Tensor, labels: Tensor, gt_boxes: Tensor, valid: Tensor) -> Tensor:
-        """logits [N, T, K], boxes [N, T, 4] and gt_boxes [G, T, 4] normalised cxcywh, labels [G], valid [G, T] -> [N, G].
+        """Cost matrix [N, G] of the predictions against the ground-truth tracklets.
+
+        logits [N, T, K], boxes [N, T, 4] and gt_boxes [G, T, 4] normalised cxcywh, labels [G], valid [G, T].
 
         A gt with no valid frame gets cost _BIG in its whole column.
         """
@@ -55,20 +65,30 @@ class TrackletMatcher:
         if g == 0:
             return logits.new_zeros((n, 0))
         boxes, gt_boxes = boxes.float(), gt_boxes.float()
-        w = valid.to(boxes.dtype).t()                                     # [T, G]
-        frames = w.sum(0)                                                 # [G]
-        cls = focal_class_cost(logits, self.alpha, self.gamma)[:, :, labels.long()]   # [N, T, G]
-        l1 = (boxes[:, :, None, :] - gt_boxes.transpose(0, 1)[None]).abs().sum(-1)     # [N, T, G]
-        giou = pairwise_giou(cxcywh_to_xyxy(boxes).transpose(0, 1), cxcywh_to_xyxy(gt_boxes).transpose(0, 1))  # [T, N, G]
+        w = valid.to(boxes.dtype).t()  # [T, G]
+        frames = w.sum(0)  # [G]
+        cls = focal_class_cost(logits, self.alpha, self.gamma)[:, :, labels.long()]  # [N, T, G]
+        l1 = (boxes[:, :, None, :] - gt_boxes.transpose(0, 1)[None]).abs().sum(-1)  # [N, T, G]
+        giou = pairwise_giou(
+            cxcywh_to_xyxy(boxes).transpose(0, 1), cxcywh_to_xyxy(gt_boxes).transpose(0, 1)
+        )  # [T, N, G]
         per_frame = self.cost_class * cls + self.cost_l1 * l1 - self.cost_giou * giou.transpose(0, 1)
-        per_frame = torch.where(w[None] > 0, per_frame, torch.zeros_like(per_frame))   # absent frames: no evidence
+        per_frame = torch.where(w[None] > 0, per_frame, torch.zeros_like(per_frame))  # absent frames: no evidence
         cost = per_frame.sum(1) / frames.clamp(min=1)[None]
         cost = torch.where(torch.isfinite(cost), cost, torch.full_like(cost, _BIG))
         return torch.where(frames[None] > 0, cost, torch.full_like(cost, _BIG))
 
     @torch.no_grad()
-    def __call__(self, logits: Tensor, boxes: Tensor, labels: Tensor, gt_boxes: Tensor, valid: Tensor,
-                 gt_subset: Tensor | None = None, free_queries: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self,
+        logits: Tensor,
+        boxes: Tensor,
+        labels: Tensor,
+        gt_boxes: Tensor,
+        valid: Tensor,
+        gt_subset: Tensor | None = None,
+        free_queries: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
         """Assign queries to gt tracklets of one clip -> (query indices [M], gt indices [M]), sorted by gt.
 
         Only gts present in at least one frame (and in `gt_subset`, a bool [G] mask, if given)
@@ -79,7 +99,11 @@ class TrackletMatcher:
         keep_g = valid.any(dim=1)
         if gt_subset is not None:
             keep_g = keep_g & gt_subset.to(device)
-        keep_q = torch.ones(logits.shape[0], dtype=torch.bool, device=device) if free_queries is None else free_queries.to(device)
+        keep_q = (
+            torch.ones(logits.shape[0], dtype=torch.bool, device=device)
+            if free_queries is None
+            else free_queries.to(device)
+        )
         g_idx, q_idx = torch.nonzero(keep_g).reshape(-1), torch.nonzero(keep_q).reshape(-1)
         if g_idx.numel() == 0 or q_idx.numel() == 0:
             return empty

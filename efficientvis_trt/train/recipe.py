@@ -6,6 +6,7 @@ the same way. The iteration count is either given or derived from a time budget 
 a few real training steps first (so a slower machine trains fewer iterations, on the same
 schedule shape, rather than overrunning the budget).
 """
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,7 @@ class Recipe:
 
     # 128x224 canvas (the data is 180x320): 0.62x the pixels of tiny's 160x288, objects still 25-60 px.
     input_size: tuple[int, int] = (128, 224)
-    lr: float = 5e-4               # small transformer + BN backbone from scratch tolerate a high AdamW lr
+    lr: float = 5e-4  # small transformer + BN backbone from scratch tolerate a high AdamW lr
     batch_size: int = 2
     warmup_iters: int = 100
     lr_steps: tuple[float, ...] = (0.8,)
@@ -35,9 +36,9 @@ class Recipe:
     # Training-only helpers (TrainConfig documents each). From scratch the detector first learns
     # image-independent boxes and reads classes slowly; measured on this data in 30-minute runs
     # (benchmarks/RESULTS.md): aux + grid 3.5 AP, + gt_proposals (and the mask warp) 13.7, + loss_class 15.7.
-    loss_aux_sem: float = 1.0      # dense per-pixel class loss on P3 (CondInst): backbone signal per pixel
-    init_proposals: str = "grid"   # each query starts on its own tile instead of all on the whole image
-    gt_proposals: float = 1.0      # + a pass from jittered ground-truth tubes: heads see object RoIs from step one
+    loss_aux_sem: float = 1.0  # dense per-pixel class loss on P3 (CondInst): backbone signal per pixel
+    init_proposals: str = "grid"  # each query starts on its own tile instead of all on the whole image
+    gt_proposals: float = 1.0  # + a pass from jittered ground-truth tubes: heads see object RoIs from step one
     # Class weight 5 (preset 2), meant to pull class information into the shared query: 13.7 -> 15.7 AP in
     # one run each, though the class accuracy at the best-placed query did not rise (66 % -> 56 %): seed noise?
     loss_class: float = 5.0
@@ -46,8 +47,8 @@ class Recipe:
     train_videos: int = 600
     val_videos: int = 24
     frames: int = 20
-    data_seed: int = 0              # train split seed; val uses data_seed + 1
-    extra: dict[str, Any] = field(default_factory=dict)   # further TrainConfig overrides
+    data_seed: int = 0  # train split seed; val uses data_seed + 1
+    extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides
 
     def config(self, iters: int) -> Config:
         cfg = get_config("tiny")
@@ -79,19 +80,30 @@ def machine_description() -> dict[str, Any]:
         pass
     import torch
 
-    return {"cpu": model, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version()}
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def make_split(data_dir: Path, recipe: Recipe, split: str, progress: bool = True) -> Path:
     """One synthetic split of the recipe under `data_dir/split` (kept if already there with the same parameters)."""
     from efficientvis_trt.data.synthetic import make_synthetic
 
-    videos, seed = (recipe.train_videos, recipe.data_seed) if split == "train" else (recipe.val_videos, recipe.data_seed + 1)
+    videos, seed = (
+        (recipe.train_videos, recipe.data_seed) if split == "train" else (recipe.val_videos, recipe.data_seed + 1)
+    )
     stamp = {"videos": videos, "frames": recipe.frames, "seed": seed}
     stamp_file = data_dir / f"recipe_{split}.json"
     split_dir = data_dir / split
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp and (split_dir / "annotations.json").is_file():
+    if (
+        stamp_file.is_file()
+        and json.loads(stamp_file.read_text()) == stamp
+        and (split_dir / "annotations.json").is_file()
+    ):
         return split_dir
     make_synthetic(split_dir, split, videos, seed, frames=recipe.frames, progress=progress)
     write_json_atomic(stamp_file, stamp)
@@ -111,8 +123,10 @@ def seconds_per_iteration(recipe: Recipe, train_dir: Path, scratch: Path, device
 
     trainer = Trainer(recipe.config(1000), train_dir, scratch, device=device, progress=False)
     rng = np.random.default_rng(0)
-    batches = [[trainer.pairs.sample(int(rng.integers(len(trainer.pairs))), rng) for _ in range(recipe.batch_size)]
-               for _ in range(steps + 1)]
+    batches = [
+        [trainer.pairs.sample(int(rng.integers(len(trainer.pairs))), rng) for _ in range(recipe.batch_size)]
+        for _ in range(steps + 1)
+    ]
     trainer.step(batches[0])
     start = time.perf_counter()
     for b in batches[1:]:
@@ -120,9 +134,17 @@ def seconds_per_iteration(recipe: Recipe, train_dir: Path, scratch: Path, device
     return (time.perf_counter() - start) / steps
 
 
-def train_synthetic_recipe(out_dir: str | os.PathLike, minutes_budget: float = 25.0, *, iters: int | None = None,
-                           recipe: Recipe | None = None, device: str = "cpu", data_dir: str | os.PathLike | None = None,
-                           progress: bool = True, resume: bool = False) -> Path:
+def train_synthetic_recipe(
+    out_dir: str | os.PathLike,
+    minutes_budget: float = 25.0,
+    *,
+    iters: int | None = None,
+    recipe: Recipe | None = None,
+    device: str = "cpu",
+    data_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> Path:
     """Make the synthetic splits, train `tiny` for `iters` (or what fits `minutes_budget`), evaluate on val.
 
     -> the final checkpoint (OUT/run/final.pt). OUT/result.json records AP/AP50/AP75, the
@@ -145,16 +167,32 @@ def train_synthetic_recipe(out_dir: str | os.PathLike, minutes_budget: float = 2
     cfg = recipe.config(iters)
     run = out / "run"
     t0, c0 = time.perf_counter(), time.process_time()
-    final = train(cfg, train_dir, run, iters=iters, device=device, val_dir=val_dir, progress=progress,
-                  resume=resume and (run / "last.pt").is_file())
+    final = train(
+        cfg,
+        train_dir,
+        run,
+        iters=iters,
+        device=device,
+        val_dir=val_dir,
+        progress=progress,
+        resume=resume and (run / "last.pt").is_file(),
+    )
     train_wall, train_cpu = time.perf_counter() - t0, time.process_time() - c0
     metrics = load_metrics(run)
     result = {
-        "AP": metrics.get("AP"), "AP50": metrics.get("AP50"), "AP75": metrics.get("AP75"),
-        "iterations": iters, "train_wall_s": round(train_wall, 1), "train_cpu_s": round(train_cpu, 1),
-        "total_wall_s": round(time.perf_counter() - wall0, 1), "total_cpu_s": round(time.process_time() - cpu0, 1),
-        "data_s": round(data_s, 1), "checkpoint": str(final), "recipe": asdict(recipe),
-        "machine": machine_description(), "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "AP": metrics.get("AP"),
+        "AP50": metrics.get("AP50"),
+        "AP75": metrics.get("AP75"),
+        "iterations": iters,
+        "train_wall_s": round(train_wall, 1),
+        "train_cpu_s": round(train_cpu, 1),
+        "total_wall_s": round(time.perf_counter() - wall0, 1),
+        "total_cpu_s": round(time.process_time() - cpu0, 1),
+        "data_s": round(data_s, 1),
+        "checkpoint": str(final),
+        "recipe": asdict(recipe),
+        "machine": machine_description(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "stats": metrics,
     }
     write_json_atomic(out / "result.json", result)

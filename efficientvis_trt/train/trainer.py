@@ -17,6 +17,7 @@ Why it is built this way:
   (tiled initial proposals), `gt_proposals` (an extra pass from jittered ground-truth
   tubes, see `gt_proposal_tubes`), `deterministic`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -42,12 +43,33 @@ from efficientvis_trt.train.losses import LOSS_TERMS, SetCriterion
 log = logging.getLogger(__name__)
 
 LAST, FINAL = "last.pt", "final.pt"
-LOG_FIELDS = ("iter", "lr", "loss", *LOSS_TERMS, "loss_aux_sem", "loss_gt", "grad_norm", "sec_per_iter", "elapsed_s", "AP", "AP50", "AP75")
-_SHORT = {"loss_class": "cls", "loss_l1": "l1", "loss_giou": "giou", "loss_mask_bce": "bce", "loss_mask_dice": "dice",
-          "loss_aux_sem": "aux", "loss_gt": "gt"}
+LOG_FIELDS = (
+    "iter",
+    "lr",
+    "loss",
+    *LOSS_TERMS,
+    "loss_aux_sem",
+    "loss_gt",
+    "grad_norm",
+    "sec_per_iter",
+    "elapsed_s",
+    "AP",
+    "AP50",
+    "AP75",
+)
+_SHORT = {
+    "loss_class": "cls",
+    "loss_l1": "l1",
+    "loss_giou": "giou",
+    "loss_mask_bce": "bce",
+    "loss_mask_dice": "dice",
+    "loss_aux_sem": "aux",
+    "loss_gt": "gt",
+}
 
 
 # ---- data ----------------------------------------------------------------------------
+
 
 def resolve_annotations(path: str | os.PathLike, what: str = "data") -> Path:
     """A YouTube-VIS JSON file, or a folder holding `annotations.json` (or exactly one *.json)."""
@@ -63,8 +85,10 @@ def resolve_annotations(path: str | os.PathLike, what: str = "data") -> Path:
         return found[0]
     if not found:
         raise EvisError(f"{what} folder {p} has no annotations.json (not a YouTube-VIS data set?)")
-    raise EvisError(f"{what} folder {p} has several JSON files ({', '.join(f.name for f in found[:4])}); "
-                    "pass the annotation file itself")
+    raise EvisError(
+        f"{what} folder {p} has several JSON files ({', '.join(f.name for f in found[:4])}); "
+        "pass the annotation file itself"
+    )
 
 
 class SampleStream(torch.utils.data.Dataset):
@@ -96,12 +120,15 @@ class SampleStream(torch.utils.data.Dataset):
 def stack_clip(samples: list[dict], c: int, device: torch.device) -> tuple[Tensor, list[dict]]:
     """Clip `c` of every sample -> (frames [B, T, H, W, 3] uint8, targets per sample on `device`)."""
     frames = torch.stack([s["clips"][c]["frames"] for s in samples]).to(device, non_blocking=True)
-    targets = [{k: s["clips"][c][k].to(device, non_blocking=True) for k in ("labels", "boxes", "masks", "valid")}
-               for s in samples]
+    targets = [
+        {k: s["clips"][c][k].to(device, non_blocking=True) for k in ("labels", "boxes", "masks", "valid")}
+        for s in samples
+    ]
     return frames, targets
 
 
 # ---- model pieces ----------------------------------------------------------------------
+
 
 class PairForward(nn.Module):
     """Both clips of a sample in one forward (so DDP sees one normal forward per step).
@@ -121,7 +148,7 @@ class PairForward(nn.Module):
         self._hook = model.backbone.register_forward_hook(self._capture) if aux_head is not None else None
 
     def _capture(self, _module: nn.Module, _inputs: Any, out: list[Tensor]) -> None:
-        if self._capturing:     # only inside our forward: evaluation must not pile up features
+        if self._capturing:  # only inside our forward: evaluation must not pile up features
             self._features.append(out)
 
     def close(self) -> None:
@@ -152,8 +179,13 @@ class PairForward(nn.Module):
         return stages1, stages2, aux[0], aux[1], gt_stages
 
 
-def gt_proposal_tubes(targets: list[dict], init_boxes: Tensor, clip_len: int, jitter: tuple[float, float] = (0.2, 0.3),
-                      generator: torch.Generator | None = None) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
+def gt_proposal_tubes(
+    targets: list[dict],
+    init_boxes: Tensor,
+    clip_len: int,
+    jitter: tuple[float, float] = (0.2, 0.3),
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, list[tuple[Tensor, Tensor]]]:
     """Training-only proposals: query i < G starts on ground-truth tube i, jittered; the rest on `init_boxes`.
 
     Why: from scratch, the matched queries of the normal pass sit on loose boxes for
@@ -174,9 +206,9 @@ def gt_proposal_tubes(targets: list[dict], init_boxes: Tensor, clip_len: int, ji
         present = torch.nonzero(valid.any(dim=1)).reshape(-1)[:n]
         boxes = init_boxes.detach().cpu().float()[:, None, :].expand(n, clip_len, 4).clone()
         if present.numel():
-            gt, v = tg["boxes"].detach().cpu().float()[present], valid[present]             # [G, T, 4], [G, T]
+            gt, v = tg["boxes"].detach().cpu().float()[present], valid[present]  # [G, T, 4], [G, T]
             gap = (frames[:, None] - frames[None, :]).abs()[None].float() + (~v[:, None, :]) * 1e6
-            gt = torch.gather(gt, 1, gap.argmin(-1)[..., None].expand(-1, -1, 4))           # nearest present frame
+            gt = torch.gather(gt, 1, gap.argmin(-1)[..., None].expand(-1, -1, 4))  # nearest present frame
             u = torch.rand(gt.shape, generator=generator) * 2 - 1
             cxcy = gt[..., :2] + u[..., :2] * jitter[0] * gt[..., 2:]
             wh = gt[..., 2:] * torch.exp(u[..., 2:] * jitter[1])
@@ -195,6 +227,7 @@ def grid_proposals(n: int, aspect: float) -> Tensor:
     region from step one. The layout covers the canvas with the fewest spare tiles, then the
     squarest tiles in pixels; spare tiles of the last row are dropped.
     """
+
     def score(rows: int) -> tuple[int, float]:
         cols = math.ceil(n / rows)
         return rows * cols - n, abs(math.log(aspect * rows / cols))
@@ -205,8 +238,9 @@ def grid_proposals(n: int, aspect: float) -> Tensor:
     return torch.tensor(boxes[:n], dtype=torch.float32)
 
 
-def lr_factor(iteration: int, total: int, warmup: int, steps: list[float], gamma: float,
-              warmup_factor: float = 0.001) -> float:
+def lr_factor(
+    iteration: int, total: int, warmup: int, steps: list[float], gamma: float, warmup_factor: float = 0.001
+) -> float:
     """Linear warmup from `warmup_factor`, then x`gamma` at each fraction in `steps` of `total`."""
     factor = gamma ** sum(iteration >= int(round(s * total)) for s in steps)
     if iteration < warmup:
@@ -244,6 +278,7 @@ def setup_distributed(device: str) -> DistInfo:
 
 # ---- log -------------------------------------------------------------------------------
 
+
 class CsvLog:
     """RUN/log.csv: one row per logging interval and per evaluation; resume drops rows past the checkpoint."""
 
@@ -262,15 +297,18 @@ class CsvLog:
     def write(self, row: dict[str, Any]) -> None:
         buf = io.StringIO()
         csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore").writerow(
-            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+            {k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()}
+        )
         with open(self.path, "a") as f:
             f.write(buf.getvalue())
 
 
 # ---- evaluation ------------------------------------------------------------------------
 
-def evaluate_model(model: nn.Module, val_json: Path, device: str = "cpu", progress: bool = True,
-                   class_names: list[str] | None = None) -> dict[str, float]:
+
+def evaluate_model(
+    model: nn.Module, val_json: Path, device: str = "cpu", progress: bool = True, class_names: list[str] | None = None
+) -> dict[str, float]:
     """Run the model over every video of a YouTube-VIS split and score it; -> stats (AP, AP50, ... in 0-1)."""
     from tqdm import tqdm
 
@@ -297,12 +335,22 @@ def evaluate_model(model: nn.Module, val_json: Path, device: str = "cpu", progre
 
 # ---- the trainer -----------------------------------------------------------------------
 
+
 class Trainer:
     """Holds model, optimizer and data for one run; `run()` trains to `iters` and returns RUN/final.pt."""
 
-    def __init__(self, cfg: Config | str, data_dir: str | os.PathLike, out_dir: str | os.PathLike,
-                 iters: int | None = None, resume: bool = False, device: str = "cpu",
-                 val_dir: str | os.PathLike | None = None, progress: bool = True, log_every: int = 20):
+    def __init__(
+        self,
+        cfg: Config | str,
+        data_dir: str | os.PathLike,
+        out_dir: str | os.PathLike,
+        iters: int | None = None,
+        resume: bool = False,
+        device: str = "cpu",
+        val_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+        log_every: int = 20,
+    ):
         from efficientvis_trt.data.ytvis import YTVISClipPairs, load_ytvis
         from efficientvis_trt.model.efficientvis import EfficientVIS
 
@@ -346,8 +394,10 @@ class Trainer:
             resume_payload = read_checkpoint(last)
             saved = Config.from_dict(resume_payload["config"])
             if saved.model != cfg.model:
-                raise EvisError(f"--resume: {last} is another architecture than the requested config "
-                                "(different preset, data classes or model fields)")
+                raise EvisError(
+                    f"--resume: {last} is another architecture than the requested config "
+                    "(different preset, data classes or model fields)"
+                )
             if "extra" not in resume_payload or "iteration" not in resume_payload["extra"]:
                 raise EvisError(f"--resume: {last} carries no training state")
 
@@ -391,8 +441,14 @@ class Trainer:
         if resume_payload is not None:
             self._load_state(resume_payload)
 
-        self.pairs = YTVISClipPairs(data, cfg.model.clip_len, cfg.model.input_size, hflip_prob=t.hflip_prob,
-                                    scale_jitter=t.scale_jitter, max_frame_stride=t.max_frame_stride)
+        self.pairs = YTVISClipPairs(
+            data,
+            cfg.model.clip_len,
+            cfg.model.input_size,
+            hflip_prob=t.hflip_prob,
+            scale_jitter=t.scale_jitter,
+            max_frame_stride=t.max_frame_stride,
+        )
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             cfg.save_yaml(self.out / "config.yaml")
@@ -415,8 +471,14 @@ class Trainer:
         return {
             "iteration": self.iteration,
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": {"kind": "warmup_step", "last_iter": self.iteration, "total": t.iters,
-                          "warmup": t.warmup_iters, "steps": list(t.lr_steps), "gamma": t.lr_gamma},
+            "scheduler": {
+                "kind": "warmup_step",
+                "last_iter": self.iteration,
+                "total": t.iters,
+                "warmup": t.warmup_iters,
+                "steps": list(t.lr_steps),
+                "gamma": t.lr_gamma,
+            },
             "scaler": self.scaler.state_dict(),
             "rng": rng,
             "elapsed_s": self.elapsed,
@@ -446,8 +508,11 @@ class Trainer:
         self.elapsed = float(extra.get("elapsed_s", 0.0))
         self.last_eval = extra.get("last_eval") or None
         if int(extra.get("world_size", 1)) != self.dist.world_size:
-            log.warning("resuming a %s-process run with %s processes: the sample order changes",
-                        extra.get("world_size"), self.dist.world_size)
+            log.warning(
+                "resuming a %s-process run with %s processes: the sample order changes",
+                extra.get("world_size"),
+                self.dist.world_size,
+            )
 
     def save(self, name: str) -> Path:
         from efficientvis_trt.model.checkpoint import save_checkpoint
@@ -465,23 +530,32 @@ class Trainer:
         hw = tuple(frames1.shape[2:4])
         gt_tubes = gt_assign = None
         if t.gt_proposals > 0:
-            gt_tubes, gt_assign = gt_proposal_tubes(targets1, self.model.init_boxes.weight, frames1.shape[1],
-                                                    generator=self.gt_jitter)
+            gt_tubes, gt_assign = gt_proposal_tubes(
+                targets1, self.model.init_boxes.weight, frames1.shape[1], generator=self.gt_jitter
+            )
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
             stages1, stages2, aux1, aux2, gt_stages = self.net(frames1, frames2, gt_tubes)
         loss, terms, _ = self.criterion(stages1, targets1, hw, stages2, targets2)
         if gt_stages is not None:
             num = self.criterion.num_boxes(targets1, self.device)
-            gt_loss = sum(self.criterion.weights[k] * v for stage in gt_stages
-                          for k, v in self.criterion.stage_losses(stage, targets1, gt_assign, hw, num).items())
+            gt_loss = sum(
+                self.criterion.weights[k] * v
+                for stage in gt_stages
+                for k, v in self.criterion.stage_losses(stage, targets1, gt_assign, hw, num).items()
+            )
             terms["loss_gt"] = (t.gt_proposals * gt_loss).detach()
             loss = loss + t.gt_proposals * gt_loss
         if aux1 is not None:
             from efficientvis_trt.train.aux import aux_semantic_loss, semantic_targets
 
             k = self.cfg.model.num_classes
-            aux = sum(aux_semantic_loss(a.float(), semantic_targets(tg, k), t.focal_alpha, t.focal_gamma)
-                      for a, tg in ((aux1, targets1), (aux2, targets2))) / 2
+            aux = (
+                sum(
+                    aux_semantic_loss(a.float(), semantic_targets(tg, k), t.focal_alpha, t.focal_gamma)
+                    for a, tg in ((aux1, targets1), (aux2, targets2))
+                )
+                / 2
+            )
             terms["loss_aux_sem"] = (t.loss_aux_sem * aux).detach()
             loss = loss + t.loss_aux_sem * aux
         self.optimizer.zero_grad(set_to_none=True)
@@ -489,7 +563,7 @@ class Trainer:
         self.scaler.unscale_(self.optimizer)
         max_norm = t.clip_grad_norm if t.clip_grad_norm > 0 else math.inf
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trained_parameters(), max_norm)
-        self.scaler.step(self.optimizer)   # skips the update if the gradients are not finite
+        self.scaler.step(self.optimizer)  # skips the update if the gradients are not finite
         self.scaler.update()
         self.iteration += 1
         out = {k: float(v) for k, v in terms.items()}
@@ -509,11 +583,22 @@ class Trainer:
             log.info("already at iteration %d of %d", start, total)
         b = t.batch_size
         stream = SampleStream(self.pairs, start * b, (total - start) * b, t.seed, self.dist.rank, self.dist.world_size)
-        loader = torch.utils.data.DataLoader(stream, batch_size=b, shuffle=False, num_workers=t.num_workers,
-                                             collate_fn=collate_pairs, persistent_workers=False,
-                                             prefetch_factor=2 if t.num_workers > 0 else None)
-        bar = tqdm(total=total, initial=start, desc="train", disable=not (self.progress and self.dist.is_main),
-                   dynamic_ncols=True)
+        loader = torch.utils.data.DataLoader(
+            stream,
+            batch_size=b,
+            shuffle=False,
+            num_workers=t.num_workers,
+            collate_fn=collate_pairs,
+            persistent_workers=False,
+            prefetch_factor=2 if t.num_workers > 0 else None,
+        )
+        bar = tqdm(
+            total=total,
+            initial=start,
+            desc="train",
+            disable=not (self.progress and self.dist.is_main),
+            dynamic_ncols=True,
+        )
         # Some multi-threaded CPU kernels (index/scatter backward) accumulate in a varying order;
         # the deterministic kernels make two runs (and a resumed run) bit-identical.
         was_deterministic = torch.are_deterministic_algorithms_enabled()
@@ -532,7 +617,9 @@ class Trainer:
                     window[k] = window.get(k, 0.0) + v
                 count += 1
                 bar.update(1)
-                bar.set_postfix({"loss": f"{out['loss']:.3f}", **{_SHORT[k]: f"{v:.3f}" for k, v in out.items() if k in _SHORT}})
+                bar.set_postfix(
+                    {"loss": f"{out['loss']:.3f}", **{_SHORT[k]: f"{v:.3f}" for k, v in out.items() if k in _SHORT}}
+                )
                 it = self.iteration
                 if self.dist.is_main and (it % self.log_every == 0 or it == total):
                     row = {k: v / count for k, v in window.items()}
@@ -569,16 +656,31 @@ class Trainer:
             bar.write(f"evaluating on {self.val_json} at iteration {self.iteration} ...")
             stats = evaluate_model(self.model, self.val_json, str(self.device), self.progress, self.class_names)
             self.last_eval = stats
-            self.log.write({"iter": self.iteration, "elapsed_s": self.elapsed,
-                            **{k: stats.get(k, float("nan")) for k in ("AP", "AP50", "AP75")}})
-            bar.write(f"iteration {self.iteration}: AP {stats.get('AP', float('nan')):.3f} "
-                      f"AP50 {stats.get('AP50', float('nan')):.3f} AP75 {stats.get('AP75', float('nan')):.3f}")
+            self.log.write(
+                {
+                    "iter": self.iteration,
+                    "elapsed_s": self.elapsed,
+                    **{k: stats.get(k, float("nan")) for k in ("AP", "AP50", "AP75")},
+                }
+            )
+            bar.write(
+                f"iteration {self.iteration}: AP {stats.get('AP', float('nan')):.3f} "
+                f"AP50 {stats.get('AP50', float('nan')):.3f} AP75 {stats.get('AP75', float('nan')):.3f}"
+            )
         self._barrier()
 
 
-def train(cfg: Config | str, data_dir: str | os.PathLike, out_dir: str | os.PathLike, iters: int | None = None,
-          resume: bool = False, device: str = "cpu", val_dir: str | os.PathLike | None = None,
-          progress: bool = True, log_every: int = 20) -> Path:
+def train(
+    cfg: Config | str,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    iters: int | None = None,
+    resume: bool = False,
+    device: str = "cpu",
+    val_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    log_every: int = 20,
+) -> Path:
     """Train on a YouTube-VIS split; -> RUN/final.pt. See the module docstring for resume and DDP."""
     return Trainer(cfg, data_dir, out_dir, iters, resume, device, val_dir, progress, log_every).run()
 

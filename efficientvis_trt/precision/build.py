@@ -1,0 +1,290 @@
+"""`evis build` as a library: precision graphs for ONNX Runtime, engines for TensorRT.
+
+Why one place: the fp16 and int8 graphs share the calibration clips, the role analysis
+and the fp16 overflow guard, and a TensorRT build starts from the same graphs (the
+precision lives in the graph, DESIGN §5). A calibration record (calibration.json) holds
+everything needed to rebuild a graph bit for bit: clips (video, start frame), seed,
+method, calibrated ranges, what was kept in fp32 and why, tool versions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from efficientvis_trt.errors import EvisError
+from efficientvis_trt.export.bundle import ORT_CPU_ONNX_FILES
+from efficientvis_trt.io_utils import file_sha256, write_bytes_atomic, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("ort", "trt")
+CALIBRATION_FILE = "calibration.json"
+RECORD_SCHEMA = 1
+DEFAULT_CLIPS = 16
+CHECK_CLIPS = 2
+CPU_INT8_FILE = ORT_CPU_ONNX_FILES["int8"]  # ONNX Runtime CPU form of the int8 graph (not for TensorRT)
+
+
+@dataclass
+class BuildOptions:
+    precision: str
+    backend: str = "ort"
+    calib: Sequence[str] | None = None  # videos / folders / YouTube-VIS JSON; None: sample videos
+    calib_clips: int = DEFAULT_CLIPS
+    calib_method: str = "minmax"
+    seed: int = 0
+    workspace_gb: float = 4.0
+    opt_level: int = 3
+    headroom: float = 2.0  # fp16 overflow guard margin
+    rebuild_graph: bool = True  # for --backend trt: rebuild an existing fp16/int8 graph
+    progress: bool = True
+
+
+def tool_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+
+    import efficientvis_trt
+
+    out = {
+        "efficientvis_trt": efficientvis_trt.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+    try:
+        import cv2
+
+        out["opencv"] = cv2.__version__
+    except ImportError:
+        pass
+    return out
+
+
+def read_record(bundle_path: Path) -> dict:
+    path = bundle_path / CALIBRATION_FILE
+    if not path.is_file():
+        return {"schema_version": RECORD_SCHEMA}
+    try:
+        record = json.loads(path.read_text())
+    except ValueError:
+        raise EvisError(f"{path} is not valid JSON (delete it and rebuild)") from None
+    return record if isinstance(record, dict) else {"schema_version": RECORD_SCHEMA}
+
+
+def compare_outputs(ref_session, test_session, feeds: Sequence[dict]) -> dict[str, dict[str, float]]:
+    """Max abs difference and reference max|x| per output over `feeds` (one fp32 reference run each)."""
+    from efficientvis_trt.precision.ort_utils import run
+
+    out: dict[str, dict[str, float]] = {}
+    for feed in feeds:
+        ref, got = run(ref_session, feed), run(test_session, feed)
+        for name, r in ref.items():
+            g = got[name]
+            if g.dtype != r.dtype or g.shape != r.shape:
+                raise EvisError(
+                    f"output {name} is {g.dtype}{list(g.shape)}, the fp32 graph gives {r.dtype}{list(r.shape)}"
+                )
+            d = out.setdefault(name, {"max_abs_diff": 0.0, "ref_max_abs": 0.0, "finite": True})
+            d["max_abs_diff"] = max(d["max_abs_diff"], float(np.max(np.abs(g.astype(np.float64) - r))))
+            d["ref_max_abs"] = max(d["ref_max_abs"], float(np.max(np.abs(r))))
+            d["finite"] = d["finite"] and bool(np.isfinite(g).all())
+    return out
+
+
+def _serialize(model) -> bytes:
+    return model.SerializeToString(deterministic=True)
+
+
+def _share_like(path: Path, like: Path) -> None:
+    """Atomic writes create 0600 files; give new bundle files the mode of the bundle's model.onnx."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, like.stat().st_mode & 0o777)
+
+
+def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
+    """Write model.fp16.onnx or model.int8.onnx into the bundle and its calibration record section."""
+    import onnx
+
+    from efficientvis_trt.precision import fp16 as F
+    from efficientvis_trt.precision import graph as G
+    from efficientvis_trt.precision import int8 as I
+    from efficientvis_trt.precision.data import build_calibration_set
+    from efficientvis_trt.precision.ort_utils import make_session
+
+    if precision not in ("fp16", "int8"):
+        raise EvisError(f"no graph to build for {precision}")
+    if opts.calib_method not in I.METHODS:
+        raise EvisError(f"unknown --calib-method {opts.calib_method!r}: use one of {', '.join(I.METHODS)}")
+    start = time.perf_counter()
+    src_path = bundle.onnx_path("fp32")
+    model = onnx.load(str(src_path))
+    G.ensure_node_names(model)
+    roles = G.classify(model)
+    if not roles.roi_align:
+        log.warning("no MultiLevelRoIAlign/RoiAlign node found: is this an EfficientVIS per-clip graph?")
+
+    # One fp32 pass both carries the state and measures max|x| for the fp16 overflow guard.
+    calib = build_calibration_set(
+        model,
+        bundle.init_state(),
+        bundle.input_hw,
+        bundle.clip_len,
+        opts.calib,
+        opts.calib_clips,
+        opts.seed,
+        progress=opts.progress,
+        absmax_tensors=list(G.float_node_outputs(model)),
+    )
+    r16 = F.convert_with_guard(model, roles.fp16_block(), calib.feeds, headroom=opts.headroom, fp32_absmax=calib.absmax)
+    section: dict[str, Any] = {
+        "precision": precision,
+        "seed": opts.seed,
+        "clip_len": bundle.clip_len,
+        "input_hw": list(bundle.input_hw),
+        "sources": calib.sources,
+        "clips": [vars(c) for c in calib.clips],
+        "source_onnx": src_path.name,
+        "source_onnx_sha256": file_sha256(src_path),
+        "roles": {k: v for k, v in roles.to_dict().items() if k not in ("backbone", "weighted")},
+        "fp16": {
+            "kept_fp32_by_rule": r16.rule_blocked,
+            "kept_fp32": r16.blocked,
+            "overflow": [h.to_dict() for h in r16.overflow],
+            "headroom": opts.headroom,
+            "guard_rounds": r16.rounds,
+        },
+        "tool_versions": tool_versions(),
+    }
+    cpu_model = None
+    if precision == "fp16":
+        out_model = r16.model
+    else:
+        with tempfile.TemporaryDirectory(prefix="evis-int8-ranges-") as tmp:
+            cache = Path(tmp) / "ranges.json"  # one calibration, shared by both int8 graphs
+            r8 = I.quantize(model, calib, roles, r16.blocked, method=opts.calib_method, cache=cache)
+            cpu_model = I.quantize_cpu_graph(model, roles, cache, method=opts.calib_method)
+        out_model = r8.model
+        section["int8"] = {
+            "method": opts.calib_method,
+            "format": "QDQ",
+            "activations": "int8 symmetric per-tensor",
+            "weights": "int8 symmetric per-channel (Conv axis 0, MatMul axis 1, Gemm output axis)",
+            "quantized_nodes": r8.quantized_nodes,
+            "excluded": r8.excluded,
+            "ranges": r8.ranges,
+            "scales": r8.scales,
+            "opset": I.QDQ_OPSET,
+            "float_parts": "fp16 (blocked nodes fp32)",
+        }
+    onnx.checker.check_model(out_model, full_check=True)
+    data = _serialize(out_model)
+    check_feeds = calib.feeds[-CHECK_CLIPS:]
+    ref_session = make_session(model)
+    section["check_vs_fp32"] = _finite_check(ref_session, data, check_feeds, f"the {precision} graph")
+    cpu_data = None
+    if cpu_model is not None:
+        onnx.checker.check_model(cpu_model, full_check=True)
+        cpu_data = _serialize(cpu_model)
+        cpu_check = _finite_check(ref_session, cpu_data, check_feeds, "the int8 CPU graph")
+        section["int8"]["cpu_graph"] = {
+            "output_onnx": CPU_INT8_FILE,
+            "output_onnx_sha256": hashlib.sha256(cpu_data).hexdigest(),
+            "for": "ONNX Runtime CPUExecutionProvider (TensorRT uses model.int8.onnx)",
+            "format": "QDQ with output Q/DQ (ORT fuses QLinearConv/QLinearAdd)",
+            "activations": "uint8 asymmetric per-tensor (ranges: this section's calibration)",
+            "weights": "int8 symmetric per-channel",
+            "float_parts": "fp32",
+            "check_vs_fp32": cpu_check,
+        }
+
+    out_name = f"model.{precision}.onnx"
+    out_path = bundle.path / out_name
+    write_bytes_atomic(out_path, data)
+    _share_like(out_path, src_path)
+    if cpu_data is not None:
+        write_bytes_atomic(bundle.path / CPU_INT8_FILE, cpu_data)
+        _share_like(bundle.path / CPU_INT8_FILE, src_path)
+    section["output_onnx"] = out_name
+    section["output_onnx_sha256"] = hashlib.sha256(data).hexdigest()
+    section["build_time_s"] = round(time.perf_counter() - start, 2)
+
+    record = read_record(bundle.path)
+    record["schema_version"] = RECORD_SCHEMA
+    record[precision] = section
+    write_json_atomic(bundle.path / CALIBRATION_FILE, record)
+    _share_like(bundle.path / CALIBRATION_FILE, src_path)
+    _update_bundle_metadata(bundle, precision, out_name, CPU_INT8_FILE if cpu_data is not None else None)
+    return section
+
+
+def _finite_check(ref_session, graph: bytes, feeds, what: str) -> dict[str, Any]:
+    """Compare a built graph with fp32 on `feeds`; inf/NaN in any output is an error naming them."""
+    from efficientvis_trt.precision.ort_utils import make_session
+
+    check = compare_outputs(ref_session, make_session(graph), feeds)
+    bad = [k for k, v in check.items() if not v["finite"]]
+    if bad:
+        raise EvisError(f"{what} produces inf/NaN in {', '.join(bad)} on the calibration clips")
+    return check
+
+
+def _update_bundle_metadata(bundle, precision: str, out_name: str, cpu_name: str | None = None) -> None:
+    precisions = dict(bundle.metadata.get("precisions", {"fp32": "model.onnx"}))
+    precisions[precision] = out_name
+    fields: dict[str, Any] = {"precisions": precisions, "calibration": CALIBRATION_FILE}
+    if cpu_name is not None:  # the graph ONNX Runtime's CPU provider loads for this precision
+        fields["ort_cpu_graphs"] = {**bundle.metadata.get("ort_cpu_graphs", {}), precision: cpu_name}
+    bundle.update_metadata(**fields)
+    if hasattr(bundle, "record_file"):
+        bundle.record_file(out_name)
+        if cpu_name is not None:
+            bundle.record_file(cpu_name)
+
+
+def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
+    """Build what `evis build` asks for; returns a summary for the CLI."""
+    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.precision import engine as E
+
+    if opts.precision not in PRECISIONS:
+        raise EvisError(f"unknown --precision {opts.precision!r}: use one of {', '.join(PRECISIONS)}")
+    if opts.backend not in BACKENDS:
+        raise EvisError(f"unknown --backend {opts.backend!r}: use one of {', '.join(BACKENDS)}")
+    if opts.backend == "trt":
+        E.import_tensorrt()  # before anything is read or written: one clear line when missing
+        E.cuda_device_info()
+    bundle = Bundle.open(bundle_path)
+    summary: dict[str, Any] = {"bundle": str(bundle.path), "precision": opts.precision, "backend": opts.backend}
+    if opts.precision != "fp32":
+        have = (bundle.path / f"model.{opts.precision}.onnx").is_file()
+        if opts.backend == "ort" or not have or opts.rebuild_graph:
+            summary["graph"] = build_graph(bundle, opts.precision, opts)
+    summary["onnx"] = str(bundle.onnx_path(opts.precision))
+    if opts.backend == "trt":
+        result = E.build_engine(
+            bundle, opts.precision, workspace_gb=opts.workspace_gb, opt_level=opts.opt_level, bundle_path=bundle.path
+        )
+        summary["engine"] = str(result.path)
+        summary["engine_metadata"] = result.metadata
+        engines = dict(bundle.metadata.get("engines", {}))
+        engines[result.path.name] = {
+            k: result.metadata[k] for k in ("precision", "gpu", "compute_capability", "tensorrt_version", "plugin_path")
+        }
+        bundle.update_metadata(engines=engines)
+    return summary

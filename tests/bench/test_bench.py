@@ -1,0 +1,111 @@
+"""The bench table: real numbers through the real code paths, unavailable rows with their reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from efficientvis_trt.bench.report import COLUMNS, markdown_table, ratios, write_reports
+from efficientvis_trt.bench.runner import BenchRow, evaluate_split, fidelity
+from efficientvis_trt.runtime.postprocess import Track, VideoResult, encode_rle
+
+
+@pytest.fixture(scope="module")
+def val_split(tmp_path_factory) -> Path:
+    from efficientvis_trt.data.synthetic import make_synthetic
+
+    out = tmp_path_factory.mktemp("bench") / "val"
+    make_synthetic(out, "val", 2, seed=5, frames=6, size=(96, 160), progress=False)
+    return out
+
+
+class GroundTruthPredictor:
+    """Answers every video with its own ground truth: AP must come out exactly 1.0."""
+
+    def __init__(self, data_dir: Path):
+        from efficientvis_trt.bench.runner import annotations_path
+        from efficientvis_trt.data.ytvis import load_ytvis
+
+        self.data = load_ytvis(annotations_path(data_dir))
+        self.calls = 0
+
+    def predict_video(self, frames, max_frames=None):
+        video = self.data.videos[self.calls]  # the bench runs the split's videos in JSON order
+        self.calls += 1
+        assert sum(1 for _ in frames) == video.length  # every annotated frame, in order
+        tracks = []
+        for ann in self.data.annotations_of(video):
+            segs = []
+            for t in range(video.length):
+                m = self.data.decode_mask(ann, t)
+                segs.append(encode_rle(m if m is not None else np.zeros((video.height, video.width), np.uint8)))
+            tracks.append(Track(ann.id, ann.label, 1.0, np.zeros((video.length, 4)), np.ones(video.length), segs))
+        return VideoResult(video.name, video.height, video.width, video.length, tracks)
+
+
+def test_perfect_results_score_one_through_the_bench_path(val_split):
+    predictor = GroundTruthPredictor(val_split)
+    stats = evaluate_split(predictor, val_split, max_videos=None)
+    assert predictor.calls == 2
+    assert stats["AP"] == pytest.approx(1.0) and stats["AP50"] == pytest.approx(1.0)
+
+
+def test_a_wrong_class_scores_zero(val_split):
+    predictor = GroundTruthPredictor(val_split)
+    original = predictor.predict_video
+
+    def shifted(frames, max_frames=None):
+        result = original(frames, max_frames)
+        for t in result.tracks:
+            t.label = (t.label + 1) % predictor.data.num_classes
+        return result
+
+    predictor.predict_video = shifted
+    assert evaluate_split(predictor, val_split, None)["AP"] < 0.5
+
+
+def test_fidelity_of_identical_runs_is_one_and_undefined_without_reference():
+    mask = np.zeros((4, 4), np.uint8)
+    mask[1:3, 1:3] = 1
+    seg = encode_rle(mask)
+    results = [{"video_id": 1, "category_id": 1, "score": 0.9, "segmentations": [seg, seg]}]
+    assert fidelity(results, results, 0.5) == pytest.approx(1.0)
+    assert "n/a" in fidelity([{**results[0], "score": 0.1}], results, 0.5)
+
+
+def _rows() -> list[BenchRow]:
+    full = {key: 0.5 for key, _, _ in COLUMNS if key not in ("device_mb", "gpu_compute_ms")}
+    return [
+        BenchRow("ort", "fp32", True, metrics={**full, "model_fps": 10.0}),
+        BenchRow("ort", "int8", True, metrics={**full, "model_fps": 25.0, "AP": 0.45}),
+        BenchRow("trt", "fp32", False, "TensorRT is not installed: pip install efficientvis-trt[trt]"),
+    ]
+
+
+def test_table_has_every_row_every_column_and_the_reason(tmp_path):
+    rows = _rows()
+    table = markdown_table(rows)
+    lines = table.splitlines()
+    assert len(lines) == 2 + len(rows)
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    for line in lines[2:4]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert len(cells) == len(header)
+        assert all(c and c != "—" for c in cells), line  # every column filled on available rows
+        assert "n/a (CPU)" in cells  # GPU-only columns say why they are empty
+    assert "not available: TensorRT is not installed" in lines[4]
+    r = ratios(rows)
+    assert r["ort_int8_over_fp32_fps"] == pytest.approx(2.5)
+    assert r["ort_int8_ap_drop_points"] == pytest.approx(5.0)
+
+    from efficientvis_trt.bench.machine import machine_info
+
+    paths = write_reports(rows, machine_info(), tmp_path)
+    data = json.loads(paths["json"].read_text())
+    assert [r["backend"] for r in data["rows"]] == ["ort", "ort", "trt"]
+    assert data["rows"][2]["reason"].startswith("TensorRT")
+    assert paths["csv"].read_text().count("\n") == 4
+    assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

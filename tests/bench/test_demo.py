@@ -1,0 +1,104 @@
+"""`evis demo` end to end on tiny settings: every step runs, the table is complete, a rerun reuses the work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from efficientvis_trt.bench.report import COLUMNS, GPU_ONLY
+from efficientvis_trt.cli import main
+
+TINY = [
+    "--train-iters",
+    "2",
+    "--train-videos",
+    "2",
+    "--val-videos",
+    "1",
+    "--frames",
+    "10",
+    "--max-frames",
+    "10",
+    "--iters",
+    "1",
+    "--calib-videos",
+    "2",
+    "--calib-clips",
+    "2",
+]
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    assert main(["demo", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_demo_writes_every_artifact(demo_dir):
+    assert (demo_dir / "run" / "final.pt").is_file()
+    for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "metadata.json", "init_state.npz"):
+        assert (demo_dir / "bundle" / name).is_file(), name
+    overlay = demo_dir / "bikes.overlay.mp4"
+    assert overlay.is_file() and overlay.stat().st_size > 1000
+    import cv2
+
+    cap = cv2.VideoCapture(str(overlay))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
+    for name in ("bench.md", "bench.csv", "bench.json", "bench.png"):
+        assert (demo_dir / "bench" / name).is_file(), name
+
+
+def test_bench_table_has_a_row_per_backend_and_precision(demo_dir):
+    data = json.loads((demo_dir / "bench" / "bench.json").read_text())
+    rows = {(r["backend"], r["precision"]): r for r in data["rows"]}
+    assert set(rows) == {(b, p) for b in ("torch", "ort", "trt") for p in ("fp32", "fp16", "int8")}
+    for key in [("torch", "fp32"), ("ort", "fp32"), ("ort", "fp16"), ("ort", "int8")]:
+        row = rows[key]
+        assert row["available"], (key, row["reason"])
+        for col, _, _ in COLUMNS:
+            if col not in GPU_ONLY:
+                assert row.get(col) is not None, (key, col)
+        assert row["latency_p50_ms"] > 0 and row["model_fps"] > 0 and row["e2e_fps"] > 0
+        assert 0.0 <= row["AP"] <= 1.0
+    assert "CUDA" in rows[("torch", "fp16")]["reason"]
+    assert not rows[("torch", "int8")]["available"]
+    for p in ("fp32", "fp16", "int8"):
+        assert not rows[("trt", p)]["available"] and rows[("trt", p)]["reason"]
+    assert "ort_int8_over_fp32_fps" in data["ratios"]
+
+
+def test_second_run_reuses_model_bundle_and_graphs(demo_dir, capsys):
+    before = (demo_dir / "bundle" / "model.int8.onnx").stat().st_mtime_ns
+    assert main(["demo", "--out", str(demo_dir), *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert "reusing cached model" in printed and "reusing" in printed.split("== 3/6")[1]
+    assert (demo_dir / "bundle" / "model.int8.onnx").stat().st_mtime_ns == before
+
+
+def test_model_source_prefers_given_then_cached_then_training_when_asked_then_shipped(tmp_path):
+    from efficientvis_trt.bench.demo import model_source
+
+    cached, shipped = tmp_path / "run" / "final.pt", tmp_path / "shipped.pt"
+    assert model_source(None, cached, shipped, wants_training=False) == "shipped"
+    assert model_source(None, cached, shipped, wants_training=True) == "train"
+    assert model_source(None, cached, None, wants_training=False) == "train"
+    cached.parent.mkdir()
+    cached.write_bytes(b"x")
+    assert model_source(None, cached, shipped, wants_training=True) == "cached"
+    assert model_source(tmp_path / "mine.pt", cached, shipped, wants_training=False) == "given"
+
+
+def test_shipped_checkpoint_is_the_recipe_model_and_loads():
+    """The package ships the recipe's trained tiny model with its provenance (what the demo uses by default)."""
+    from efficientvis_trt.io_utils import file_sha256
+    from efficientvis_trt.model.checkpoint import SHIPPED_TINY_CHECKPOINT, load_checkpoint, shipped_tiny_checkpoint
+
+    assert shipped_tiny_checkpoint() == SHIPPED_TINY_CHECKPOINT
+    provenance = json.loads(SHIPPED_TINY_CHECKPOINT.with_suffix(".json").read_text())
+    assert provenance["sha256"] == file_sha256(SHIPPED_TINY_CHECKPOINT)
+    assert provenance["command"].startswith("python benchmarks/train_synthetic.py")
+    model, payload = load_checkpoint(SHIPPED_TINY_CHECKPOINT)
+    assert payload["config"]["model"]["input_size"] == list(provenance["recipe"]["input_size"])
+    assert len(payload["class_names"]) == model.config.model.num_classes

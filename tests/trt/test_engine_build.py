@@ -1,0 +1,92 @@
+"""TensorRT engine builds from the fp16/int8 graphs. Real builds: they run only where TensorRT and a GPU exist."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from efficientvis_trt.precision import engine as E
+
+pytestmark = pytest.mark.tensorrt
+
+
+def _gpu_ready() -> str | None:
+    """None when TensorRT and a CUDA GPU are usable, else why not."""
+    if not E.tensorrt_available():
+        return "TensorRT is not installed (pip install 'efficientvis-trt[trt]' on an NVIDIA GPU machine)"
+    try:
+        E.cuda_device_info()
+    except Exception as exc:
+        return f"no usable CUDA device: {exc}"
+    return None
+
+
+_WHY = _gpu_ready()
+skip_without_trt = pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
+
+
+@pytest.fixture(scope="module")
+def trt_bundle(tmp_path_factory):
+    from efficientvis_trt.export.exporter import export_bundle
+
+    out = tmp_path_factory.mktemp("trt") / "tiny"
+    export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None)
+    return out
+
+
+@skip_without_trt
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_build_engine_at_the_asked_precision(trt_bundle, precision):
+    from efficientvis_trt.cli import main
+    from efficientvis_trt.export.bundle import Bundle
+
+    rc = main(
+        [
+            "build",
+            str(trt_bundle),
+            "--precision",
+            precision,
+            "--backend",
+            "trt",
+            "--calib-clips",
+            "4",
+            "--workspace-gb",
+            "2",
+            "--opt-level",
+            "2",
+        ]
+    )
+    assert rc == 0
+    gpu, cc = E.cuda_device_info()
+    path = E.find_engine(trt_bundle, precision)
+    assert path is not None and path == E.engine_path(trt_bundle, precision, gpu, cc, E.tensorrt_version())
+    meta = json.loads(E.engine_metadata_path(path).read_text())
+    assert meta["precision"] == precision and meta["gpu"] == gpu
+    assert meta["source_onnx_sha256"] == E._sha256(Bundle.open(trt_bundle).onnx_path(precision))
+    assert meta["plugin_path"]["mode"] in ("aot", "jit", "builtin-roialign")
+    counts = meta["layers"]["compute_by_precision"]
+    if precision == "fp32":
+        assert not {"fp16", "int8"} & set(counts)
+    else:
+        assert counts.get(precision, 0) > 0
+    # A bare plan (no header): TensorRT deserializes the file as is.
+    engine, runtime, _ = E.load_engine(path, trt_bundle)
+    names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
+    assert {"frames", "query_in", "boxes_in", "logits", "boxes", "mask_logits", "query_out", "boxes_out"} == names
+    assert E.timing_cache_path(trt_bundle, gpu, cc, E.tensorrt_version()).stat().st_size > 0
+
+
+@skip_without_trt
+def test_engine_from_another_gpu_asks_for_rebuild(trt_bundle, tmp_path):
+    path = E.find_engine(trt_bundle, "fp16")
+    if path is None:
+        pytest.skip("the fp16 engine test did not run first")
+    copy = tmp_path / path.name
+    shutil.copy(path, copy)
+    meta = json.loads(E.engine_metadata_path(path).read_text())
+    meta["compute_capability"] = "1.0"
+    E.engine_metadata_path(copy).write_text(json.dumps(meta))
+    with pytest.raises(E.EvisError, match="rebuild"):
+        E.load_engine(copy)
