@@ -88,10 +88,10 @@ def real_clips(bundle, fp32_session, video: str, count: int = 2) -> list[dict]:
     frames = read_frames(sample_video(video), max_frames=count * t)
     lb = Letterbox(frames[0].shape[:2], bundle.input_hw)
     canvas = np.stack([lb.apply(f) for f in frames])
-    q, b = bundle.init_state()
+    q, b = (s[None] for s in bundle.init_state())  # one stream: B = 1
     feeds = []
     for k in range(count):
-        feed = {"frames": canvas[k * t : (k + 1) * t], "query_in": q, "boxes_in": b}
+        feed = {"frames": canvas[None, k * t : (k + 1) * t], "query_in": q, "boxes_in": b}
         feeds.append(feed)
         out = run(fp32_session, feed)
         q, b = out["query_out"], out["boxes_out"]

@@ -30,7 +30,7 @@ from efficientvis_trt.errors import EvisError
 from efficientvis_trt.io_utils import write_json_atomic
 
 BUNDLE_FORMAT = "efficientvis-trt-bundle"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every graph is batched (leading dynamic B)
 PRECISIONS = ("fp32", "fp16", "int8")
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 MODEL_FILE = ONNX_FILES["fp32"]
@@ -41,13 +41,14 @@ STATE_FILE = "init_state.npz"
 METADATA_FILE = "metadata.json"
 ENGINE_DIR = "engines"
 
-# DESIGN §3 as data. Shapes are symbolic: T clip length, H x W canvas, N queries, C hidden dim, K classes,
-# S mask side (2 x pooler resolution: 28 for every preset).
+# DESIGN §3 as data. Shapes are symbolic: B streams (dynamic in the graph, the one dimension that stays
+# symbolic in a bundle's table), T clip length, H x W canvas, N queries, C hidden dim, K classes, S mask side
+# (2 x pooler resolution: 28 for every preset).
 IO_TABLE: tuple[dict[str, Any], ...] = (
     {
         "name": "frames",
         "dir": "in",
-        "shape": ("T", "H", "W", 3),
+        "shape": ("B", "T", "H", "W", 3),
         "dtype": "uint8",
         "meaning": "BGR frames as OpenCV decodes them, already letterboxed; "
         "normalisation and layout change happen inside the graph",
@@ -55,49 +56,49 @@ IO_TABLE: tuple[dict[str, Any], ...] = (
     {
         "name": "query_in",
         "dir": "in",
-        "shape": ("N", "C"),
+        "shape": ("B", "N", "C"),
         "dtype": "float32",
         "meaning": "tracklet queries carried from the previous clip",
     },
     {
         "name": "boxes_in",
         "dir": "in",
-        "shape": ("N", 4),
+        "shape": ("B", "N", 4),
         "dtype": "float32",
         "meaning": "proposal boxes for this clip (normalised cxcywh)",
     },
     {
         "name": "logits",
         "dir": "out",
-        "shape": ("N", "T", "K"),
+        "shape": ("B", "N", "T", "K"),
         "dtype": "float32",
         "meaning": "class logits per instance and frame",
     },
     {
         "name": "boxes",
         "dir": "out",
-        "shape": ("N", "T", 4),
+        "shape": ("B", "N", "T", 4),
         "dtype": "float32",
         "meaning": "refined boxes (normalised cxcywh)",
     },
     {
         "name": "mask_logits",
         "dir": "out",
-        "shape": ("N", "T", "S", "S"),
+        "shape": ("B", "N", "T", "S", "S"),
         "dtype": "float32",
         "meaning": "mask logits in box coordinates",
     },
     {
         "name": "query_out",
         "dir": "out",
-        "shape": ("N", "C"),
+        "shape": ("B", "N", "C"),
         "dtype": "float32",
         "meaning": "queries for the next clip",
     },
     {
         "name": "boxes_out",
         "dir": "out",
-        "shape": ("N", 4),
+        "shape": ("B", "N", 4),
         "dtype": "float32",
         "meaning": "proposals for the next clip",
     },
@@ -110,8 +111,9 @@ _ONNX_DTYPES = {1: "float32", 2: "uint8", 10: "float16", 3: "int8", 6: "int32", 
 def io_table(
     clip_len: int, input_hw: tuple[int, int], num_queries: int, hidden_dim: int, num_classes: int, mask_size: int = 28
 ) -> list[dict[str, Any]]:
-    """IO_TABLE with concrete shapes (what metadata.json stores and the graph must have)."""
+    """IO_TABLE with concrete shapes (what metadata.json stores and the graph must have); B stays "B"."""
     dims = {
+        "B": "B",
         "T": clip_len,
         "H": input_hw[0],
         "W": input_hw[1],
