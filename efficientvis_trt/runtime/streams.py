@@ -33,10 +33,11 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import PER_FRAME_OUTPUTS
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.runtime.pipeline import ThreadedClipLoop
 from efficientvis_trt.runtime.postprocess import VideoResult
-from efficientvis_trt.runtime.predictor import PER_FRAME_OUTPUTS, ClipJob, ClipResult, Predictor, VideoRun
+from efficientvis_trt.runtime.predictor import ClipJob, ClipResult, Predictor, VideoRun
 from efficientvis_trt.runtime.sources import FrameSource, open_source
 
 _END = object()
