@@ -1,4 +1,4 @@
-"""MultiLevelRoIAlign: the Triton kernel against the PyTorch reference at the r50 shapes (issue 7).
+"""MultiLevelRoIAlign: the Triton kernel against the PyTorch reference at the r50 shapes.
 
     python benchmarks/roi_align_kernel.py                 # CUDA: kernel and reference, fp32 and fp16
     python benchmarks/roi_align_kernel.py --device cpu    # the reference only (the kernel needs CUDA)

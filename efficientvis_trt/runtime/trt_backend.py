@@ -14,7 +14,7 @@ Why it looks like this:
   the enqueue, so no host round trip happens between clips. Tensor addresses never
   change, which is also what a captured CUDA graph requires.
 - `register_trt_plugin()` runs before `deserialize_cuda_engine`: an engine that uses our
-  Python plugin cannot be deserialized otherwise (TRT_NOTES.md, "Plugins defined in Python").
+  Python plugin cannot be deserialized otherwise (docs/tensorrt.md, "Plugin paths").
 - `deserialize_cuda_engine` returns None for a plan from another GPU/TensorRT version:
   that becomes a one-line "rebuild" EvisError.
 
