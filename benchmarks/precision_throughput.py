@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -111,6 +110,7 @@ def accuracy(ref: dict, got: dict) -> dict:
 
 def time_sessions(sessions: dict, feed: dict, rounds: int, warmup: int) -> dict:
     from efficientvis_trt.precision.ort_utils import run
+    from efficientvis_trt.timing import latency_stats
 
     names = list(sessions)
     for name in names:
@@ -123,9 +123,8 @@ def time_sessions(sessions: dict, feed: dict, rounds: int, warmup: int) -> dict:
             t = time.perf_counter()
             run(sessions[name], feed)
             times[name].append(time.perf_counter() - t)
-    return {
-        n: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v), "runs": len(v)} for n, v in times.items()
-    }
+    stats = {n: latency_stats(v) for n, v in times.items()}
+    return {n: {"median_ms": t.p50_ms, "min_ms": t.min_ms, "runs": t.count} for n, t in stats.items()}
 
 
 def variant_models(bundle, workdir: Path, config: str, log) -> dict:
