@@ -21,32 +21,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _probe_cuda() -> dict:
-    info: dict = {"available": False}
+    from efficientvis_trt.errors import EvisError
+    from efficientvis_trt.trt.env import gpu_info
+
     try:
-        import torch
-    except Exception as exc:
-        info["detail"] = f"torch not importable ({exc})"
-        return info
-    try:
-        if torch.cuda.is_available():
-            idx = torch.cuda.current_device()
-            major, minor = torch.cuda.get_device_capability(idx)
-            info.update(available=True, name=torch.cuda.get_device_name(idx), compute_capability=f"{major}.{minor}")
-        else:
-            build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
-            info["detail"] = f"torch {torch.__version__} ({build}) sees no CUDA device"
-    except Exception as exc:
-        info["detail"] = f"CUDA probe failed ({exc})"
-    return info
+        gpu = gpu_info()
+    except EvisError as exc:
+        return {"available": False, "detail": str(exc)}
+    return {"available": True, "name": gpu.name, "compute_capability": gpu.cc_text}
 
 
 def _probe_trt() -> dict:
-    try:
-        import tensorrt
+    from efficientvis_trt.trt.env import INSTALL_HINT, installed_version
 
-        return {"installed": True, "version": str(tensorrt.__version__)}
-    except Exception as exc:
-        return {"installed": False, "detail": f"{type(exc).__name__}: {exc}"}
+    version = installed_version()
+    if version is None:
+        return {"installed": False, "detail": INSTALL_HINT}
+    return {"installed": True, "version": version}
 
 
 def _ptx_checks() -> list[dict]:
