@@ -276,17 +276,7 @@ def build_engine(
         failure = ""
     build_s = time.perf_counter() - start
     if not plan:
-        plugin_errors = trt_plugin.take_plugin_errors()
-        if plugin_errors:
-            # Exceptions inside aot_impl are caught and printed by the bindings; the build then
-            # returns None with no other cause (tensorrt/plugin/_plugin_class.py, get_launch_params).
-            raise EvisError(
-                f"TensorRT failed to build the {precision} engine: the RoIAlign plugin failed: {plugin_errors[-1]}"
-            )
-        raise EvisError(
-            f"TensorRT failed to build the {precision} engine ({failure or 'no plan returned'}; see the TensorRT log "
-            "above; a larger --workspace-gb helps when it reports out-of-memory tactics)"
-        )
+        raise build_failure(precision, failure, trt_plugin.take_plugin_errors())
     plan_bytes = bytes(memoryview(plan))
 
     engine, _runtime, _meta, _logger = _deserialize_fresh(trt, logger, plan_bytes)
@@ -328,6 +318,22 @@ def build_engine(
         "wrote %s (%.1f MB, built in %.1f s; layer precision %s)", path, len(plan_bytes) / 1e6, build_s, verdict.verdict
     )
     return EngineBuildResult(path, E.sidecar_path(path), meta)
+
+
+def build_failure(precision: str, failure: str, plugin_errors: list[str]) -> EvisError:
+    """The one line for a build that returned no plan: our plugin's own error first, when it raised one.
+
+    Exceptions inside ``aot_impl`` are caught and printed by the bindings; the build then returns
+    None with no other cause (tensorrt/plugin/_plugin_class.py, get_launch_params).
+    """
+    if plugin_errors:
+        return EvisError(
+            f"TensorRT failed to build the {precision} engine: the RoIAlign plugin failed in {plugin_errors[-1]}"
+        )
+    return EvisError(
+        f"TensorRT failed to build the {precision} engine ({failure or 'no plan returned'}; see the TensorRT log "
+        "above; a larger --workspace-gb helps when it reports out-of-memory tactics)"
+    )
 
 
 def _deserialize_fresh(trt, logger, plan_bytes: bytes):

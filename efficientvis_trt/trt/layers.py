@@ -118,12 +118,12 @@ def layer_precision_verdict(report: LayerPrecisionReport, precision: str) -> Ver
     summary = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
     hidden = f"{report.opaque_regions} fused Myelin/kgen region(s) whose inner layers are not listed"
     reduced = {"int8", "fp8", "fp16", "bf16"}
+    low = reduced & set(report.any_tensor_precisions)
+    if precision == "fp32" and low:
+        return Verdict("fail", f"an fp32 build holds {', '.join(sorted(low))} tensors (compute layers: {summary})")
     if report.compute_layers == 0 and report.opaque_regions == 0:
         return Verdict("unknown", "the engine inspector listed no compute layer and no fused region")
     if precision == "fp32":
-        low = reduced & set(report.any_tensor_precisions)
-        if low:
-            return Verdict("fail", f"an fp32 build holds {', '.join(sorted(low))} tensors (compute layers: {summary})")
         return Verdict("pass", f"no reduced-precision tensor in any listed layer (compute layers: {summary})")
     want = {"fp16": {"fp16"}, "int8": {"int8"}}[precision]
     visible_hit = sum(counts.get(k, 0) for k in want)
