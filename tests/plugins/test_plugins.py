@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from efficientvis_trt.errors import BackendUnavailable, EvisError
+from efficientvis_trt.errors import EvisError
 from efficientvis_trt.plugins.spec import RoIAlignAttrs
 from efficientvis_trt.plugins.triton_roi_align import covered_output_indices, kernel_config, launch_geometry
 from efficientvis_trt.plugins.trt_plugin import PluginPath, attrs_from_fields, attrs_to_fields, select_plugin_path
