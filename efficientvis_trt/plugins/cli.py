@@ -67,17 +67,17 @@ def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.plugins.triton_roi_align import triton_version
     from efficientvis_trt.plugins.trt_plugin import select_plugin_path, torch_cuda_available
 
-    trt = _probe_trt()
+    trt_info = _probe_trt()
     tv = triton_version()
     cuda = _probe_cuda()
     path = select_plugin_path(
-        trt.get("version"), triton_available=tv is not None, torch_cuda_available=torch_cuda_available()
+        trt_info.get("version"), triton_available=tv is not None, torch_cuda_available=torch_cuda_available()
     )
     report = {
         "path": path.mode,
         "reason": path.reason,
         "needs_python_at_load": path.needs_python_at_load,
-        "tensorrt": trt,
+        "tensorrt": trt_info,
         "triton": {"installed": tv is not None, "version": tv},
         "cuda": cuda,
     }
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"RoIAlign path: {path.mode}")
     print(f"  why: {path.reason}")
     print(f"  engine needs Python at load: {'yes' if path.needs_python_at_load else 'no'}")
-    print(f"TensorRT: {trt['version'] if trt['installed'] else 'not installed (' + trt['detail'] + ')'}")
+    print(f"TensorRT: {trt_info['version'] if trt_info['installed'] else 'not installed'}")
     print(f"Triton: {tv if tv else 'not installed'}")
     if cuda["available"]:
         print(f"CUDA device: {cuda['name']} (compute capability {cuda['compute_capability']})")
