@@ -274,7 +274,9 @@ class TensorRTBackend:
         """GPU-only bench columns: device memory this backend took, median GPU time of the enqueue (no copies)."""
         out = {"device_mb": self.device_bytes / 2**20}
         if self._compute_ms:
-            out["gpu_compute_ms"] = float(np.median(self._compute_ms))
+            from efficientvis_trt.timing import latency_stats
+
+            out["gpu_compute_ms"] = latency_stats([ms / 1000.0 for ms in self._compute_ms]).p50_ms
         return out
 
     def to_host(self, value: Any) -> np.ndarray:
