@@ -461,13 +461,21 @@ def build_engine(
         "timing_cache": cache_path.name,
         "layers": report.to_dict(),
     }
-    write_bytes_atomic(path, plan_bytes)
-    write_json_atomic(engine_metadata_path(path), meta)
-    serialized_cache = config.get_timing_cache().serialize()
-    write_bytes_atomic(cache_path, bytes(memoryview(serialized_cache)))
-    for written in (path, engine_metadata_path(path), cache_path):  # atomic temp files are 0600
-        with contextlib.suppress(OSError):
-            os.chmod(written, onnx_path.stat().st_mode & 0o777)
+    serialized_cache = bytes(memoryview(config.get_timing_cache().serialize()))
+    if hasattr(bundle, "transaction"):  # one bundle transaction: plan, sidecar and timing cache, or nothing
+        root = Path(bundle.path)
+        with bundle.transaction() as tx:
+            tx.add_file(path.relative_to(root).as_posix(), plan_bytes, role="engine", precision=precision)
+            tx.add_file(
+                engine_metadata_path(path).relative_to(root).as_posix(),
+                (json.dumps(meta, indent=2) + "\n").encode(),
+                role="engine-info",
+            )
+            tx.add_file(cache_path.relative_to(root).as_posix(), serialized_cache, role="timing-cache")
+    else:  # a bare folder (tests, tools): plain atomic writes
+        write_bytes_atomic(path, plan_bytes)
+        write_json_atomic(engine_metadata_path(path), meta)
+        write_bytes_atomic(cache_path, serialized_cache)
     log.info(
         "wrote %s (%.1f MB, built in %.1f s; compute layers %s)",
         path,
