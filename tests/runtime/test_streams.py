@@ -139,10 +139,11 @@ def test_bad_streams_and_broken_videos_are_one_line_and_write_nothing(bundle, vi
     cut = tmp_path / "cut.avi"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("mine")
+    code, _, err = _infer(capsys, bundle, videos[1], "--out", out)  # an earlier output, replaced only whole
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     code, _, err = _infer(capsys, bundle, videos[1], cut, videos[2], "--streams", "2", "--out", out, "--overlay")
     assert code == 2 and "video is truncated" in err and len(err.strip().splitlines()) == 1, err
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     with pytest.raises(EvisError, match="--streams must be >= 1"):
         MultiStreamRunner(Predictor(bundle, backend="ort"), 0)
