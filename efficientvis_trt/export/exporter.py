@@ -205,6 +205,9 @@ def export_onnx(
     attach_function(proto, opset)
     if flavour == "inline":
         proto = inline_function(proto)
+    from efficientvis_trt.contract import io_table, model_io_dims
+
+    stamp_io(proto, io_table(model_io_dims(model.config.model, clip_len, input_hw)))
     proto.producer_name = "efficientvis-trt"
     info = {"exporter": route, "exporter_fallback_reason": errors or None}
     return proto, info
@@ -264,6 +267,27 @@ def check_graph(
         info.update(nodes=0, roi_align_nodes=len(roi), local_function=False)
     info["graph_nodes"] = len(model.graph.node)
     return info
+
+
+def stamp_io(proto, expected_io: list[dict]) -> None:
+    """Declare the graph's inputs and outputs exactly as the I/O table says (B symbolic, the rest static).
+
+    Inlining the RoIAlign function and the simplifier re-infer output shapes and can leave
+    derived symbols ('Addlogits_dim_1') where the contract has numbers; the graph checks'
+    strict shape inference afterwards proves the declared shapes consistent with the graph.
+    """
+    rows = {r["name"]: r["shape"] for r in expected_io}
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        if vi.name not in rows:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        del dims[:]
+        for d in rows[vi.name]:
+            dim = dims.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = int(d)
 
 
 def simplify(proto):
@@ -388,6 +412,7 @@ def export_bundle(
         report: dict[str, Any] | None = None
         chosen = None
         for tool, proto in candidates:
+            stamp_io(proto, expected_io)
             onnx.save(proto, str(model_path))
             try:
                 graph_info = check_graph(model_path, expected_io, flavour, attrs, m.num_stages, roi_shape)
