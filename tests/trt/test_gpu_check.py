@@ -45,8 +45,12 @@ def test_summary_says_tensorrt_not_available_and_never_invents_figures(tmp_path)
     (tmp_path / "doctor" / "doctor.json").write_text(json.dumps(doctor))
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "result.json").write_text(json.dumps({"AP": 12.5, "iterations": 300}))
-    proc = run_python(
-        f"import sys; sys.argv = ['x', 'summary', {str(tmp_path)!r}]; exec(open('benchmarks/gpu_check.py').read())"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/gpu_check.py", "summary", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     text = (tmp_path / "SUMMARY.md").read_text()
