@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, check_precision
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.runtime.backends import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, check_precision
 from efficientvis_trt.trt.env import cuda_check as _cuda
 from efficientvis_trt.trt.env import import_cudart, import_tensorrt, runtime_available
 

@@ -15,18 +15,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from efficientvis_trt.contract import check_precision
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.io_utils import write_bytes_atomic, write_json_atomic
 from efficientvis_trt.trt import env
 
-PRECISIONS = ("fp32", "fp16", "int8")
 PLAN_SUFFIX = ".plan"
 META_SUFFIX = ".json"
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise EvisError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
 
 
 # ---- naming ----------------------------------------------------------------------------------------
