@@ -297,7 +297,7 @@ def build_engine(
         "tensorrt_version": trt_version,
         "strongly_typed": True,
         "plugin_path": {"selected": selected.mode, "reason": selected.reason, **bound},
-        "batch_profile": batch.to_dict() if (shapes and batch is not None) else None,
+        "batch_profile": (batch or BatchProfile()).to_dict() if shapes else None,  # the profile really used
         "dynamic_inputs": sorted(shapes),
         "build_time_s": round(build_s, 3),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

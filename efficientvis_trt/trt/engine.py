@@ -145,10 +145,13 @@ def check_compat(
         )
 
 
-def engine_holds_python_plugin(meta: dict) -> bool:
-    """Whether the sidecar says our Python plugin is inside (then it must be registered before loading)."""
+def engine_needs_python_plugin(meta: dict) -> bool:
+    """Whether the sidecar says our JIT plugin is inside: then it must be registered before loading.
+
+    An AOT engine carries the kernel as PTX and loads with no Python (tensorrt.plugin aot_impl docs).
+    """
     plugin = meta.get("plugin_path") or {}
-    return str(plugin.get("in_engine", plugin.get("mode", ""))) in ("aot", "jit")
+    return str(plugin.get("in_engine", plugin.get("mode", ""))) == "jit"
 
 
 def deserialize(path: str | os.PathLike, bundle_path: str | os.PathLike | None = None, *, precision: str | None = None):
@@ -168,7 +171,7 @@ def deserialize(path: str | os.PathLike, bundle_path: str | os.PathLike | None =
     gpu_name, cc = env.cuda_device_info()
     check_compat(meta, gpu_name, cc, trt.__version__, path, bundle_path)
     logger = env.make_logger(trt)
-    env.prepare_plugins(trt, logger, plugin_required=engine_holds_python_plugin(meta))
+    env.prepare_plugins(trt, logger, plugin_required=engine_needs_python_plugin(meta))
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(path.read_bytes())
     if engine is None:

@@ -142,12 +142,19 @@ def test_deserialize_refuses_another_precision_and_a_corrupt_sidecar(fake_trt, t
     assert "deserialize_cuda_engine" not in fake_trt.calls
 
 
-def test_an_engine_holding_our_plugin_fails_clearly_when_the_plugin_cannot_register(fake_trt, tmp_path):
-    # The fake has no tensorrt.plugin: registration fails; the sidecar says the engine holds the AOT plugin.
-    plan = _plan(tmp_path, {"precision": "fp16", "plugin_path": {"selected": "aot", "in_engine": "aot"}})
-    with pytest.raises(EvisError, match="contains the efficientvis::MultiLevelRoIAlign Python plugin"):
+def test_an_engine_holding_our_jit_plugin_fails_clearly_when_the_plugin_is_not_registered(fake_trt, tmp_path):
+    # The fake has no tensorrt.plugin: registration fails; the sidecar says the engine holds the JIT plugin.
+    plan = _plan(tmp_path, {"precision": "fp16", "plugin_path": {"selected": "jit", "in_engine": "jit"}})
+    with pytest.raises(EvisError, match="holds the efficientvis::MultiLevelRoIAlign JIT plugin"):
+        E.deserialize(plan, tmp_path)
+    with pytest.raises(EvisError, match="JIT plugin"):  # and again: the cached registration result is checked too
         E.deserialize(plan, tmp_path)
     assert "deserialize_cuda_engine" not in fake_trt.calls
+    # An AOT engine carries its PTX: it is handed to TensorRT without the Python plugin.
+    E.sidecar_path(plan).write_text(json.dumps({"precision": "fp16", "plugin_path": {"in_engine": "aot"}}))
+    with pytest.raises(EvisError, match="cannot load engine"):
+        E.deserialize(plan, tmp_path)
+    assert "deserialize_cuda_engine" in fake_trt.calls
 
 
 def test_without_tensorrt_build_and_load_are_one_clear_line_and_write_nothing(tmp_path):
