@@ -139,6 +139,9 @@ def test_our_tensorrt_code_conforms_to_the_real_bindings(reports, version):
     uses = report["checked"]["uses"]
     assert uses["found"] >= 40 and uses["calls"] >= 15, uses  # the AST walk found our code
     assert not report["problems"], f"TensorRT {version}:\n" + "\n".join(report["problems"])
+    assert {"NetworkFromOnnxPath", "CreateConfig", "engine_bytes_from_network"} <= set(
+        report["checked"]["polygraphy"]["calls"]
+    )
     order = report["checked"]["order"]
     assert order["build"]["calls"][0] == "init_libnvinfer_plugins" and "Builder" in order["build"]["calls"]
     assert order["deserialize"]["calls"][:2] == ["init_libnvinfer_plugins", "Runtime"]
