@@ -55,7 +55,6 @@ from efficientvis_trt.video import PAD_VALUE, Letterbox
 _RESIZE_CHANNELS = 64  # OpenCV resizes at most this many mask channels at once reliably
 
 
-@dataclass(frozen=True)
 def resolve_annotations(path: str | os.PathLike, what: str = "data") -> Path:
     """The one rule (trainer, bench, evaluation): a YouTube-VIS JSON file, or a folder holding
     `annotations.json` (or exactly one *.json); several candidates are an error, never a guess."""
@@ -77,6 +76,7 @@ def resolve_annotations(path: str | os.PathLike, what: str = "data") -> Path:
     )
 
 
+@dataclass(frozen=True)
 class YTVISVideo:
     id: int
     width: int
