@@ -70,8 +70,12 @@ def _site(version: str) -> Path:
         with zipfile.ZipFile(wheel) as zf:
             zf.extractall(tmp)
         (tmp / "tensorrt_bindings").rename(tmp / "tensorrt")
-        shutil.rmtree(site, ignore_errors=True)
-        tmp.rename(site)
+        try:
+            tmp.rename(site)  # atomic; another run that got there first wins, and its copy is the same
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (site / "tensorrt" / "__init__.py").is_file():
+                raise
     return site
 
 
