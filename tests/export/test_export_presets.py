@@ -50,5 +50,5 @@ def test_io_contract_large_presets(preset, tmp_path):
     assert [node_attributes(n) for n in custom_nodes(proto)] == [attrs] * m.num_stages
     path = tmp_path / "model.onnx"
     onnx.save(proto, str(path))
-    info = check_graph(path, want, "plugin", attrs, m.num_stages, [T, m.num_queries, m.hidden_dim, 14, 14])
+    info = check_graph(path, want, "plugin", attrs, m.num_stages, [m.num_queries, m.hidden_dim, 14, 14])
     assert info["nodes"] == 6 and info["local_function"]
