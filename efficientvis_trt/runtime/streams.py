@@ -39,6 +39,7 @@ from efficientvis_trt.runtime.pipeline import ThreadedClipLoop
 from efficientvis_trt.runtime.postprocess import VideoResult
 from efficientvis_trt.runtime.predictor import ClipJob, ClipResult, Predictor, VideoRun
 from efficientvis_trt.runtime.sources import FrameSource, open_source
+from efficientvis_trt.timing import fps
 
 _END = object()
 _POLL_S = 0.002
@@ -237,7 +238,7 @@ class MultiStreamRunner:
                 s.overlay = None
             s.run._complete()
             result = s.run.result()
-            events.append(StreamDone(s.index, s.run.name, s.run.source, result, result.num_frames / wall))
+            events.append(StreamDone(s.index, s.run.name, s.run.source, result, fps(result.num_frames, wall)))
         for (s, job), out in zip(step.items, outs):
             clip = s.run._post((job, out, latency))
             events.append(StreamClip(s.index, s.run.name, clip, len(step.items)))
