@@ -372,6 +372,26 @@ def test_video_length_not_multiple_of_clip_len(plugin_bundle, tmp_path):
     assert rep["passed"]
 
 
+def test_verification_runs_any_number_of_streams(plugin_bundle):
+    """ONNX Runtime over B = 3 streams in one batch equals three B = 1 runs; verification passes at B = 1 and 3."""
+    from efficientvis_trt.export.verify import load_clips, run_onnxruntime, stream_clips
+
+    bundle = Bundle.open(plugin_bundle)
+    clips, _ = load_clips(None, T, HW, 3)
+    streams = stream_clips(clips, 3)
+    assert [lane[0][0] is clips[j][0] for j, lane in enumerate(streams)] == [True] * 3  # rotated: differ per step
+    batched = run_onnxruntime(bundle.onnx_path(), streams, bundle.init_state())
+    for lane, got in zip(streams, batched, strict=True):
+        (alone,) = run_onnxruntime(bundle.onnx_path(), [lane], bundle.init_state())
+        for a, b in zip(got, alone, strict=True):
+            for name in a:
+                np.testing.assert_allclose(a[name], b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    assert not np.allclose(batched[0][1]["logits"], batched[1][1]["logits"], atol=1e-4)  # the streams differ
+    for n in (1, 3):
+        rep = verify_bundle(plugin_bundle, num_clips=2, streams=n)
+        assert rep["passed"] and rep["streams"] == n and f"B={n}" in rep["backend"]
+
+
 # ---- atomicity -------------------------------------------------------------------------------------
 def _siblings(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
