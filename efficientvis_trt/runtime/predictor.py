@@ -247,35 +247,40 @@ class VideoRun:
 
     # the three stages ------------------------------------------------------------------
     def _produce(self) -> Iterator[ClipJob]:
+        """Decode and letterbox straight into each clip's array (the last clip padded with its last frame)."""
         p, timings = self.p, self.timings
         keep_originals = self.overlay_path is not None
         frames = iter(self._frames())
-
-        def canvases():
+        clip_len = p.clip_len
+        index = first = filled = 0
+        clip: np.ndarray | None = None
+        originals: list[np.ndarray] = []
+        decoded_at = 0.0
+        try:
             while True:
                 t0 = time.perf_counter()
                 try:
                     frame = next(frames)
                 except StopIteration:
-                    return
+                    break
                 t1 = time.perf_counter()
                 if self.letterbox is None:
                     self.letterbox = Letterbox(frame.shape[:2], p.input_hw)
-                canvas = self.letterbox.apply(frame)
-                t2 = time.perf_counter()
+                if clip is None:
+                    clip = np.empty((clip_len, *p.input_hw, 3), np.uint8)
+                self.letterbox.apply(frame, out=clip[filled])
+                filled += 1
+                if keep_originals:
+                    originals.append(frame)
+                decoded_at = t1
                 timings["decode"] += t1 - t0
-                timings["preprocess"] += t2 - t1
-                yield canvas, (frame if keep_originals else None), t1
-
-        first = 0
-        try:
-            for index, (items, valid) in enumerate(iter_clips(canvases(), p.clip_len)):
-                t0 = time.perf_counter()
-                canvas = np.stack([c for c, _, _ in items])
-                timings["preprocess"] += time.perf_counter() - t0
-                originals = [o for o, _, _ in items[:valid]] if keep_originals else None
-                yield ClipJob(index, first, valid, canvas, self.letterbox, originals, items[valid - 1][2])
-                first += valid
+                timings["preprocess"] += time.perf_counter() - t1
+                if filled == clip_len:
+                    yield ClipJob(index, first, filled, clip, self.letterbox, originals or None, decoded_at)
+                    index, first, filled, clip, originals = index + 1, first + filled, 0, None, []
+            if clip is not None:
+                clip[filled:] = clip[filled - 1]
+                yield ClipJob(index, first, filled, clip, self.letterbox, originals or None, decoded_at)
         finally:
             close = getattr(frames, "close", None)
             if close is not None:

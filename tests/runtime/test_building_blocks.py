@@ -257,3 +257,16 @@ def test_runtime_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_loop_keeps_opencv_on_one_thread_and_restores_it():
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        seen = list(ThreadedClipLoop(lambda: range(3), lambda x: x, lambda x: cv2.getNumThreads()))
+        assert seen == [1, 1, 1]
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
