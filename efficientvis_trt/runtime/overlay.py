@@ -32,7 +32,11 @@ def track_colour(key: int) -> tuple[int, int, int]:
 def draw_instances(
     frame: np.ndarray, items: Iterable[tuple[int, np.ndarray | None, Sequence[float], str]], alpha: float = 0.5
 ) -> np.ndarray:
-    """Draw (colour key, binary mask or None, xyxy box, label) items onto a copy of `frame`."""
+    """Draw (colour key, binary mask or None, xyxy box, label) items onto a copy of `frame`.
+
+    A mask is blended only inside its bounding rectangle (one SIMD scan finds it), so the
+    cost follows the objects' size, not the frame's.
+    """
     import cv2
 
     out = frame.copy()
@@ -41,9 +45,8 @@ def draw_instances(
     thick = max(1, int(round(2 * scale)))
     for key, mask, box, label in items:
         colour = track_colour(key)
-        if mask is not None and mask.any():
-            sel = mask.astype(bool)
-            out[sel] = (out[sel] * (1.0 - alpha) + np.array(colour, np.float32) * alpha).astype(np.uint8)
+        if mask is not None:
+            _blend_mask(out, mask, colour, alpha)
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         x1, x2 = max(0, min(x1, w - 1)), max(0, min(x2, w - 1))
         y1, y2 = max(0, min(y1, h - 1)), max(0, min(y2, h - 1))
@@ -63,6 +66,21 @@ def draw_instances(
                 cv2.LINE_AA,
             )
     return out
+
+
+def _blend_mask(out: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], alpha: float) -> None:
+    """out = out * (1 - alpha) + colour * alpha where `mask` is set, in place, within the mask's bounding box."""
+    import cv2
+
+    mask = np.ascontiguousarray(mask).view(np.uint8) if mask.dtype == np.bool_ else np.asarray(mask, np.uint8)
+    x, y, bw, bh = cv2.boundingRect(mask)
+    if bw == 0 or bh == 0:
+        return
+    region = out[y : y + bh, x : x + bw]
+    paint = np.empty_like(region)
+    paint[:] = colour
+    blended = cv2.addWeighted(region, 1.0 - alpha, paint, alpha, 0.0)
+    np.copyto(region, blended, where=mask[y : y + bh, x : x + bw, None] != 0)
 
 
 class OverlayWriter:
@@ -137,7 +155,6 @@ def render_tracks(source, tracks, out_path: str | os.PathLike, max_frames: int |
 
     Streams: one decoded frame and one frame's masks at a time.
     """
-    from efficientvis_trt.runtime.postprocess import decode_rle
     from efficientvis_trt.runtime.sources import FrameSource, open_source
 
     if not isinstance(source, FrameSource):
@@ -145,16 +162,21 @@ def render_tracks(source, tracks, out_path: str | os.PathLike, max_frames: int |
 
     with OverlayWriter(out_path, source.fps) as writer:
         for f, frame in enumerate(source.frames(max_frames)):
-            items = []
-            for rank, t in enumerate(tracks):
-                if f >= len(t.segmentations):
-                    continue
-                mask = decode_rle(t.segmentations[f])
-                if not mask.any():
-                    continue
-                items.append((rank, mask, t.boxes[f], f"{t.class_name or t.label} {t.score:.2f}"))
-            writer.write(draw_instances(frame, items))
+            writer.write(draw_tracks(frame, f, tracks))
     return writer.path
 
 
-__all__ = ["OverlayWriter", "draw_instances", "track_colour", "render_tracks"]
+def draw_tracks(frame: np.ndarray, index: int, tracks) -> np.ndarray:
+    """Frame `index` of a video with the final tracks drawn (ranked colours, class and video score)."""
+    from efficientvis_trt.runtime.postprocess import decode_rle, rle_area
+
+    items = []
+    for rank, t in enumerate(tracks):
+        if index >= len(t.segmentations) or rle_area(t.segmentations[index]) == 0:
+            continue
+        mask = decode_rle(t.segmentations[index])
+        items.append((rank, mask, t.boxes[index], f"{t.class_name or t.label} {t.score:.2f}"))
+    return draw_instances(frame, items)
+
+
+__all__ = ["OverlayWriter", "draw_instances", "draw_tracks", "track_colour", "render_tracks"]

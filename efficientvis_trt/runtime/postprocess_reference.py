@@ -68,6 +68,17 @@ def encode_rle_roi(roi: np.ndarray, top: int, left: int, frame_hw: tuple[int, in
     return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}
 
 
+def encode_masks(
+    probs: np.ndarray, boxes: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5
+) -> list[list[dict]]:
+    """[N][T] RLEs, every map pasted and encoded (the signature of `postprocess.encode_masks`)."""
+    n, t = probs.shape[:2]
+    return [
+        [encode_rle_roi(*paste_mask_roi(probs[i, j], boxes[i, j], frame_hw, threshold), frame_hw) for j in range(t)]
+        for i in range(n)
+    ]
+
+
 def clip_rles(
     outputs: dict[str, np.ndarray], valid: int, letterbox: Letterbox, threshold: float = 0.5
 ) -> list[list[dict]]:
@@ -75,8 +86,4 @@ def clip_rles(
     canvas_boxes = cxcywh_norm_to_xyxy(np.asarray(outputs["boxes"][:, :valid]), letterbox.dst_hw)
     paste_boxes = letterbox.boxes_to_source(canvas_boxes, clip=False)
     masks = sigmoid(np.asarray(outputs["mask_logits"][:, :valid], np.float32))
-    hw = letterbox.src_hw
-    return [
-        [encode_rle_roi(*paste_mask_roi(masks[n, t], paste_boxes[n, t], hw, threshold), hw) for t in range(valid)]
-        for n in range(masks.shape[0])
-    ]
+    return encode_masks(masks, paste_boxes, letterbox.src_hw, threshold)

@@ -270,3 +270,21 @@ def test_loop_keeps_opencv_on_one_thread_and_restores_it():
         assert cv2.getNumThreads() == 2
     finally:
         cv2.setNumThreads(before)
+
+
+def test_mask_blend_matches_the_plain_formula_inside_the_mask_only():
+    from efficientvis_trt.runtime.overlay import draw_instances, track_colour
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    mask = np.zeros((90, 160), bool)
+    mask[20:60, 30:100] = rng.random((40, 70)) < 0.6
+    drawn = draw_instances(frame, [(3, mask, (0, 0, 0, 0), "")])
+    plain = (frame * 0.5 + np.array(track_colour(3), np.float32) * 0.5).astype(np.int16)
+    diff = np.abs(drawn.astype(np.int16) - np.where(mask[..., None], plain, frame))
+    diff[:3, :3] = 0  # the degenerate box at the corner
+    assert diff.max() <= 1 and (drawn[mask] != frame[mask]).any()
+    assert (
+        draw_instances(frame, [(1, np.zeros((90, 160), np.uint8), (0, 0, 0, 0), "")])[10:].tolist()
+        == frame[10:].tolist()
+    )
