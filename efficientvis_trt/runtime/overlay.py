@@ -43,6 +43,7 @@ def draw_instances(
     h, w = out.shape[:2]
     scale = max(0.5, min(h, w) / 720.0)
     thick = max(1, int(round(2 * scale)))
+    font = max(0.4, 0.5 * scale)  # legible on small frames too
     for key, mask, box, label in items:
         colour = track_colour(key)
         if mask is not None:
@@ -52,7 +53,7 @@ def draw_instances(
         y1, y2 = max(0, min(y1, h - 1)), max(0, min(y2, h - 1))
         cv2.rectangle(out, (x1, y1), (x2, y2), colour, thick)
         if label:
-            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.5 * scale, thick)
+            (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font, thick)
             ty = y1 - 4 if y1 - th - base - 4 >= 0 else min(h - 1, y1 + th + 4)
             cv2.rectangle(out, (x1, ty - th - base), (min(w - 1, x1 + tw + 4), ty + base // 2), colour, -1)
             cv2.putText(
@@ -60,7 +61,7 @@ def draw_instances(
                 label,
                 (x1 + 2, ty - base // 2),
                 cv2.FONT_HERSHEY_SIMPLEX,
-                0.5 * scale,
+                font,
                 (0, 0, 0),
                 thick,
                 cv2.LINE_AA,
@@ -166,8 +167,11 @@ def render_tracks(source, tracks, out_path: str | os.PathLike, max_frames: int |
     return writer.path
 
 
-def draw_tracks(frame: np.ndarray, index: int, tracks) -> np.ndarray:
-    """Frame `index` of a video with the final tracks drawn (ranked colours, class and video score)."""
+def draw_tracks(
+    frame: np.ndarray, index: int, tracks, *, colour_by_label: bool = False, show_score: bool = True
+) -> np.ndarray:
+    """Frame `index` of a video with the final tracks drawn: coloured by rank (or by class, so that
+    two panels of the same video agree), labelled with the class and the video score."""
     from efficientvis_trt.runtime.postprocess import decode_rle, rle_area
 
     items = []
@@ -175,8 +179,51 @@ def draw_tracks(frame: np.ndarray, index: int, tracks) -> np.ndarray:
         if index >= len(t.segmentations) or rle_area(t.segmentations[index]) == 0:
             continue
         mask = decode_rle(t.segmentations[index])
-        items.append((rank, mask, t.boxes[index], f"{t.class_name or t.label} {t.score:.2f}"))
+        label = f"{t.class_name or t.label}" + (f" {t.score:.2f}" if show_score else "")
+        items.append((t.label if colour_by_label else rank, mask, t.boxes[index], label))
     return draw_instances(frame, items)
 
 
-__all__ = ["OverlayWriter", "draw_instances", "draw_tracks", "track_colour", "render_tracks"]
+BANNER_HEIGHT = 28
+
+
+def titled(frame: np.ndarray, title: str) -> np.ndarray:
+    """`frame` under a dark banner that carries `title` in white (never drawn over the picture)."""
+    import cv2
+
+    banner = np.full((BANNER_HEIGHT, frame.shape[1], 3), 32, np.uint8)
+    cv2.putText(banner, title, (6, BANNER_HEIGHT - 9), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.vstack([banner, frame])
+
+
+def render_comparison(
+    source, panels: Sequence[tuple[str, Sequence, bool]], out_path: str | os.PathLike, max_frames: int | None = None
+) -> Path:
+    """One video with several sets of tracks side by side, each panel under its title.
+
+    `panels`: (title, tracks, show scores) each, e.g. ground truth (no scores) | prediction.
+    Tracks are coloured by class in every panel, so the same colour means the same class.
+    """
+    from efficientvis_trt.runtime.sources import FrameSource, open_source
+
+    if not isinstance(source, FrameSource):
+        source = open_source(source, live=False)
+    with OverlayWriter(out_path, source.fps) as writer:
+        for f, frame in enumerate(source.frames(max_frames)):
+            views = [
+                titled(draw_tracks(frame, f, tracks, colour_by_label=True, show_score=scores), title)
+                for title, tracks, scores in panels
+            ]
+            writer.write(np.hstack(views))
+    return writer.path
+
+
+__all__ = [
+    "OverlayWriter",
+    "draw_instances",
+    "draw_tracks",
+    "render_comparison",
+    "render_tracks",
+    "titled",
+    "track_colour",
+]
