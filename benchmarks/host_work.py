@@ -179,19 +179,22 @@ def stress(outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def run_e2e(bundle: Path, video: Path, runs: int) -> list[dict[str, float]]:
     """`evis infer`'s loop on the video (ORT fp32, default threads): model-only vs end-to-end FPS."""
     from efficientvis_trt.runtime.predictor import Predictor
+    from efficientvis_trt.timing import fps, latency_stats
 
     rows = []
     with Predictor(bundle, backend="ort", precision="fp32", device="cpu") as p:
         p.predict_video(video, max_frames=2 * p.clip_len)  # warm-up
         for _ in range(runs):
             r = p.predict_video(video)
-            model = sum(r.clip_latencies)
+            model = latency_stats(r.clip_latencies, frames=r.num_frames)
+            e2e = fps(r.num_frames, r.timings["wall"])
             rows.append(
                 {
                     "frames": r.num_frames,
-                    "model_fps": r.num_frames / model,
-                    "e2e_fps": r.fps,
-                    "ratio": model / r.timings["wall"],
+                    "model_fps": model.fps,
+                    "e2e_fps": e2e,
+                    "ratio": e2e / model.fps,
+                    "clip_p50_ms": model.p50_ms,
                     **{f"{k}_ms_per_frame": 1e3 * v / r.num_frames for k, v in r.timings.items()},
                 }
             )
