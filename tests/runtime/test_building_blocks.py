@@ -288,3 +288,19 @@ def test_mask_blend_matches_the_plain_formula_inside_the_mask_only():
         draw_instances(frame, [(1, np.zeros((90, 160), np.uint8), (0, 0, 0, 0), "")])[10:].tolist()
         == frame[10:].tolist()
     )
+
+
+@pytest.mark.parametrize("src_hw", [(720, 1280), (272, 640), (300, 100), (50, 60), (1000, 300)])
+def test_letterbox_into_a_clip_is_the_padded_resize(src_hw):
+    import cv2
+
+    from efficientvis_trt.video import PAD_VALUE
+
+    frame = np.random.default_rng(0).integers(0, 256, (*src_hw, 3), dtype=np.uint8)
+    lb = Letterbox(src_hw, (128, 224))
+    h, w = lb.content_hw
+    want = np.full((128, 224, 3), PAD_VALUE, np.uint8)
+    want[:h, :w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if lb.scale < 1 else cv2.INTER_LINEAR)
+    clip = np.zeros((2, 128, 224, 3), np.uint8)
+    lb.apply(frame, out=clip[1])
+    assert np.array_equal(lb.apply(frame), want) and np.array_equal(clip[1], want) and not clip[0].any()
