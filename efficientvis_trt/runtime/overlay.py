@@ -70,7 +70,8 @@ def draw_instances(
 
 
 def _blend_mask(out: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int], alpha: float) -> None:
-    """out = out * (1 - alpha) + colour * alpha where `mask` is set, in place, within the mask's bounding box."""
+    """out = out * (1 - alpha) + colour * alpha where `mask` is set, in place, within the mask's bounding box
+    (OpenCV for every step: numpy's masked copy and 3-channel broadcast fill are ten times slower)."""
     import cv2
 
     mask = np.ascontiguousarray(mask).view(np.uint8) if mask.dtype == np.bool_ else np.asarray(mask, np.uint8)
@@ -79,9 +80,11 @@ def _blend_mask(out: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int],
         return
     region = out[y : y + bh, x : x + bw]
     paint = np.empty_like(region)
-    paint[:] = colour
+    cv2.rectangle(paint, (0, 0), (bw, bh), colour, -1)
     blended = cv2.addWeighted(region, 1.0 - alpha, paint, alpha, 0.0)
-    np.copyto(region, blended, where=mask[y : y + bh, x : x + bw, None] != 0)
+    written = cv2.copyTo(blended, np.ascontiguousarray(mask[y : y + bh, x : x + bw]), region)
+    if written is not region and not np.shares_memory(written, region):  # OpenCV had to copy the view
+        region[...] = written
 
 
 class OverlayWriter:
