@@ -89,3 +89,24 @@ def test_roi_rle_equals_the_reference_on_random_rois():
         roi = (rng.random((h, w)) < [0.0, 0.3, 0.9, 1.0][trial % 4]).astype(np.uint8)
         got = encode_rle_roi(roi, top, left, (height, width))
         assert got == reference.encode_rle_roi(roi, top, left, (height, width)), trial
+
+
+def test_results_json_is_byte_identical_to_the_reference_path(monkeypatch, tmp_path):
+    """Whole videos through the Predictor: the results JSON with the fast post-processing equals the reference's."""
+    import cv2
+
+    from efficientvis_trt.model.checkpoint import shipped_tiny_checkpoint
+    from efficientvis_trt.runtime import postprocess
+    from efficientvis_trt.runtime.predictor import Predictor
+    from efficientvis_trt.video import read_frames, sample_video
+
+    assert shipped_tiny_checkpoint() is not None, "the package ships its tiny model"
+    frames = [cv2.resize(f, (1280, 720)) for f in read_frames(sample_video("bikes.mp4"), max_frames=8)]
+    texts = []
+    with Predictor(shipped_tiny_checkpoint(), backend="torch", device="cpu", mask_threshold=0.3) as predictor:
+        for encode in (postprocess.encode_masks, reference.encode_masks):
+            monkeypatch.setattr(postprocess, "encode_masks", encode)
+            result = predictor.stream(iter(frames)).result()
+            texts.append(json.dumps(result.to_ytvis(1), separators=(",", ":")))
+    assert texts[0] == texts[1]
+    assert any(postprocess.rle_area(s) > 0 for t in result.tracks for s in t.segmentations)  # real masks compared
