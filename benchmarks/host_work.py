@@ -20,6 +20,8 @@ reports model-only and end-to-end FPS of the same runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import os
 import platform
@@ -38,6 +40,18 @@ CASES = ("shipped", "random-init", "stress")
 
 def _cpu() -> float:
     return time.thread_time()
+
+
+@contextlib.contextmanager
+def _no_gc():
+    """No garbage-collector pass inside a timed loop (as timeit does): one gen-2 pass over torch's objects
+    costs tens of ms and would land on whichever stage happened to trigger it."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def make_video(src: Path, out: Path, hw: tuple[int, int], frames: int) -> Path:
@@ -93,10 +107,17 @@ def time_decode_preprocess(video: Path, canvas_hw: tuple[int, int], clip_len: in
     the whole process: FFmpeg decodes in threads of its own."""
     import cv2
 
-    from efficientvis_trt.video import Letterbox
-
     cap = cv2.VideoCapture(str(video))
     clip = np.empty((clip_len, *canvas_hw, 3), np.uint8)
+    with _no_gc():
+        decode, pre, n = _decode_loop(cap, clip, canvas_hw, clip_len)
+    cap.release()
+    return decode, pre, n
+
+
+def _decode_loop(cap, clip: np.ndarray, canvas_hw, clip_len: int) -> tuple[float, float, int]:
+    from efficientvis_trt.video import Letterbox
+
     decode = pre = 0.0
     n = 0
     lb = None
@@ -111,7 +132,6 @@ def time_decode_preprocess(video: Path, canvas_hw: tuple[int, int], clip_len: in
         lb.apply(frame, out=clip[n % clip_len])
         pre += _cpu() - t1
         n += 1
-    cap.release()
     return decode, pre, n
 
 
@@ -134,23 +154,25 @@ def time_post(outputs: dict[str, np.ndarray], video: Path, canvas_hw) -> dict[st
     first = {k: v[0] for k, v in outputs.items()}
     postprocess_reference.clip_rles(first, clip_len, lb)  # warm-up: lazy imports and caches, untimed
     postprocess.TrackAccumulator(lb).add_clip(first, clip_len)
-    try:
-        for c in range(clips):
-            clip = {k: v[c] for k, v in outputs.items()}
-            for name, acc, encode in (
-                ("post", fast, fast_encode),
-                ("post_reference", slow, postprocess_reference.encode_masks),
-            ):
-                postprocess.encode_masks = encode
-                t0 = _cpu()
-                post = acc.add_clip(clip, clip_len)
-                acc.clip_instances(post)
-                spent[name] += _cpu() - t0
-    finally:
-        postprocess.encode_masks = fast_encode
-    t0 = _cpu()
-    tracks = fast.finish()
-    spent["post"] += _cpu() - t0
+    with _no_gc():
+        try:
+            for c in range(clips):
+                clip = {k: v[c] for k, v in outputs.items()}
+                for name, acc, encode in (
+                    ("post", fast, fast_encode),
+                    ("post_reference", slow, postprocess_reference.encode_masks),
+                ):
+                    postprocess.encode_masks = encode
+                    t0 = _cpu()
+                    post = acc.add_clip(clip, clip_len)
+                    acc.clip_instances(post)
+                    spent[name] += _cpu() - t0
+        finally:
+            postprocess.encode_masks = fast_encode
+    with _no_gc():
+        t0 = _cpu()
+        tracks = fast.finish()
+        spent["post"] += _cpu() - t0
     assert [t.segmentations for t in tracks] == [t.segmentations for t in slow.finish()], "fast != reference"
     tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"evis-host-work-{os.getpid()}.mp4"
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (frame_hw[1], frame_hw[0]))
