@@ -22,31 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import STATE_INPUT_OF, STATE_OUTPUTS, drop_padded, split_into_clips
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.runtime.backends import STATE_INPUT_OF, STATE_OUTPUTS
 from efficientvis_trt.runtime.pipeline import ThreadedClipLoop
 from efficientvis_trt.runtime.postprocess import Instance, Track, TrackAccumulator, VideoResult
 from efficientvis_trt.runtime.sources import FrameSource, open_source
 from efficientvis_trt.video import Letterbox
 
-PER_FRAME_OUTPUTS = ("logits", "boxes", "mask_logits")
 STAGES = ("decode", "preprocess", "model", "postprocess")
-
-
-def iter_clips(frames: Iterable[Any], clip_len: int) -> Iterator[tuple[list[Any], int]]:
-    """Group frames into clips of `clip_len`; the last is padded by repeating its last frame.
-
-    Yields (frames, number of real frames).
-    """
-    buf: list[Any] = []
-    for frame in frames:
-        buf.append(frame)
-        if len(buf) == clip_len:
-            yield buf, clip_len
-            buf = []
-    if buf:
-        valid = len(buf)
-        yield buf + [buf[-1]] * (clip_len - valid), valid
 
 
 @dataclass
@@ -247,40 +230,37 @@ class VideoRun:
 
     # the three stages ------------------------------------------------------------------
     def _produce(self) -> Iterator[ClipJob]:
-        """Decode and letterbox straight into each clip's array (the last clip padded with its last frame)."""
+        """Decode, group into clips (docs/contract.md, "Padding the last clip") and letterbox each frame
+        straight into its clip's array (no canvas per frame, no stacking)."""
         p, timings = self.p, self.timings
         keep_originals = self.overlay_path is not None
         frames = iter(self._frames())
-        clip_len = p.clip_len
-        index = first = filled = 0
-        clip: np.ndarray | None = None
-        originals: list[np.ndarray] = []
-        decoded_at = 0.0
-        try:
+        decoded_at = [0.0]  # perf_counter when the latest frame was decoded
+
+        def timed_frames() -> Iterator[np.ndarray]:
             while True:
                 t0 = time.perf_counter()
                 try:
                     frame = next(frames)
                 except StopIteration:
-                    break
-                t1 = time.perf_counter()
+                    return
+                decoded_at[0] = time.perf_counter()
+                timings["decode"] += decoded_at[0] - t0
+                yield frame
+
+        first = 0
+        try:
+            for index, (chunk, valid) in enumerate(split_into_clips(timed_frames(), p.clip_len)):
+                t0 = time.perf_counter()
                 if self.letterbox is None:
-                    self.letterbox = Letterbox(frame.shape[:2], p.input_hw)
-                if clip is None:
-                    clip = np.empty((clip_len, *p.input_hw, 3), np.uint8)
-                self.letterbox.apply(frame, out=clip[filled])
-                filled += 1
-                if keep_originals:
-                    originals.append(frame)
-                decoded_at = t1
-                timings["decode"] += t1 - t0
-                timings["preprocess"] += time.perf_counter() - t1
-                if filled == clip_len:
-                    yield ClipJob(index, first, filled, clip, self.letterbox, originals or None, decoded_at)
-                    index, first, filled, clip, originals = index + 1, first + filled, 0, None, []
-            if clip is not None:
-                clip[filled:] = clip[filled - 1]
-                yield ClipJob(index, first, filled, clip, self.letterbox, originals or None, decoded_at)
+                    self.letterbox = Letterbox(chunk[0].shape[:2], p.input_hw)
+                clip = np.empty((p.clip_len, *p.input_hw, 3), np.uint8)
+                for t, frame in enumerate(chunk):
+                    self.letterbox.apply(frame, out=clip[t])
+                timings["preprocess"] += time.perf_counter() - t0
+                originals = list(chunk[:valid]) if keep_originals else None
+                yield ClipJob(index, first, valid, clip, self.letterbox, originals, decoded_at[0])
+                first += valid
         finally:
             close = getattr(frames, "close", None)
             if close is not None:
@@ -298,7 +278,7 @@ class VideoRun:
         t0 = time.perf_counter()
         if self.acc is None:
             self.acc = TrackAccumulator(job.letterbox, p.mask_threshold, self.keep_history, p.class_names)
-        trimmed = {k: out[k][:, : job.valid] for k in PER_FRAME_OUTPUTS}
+        trimmed = drop_padded(out, job.valid)
         post = self.acc.add_clip(trimmed, job.valid)
         instances = self.acc.clip_instances(post, p.top_k, p.score_threshold)
         if self._overlay is not None and job.originals is not None:
@@ -364,4 +344,4 @@ class VideoRun:
         return VideoResult(self.name, h, w, self.acc.num_frames, tracks, dict(self.timings), list(self.latencies))
 
 
-__all__ = ["Predictor", "VideoRun", "iter_clips", "ClipResult", "Track", "VideoResult"]
+__all__ = ["Predictor", "VideoRun", "ClipResult", "Track", "VideoResult"]
