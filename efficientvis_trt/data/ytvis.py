@@ -50,7 +50,7 @@ import torch
 from torch.utils.data import Dataset
 
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.video import PAD_VALUE, Letterbox
+from efficientvis_trt.video import PAD_VALUE, Letterbox, read_image
 
 _RESIZE_CHANNELS = 64  # OpenCV resizes at most this many mask channels at once reliably
 
@@ -170,19 +170,41 @@ class YTVISData:
 
     def read_frame(self, video: YTVISVideo, frame: int) -> np.ndarray:
         """BGR uint8 [h, w, 3]; a missing, corrupt or wrong-size image is an EvisError naming it."""
-        import cv2
-
         path = video.frame_paths[frame]
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            what = "missing" if not path.exists() else "not a readable image"
-            raise EvisError(f"frame {path} of video {video.id} is {what}")
+        try:
+            img = read_image(path)
+        except EvisError as exc:
+            raise EvisError(f"video {video.id}: {exc}") from None
         if img.shape[:2] != (video.height, video.width):
             raise EvisError(
                 f"frame {path} is {img.shape[1]}x{img.shape[0]} but {self.json_path.name} says "
                 f"video {video.id} is {video.width}x{video.height}"
             )
         return img
+
+
+ANNOTATION_FILE = "annotations.json"
+
+
+def find_annotations(path: str | os.PathLike, what: str = "data") -> Path:
+    """The one rule for a split's YouTube-VIS JSON: the file itself, else FOLDER/annotations.json, else the
+    folder's only *.json; several candidates are an error rather than a guess."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise EvisError(f"{what} not found: {p} (expected a YouTube-VIS folder or JSON file)")
+    if (p / ANNOTATION_FILE).is_file():
+        return p / ANNOTATION_FILE
+    found = sorted(p.glob("*.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise EvisError(f"{what} folder {p} has no {ANNOTATION_FILE} (not a YouTube-VIS data set?)")
+    raise EvisError(
+        f"{what} folder {p} has several JSON files ({', '.join(f.name for f in found[:4])}); "
+        "pass the annotation file itself"
+    )
 
 
 def _default_image_root(json_path: Path) -> Path:

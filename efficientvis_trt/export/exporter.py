@@ -341,11 +341,11 @@ def export_bundle(
         Bundle,
         io_table,
     )
-    from efficientvis_trt.export.source import load_source, parse_size, weights_fingerprint
+    from efficientvis_trt.export.source import load_source, weights_fingerprint
     from efficientvis_trt.export.verify import format_report, public_report, verify_model
     from efficientvis_trt.io_utils import atomic_dir
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
-    from efficientvis_trt.video import PAD_VALUE
+    from efficientvis_trt.video import PAD_VALUE, parse_size
 
     say = echo or (lambda _s: None)
     check_options(flavour, opset, exporter)

@@ -71,26 +71,6 @@ _SHORT = {
 # ---- data ----------------------------------------------------------------------------
 
 
-def resolve_annotations(path: str | os.PathLike, what: str = "data") -> Path:
-    """A YouTube-VIS JSON file, or a folder holding `annotations.json` (or exactly one *.json)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if not p.is_dir():
-        raise EvisError(f"{what} not found: {p} (expected a YouTube-VIS folder or JSON file)")
-    if (p / "annotations.json").is_file():
-        return p / "annotations.json"
-    found = sorted(p.glob("*.json"))
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise EvisError(f"{what} folder {p} has no annotations.json (not a YouTube-VIS data set?)")
-    raise EvisError(
-        f"{what} folder {p} has several JSON files ({', '.join(f.name for f in found[:4])}); "
-        "pass the annotation file itself"
-    )
-
-
 class SampleStream(torch.utils.data.Dataset):
     """Item i = sample at position `start + i` of this rank's endless, reproducible sample stream."""
 
@@ -306,31 +286,16 @@ class CsvLog:
 # ---- evaluation ------------------------------------------------------------------------
 
 
-def evaluate_model(
-    model: nn.Module, val_json: Path, device: str = "cpu", progress: bool = True, class_names: list[str] | None = None
-) -> dict[str, float]:
-    """Run the model over every video of a YouTube-VIS split and score it; -> stats (AP, AP50, ... in 0-1)."""
-    from tqdm import tqdm
-
-    from efficientvis_trt.data.ytvis import load_ytvis
-    from efficientvis_trt.eval import evaluate
+def evaluate_model(model: nn.Module, val_json: Path, device: str = "cpu", progress: bool = True) -> dict[str, float]:
+    """Score the model on a YouTube-VIS split through the same path as `evis bench --data`; -> stats in 0-1."""
+    from efficientvis_trt.eval.split import evaluate_split
     from efficientvis_trt.runtime.predictor import Predictor
 
-    data = load_ytvis(val_json)
-    if class_names is not None and len(class_names) != data.num_classes:
-        raise EvisError(f"validation set {val_json} has {data.num_classes} classes, the model {len(class_names)}")
     was_training = model.training
-    predictor = Predictor(model, device=device)
-    results: list[dict] = []
     try:
-        for video in tqdm(data.videos, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
-            folder = video.frame_paths[0].parent
-            result = predictor.predict_video(folder)
-            results.extend(result.to_ytvis(video.id, data.label_to_category_id))
+        return evaluate_split(Predictor(model, device=device), val_json, progress=progress)
     finally:
         model.train(was_training)
-    stats = evaluate(str(val_json), results).stats
-    return {k: float(v) for k, v in stats.items()}
 
 
 # ---- the trainer -----------------------------------------------------------------------
@@ -351,7 +316,7 @@ class Trainer:
         progress: bool = True,
         log_every: int = 20,
     ):
-        from efficientvis_trt.data.ytvis import YTVISClipPairs, load_ytvis
+        from efficientvis_trt.data.ytvis import YTVISClipPairs, find_annotations, load_ytvis
         from efficientvis_trt.model.efficientvis import EfficientVIS
 
         cfg = get_config(cfg)
@@ -362,12 +327,12 @@ class Trainer:
         if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
             raise EvisError(f"device must be cpu or cuda, got {device!r}")
         # Data first (the number of classes comes from it), so bad input fails before any process group.
-        train_json = resolve_annotations(data_dir, "training data")
+        train_json = find_annotations(data_dir, "training data")
         data = load_ytvis(train_json)
         if data.num_classes < 1:
             raise EvisError(f"{train_json} has no categories")
         self.class_names = list(data.categories)
-        self.val_json = resolve_annotations(val_dir, "validation data") if val_dir is not None else None
+        self.val_json = find_annotations(val_dir, "validation data") if val_dir is not None else None
         self.dist = setup_distributed(device)
         if device.startswith("cuda") and self.dist.owns_group:
             device = f"cuda:{self.dist.local_rank}"
@@ -654,7 +619,7 @@ class Trainer:
     def _evaluate(self, bar) -> None:
         if self.dist.is_main:
             bar.write(f"evaluating on {self.val_json} at iteration {self.iteration} ...")
-            stats = evaluate_model(self.model, self.val_json, str(self.device), self.progress, self.class_names)
+            stats = evaluate_model(self.model, self.val_json, str(self.device), self.progress)
             self.last_eval = stats
             self.log.write(
                 {
