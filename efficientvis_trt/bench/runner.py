@@ -150,15 +150,11 @@ def run_bench(
     rows: list[BenchRow] = []
     references: dict[str, list[dict]] = {}
     order = [(b, p) for b in settings.backends for p in sorted(settings.precisions, key=PRECISIONS.index)]
-    try:
-        from tqdm import tqdm
+    from tqdm import tqdm
 
-        bar = tqdm(order, desc="bench", unit="row", disable=not progress)
-    except ImportError:  # pragma: no cover
-        bar = order
+    bar = tqdm(order, desc="bench", unit="row", disable=not progress)
     for backend, precision in bar:
-        if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(f"{backend} {precision}")
+        bar.set_postfix_str(f"{backend} {precision}")
         try:
             predictor = make_predictor(backend, precision)
         except EvisError as exc:

@@ -254,10 +254,8 @@ def check_graph(
 
 def simplify(proto):
     """onnxslim (constant folding, fusions). Returns (model, tool string) or (None, reason)."""
-    try:
-        import onnxslim
-    except ImportError:
-        return None, "onnxslim not installed"
+    import onnxslim
+
     try:
         with _quiet(False):
             return onnxslim.slim(proto), f"onnxslim {getattr(onnxslim, '__version__', '?')}"
@@ -303,12 +301,6 @@ def _write_state(path: Path, state: tuple[np.ndarray, np.ndarray]) -> None:
         np.savez(fh, query=np.ascontiguousarray(state[0], np.float32), boxes=np.ascontiguousarray(state[1], np.float32))
 
 
-def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
-    from efficientvis_trt.io_utils import write_json_atomic
-
-    write_json_atomic(path, metadata)
-
-
 def export_bundle(
     out: str | os.PathLike,
     *,
@@ -343,7 +335,7 @@ def export_bundle(
     )
     from efficientvis_trt.export.source import load_source, weights_fingerprint
     from efficientvis_trt.export.verify import format_report, public_report, verify_model
-    from efficientvis_trt.io_utils import atomic_dir
+    from efficientvis_trt.io_utils import atomic_dir, write_json_atomic
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
     from efficientvis_trt.video import PAD_VALUE, parse_size
 
@@ -474,7 +466,7 @@ def export_bundle(
                 f"graph clip length {t} < the checkpoint's clip_len {m.clip_len}: "
                 f"frames use the first {t} rows of the time embedding, as forward_clip does"
             ]
-        _write_metadata(tmp / METADATA_FILE, metadata)
+        write_json_atomic(tmp / METADATA_FILE, metadata)
         Bundle.open(tmp)  # the bundle must open with the same checks every consumer runs
     say(
         f"wrote {out} ({flavour} flavour, opset {opset}, {info['exporter']} exporter, "

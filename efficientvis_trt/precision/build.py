@@ -9,7 +9,6 @@ method, calibrated ranges, what was kept in fp32 and why, tool versions.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -55,25 +54,20 @@ class BuildOptions:
 
 
 def tool_versions() -> dict[str, str]:
+    import cv2
     import onnx
     import onnxruntime
 
     import efficientvis_trt
 
-    out = {
+    return {
         "efficientvis_trt": efficientvis_trt.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
+        "opencv": cv2.__version__,
     }
-    try:
-        import cv2
-
-        out["opencv"] = cv2.__version__
-    except ImportError:
-        pass
-    return out
 
 
 def read_record(bundle_path: Path) -> dict:
@@ -111,17 +105,11 @@ def _serialize(model) -> bytes:
     return model.SerializeToString(deterministic=True)
 
 
-def _share_like(path: Path, like: Path) -> None:
-    """Atomic writes create 0600 files; give new bundle files the mode of the bundle's model.onnx."""
-    with contextlib.suppress(OSError):
-        os.chmod(path, like.stat().st_mode & 0o777)
-
-
 def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     """Write model.fp16.onnx or model.int8.onnx into the bundle and its calibration record section."""
     import onnx
 
-    from efficientvis_trt.precision import fp16 as F
+    from efficientvis_trt.precision import fp16
     from efficientvis_trt.precision import graph as G
     from efficientvis_trt.precision import int8 as I
     from efficientvis_trt.precision.data import build_calibration_set
@@ -151,7 +139,9 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
         progress=opts.progress,
         absmax_tensors=list(G.float_node_outputs(model)),
     )
-    r16 = F.convert_with_guard(model, roles.fp16_block(), calib.feeds, headroom=opts.headroom, fp32_absmax=calib.absmax)
+    r16 = fp16.convert_with_guard(
+        model, roles.fp16_block(), calib.feeds, headroom=opts.headroom, fp32_absmax=calib.absmax
+    )
     section: dict[str, Any] = {
         "precision": precision,
         "seed": opts.seed,
@@ -216,10 +206,8 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     out_name = f"model.{precision}.onnx"
     out_path = bundle.path / out_name
     write_bytes_atomic(out_path, data)
-    _share_like(out_path, src_path)
     if cpu_data is not None:
         write_bytes_atomic(bundle.path / CPU_INT8_FILE, cpu_data)
-        _share_like(bundle.path / CPU_INT8_FILE, src_path)
     section["output_onnx"] = out_name
     section["output_onnx_sha256"] = hashlib.sha256(data).hexdigest()
     section["build_time_s"] = round(time.perf_counter() - start, 2)
@@ -228,7 +216,6 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     record["schema_version"] = RECORD_SCHEMA
     record[precision] = section
     write_json_atomic(bundle.path / CALIBRATION_FILE, record)
-    _share_like(bundle.path / CALIBRATION_FILE, src_path)
     _update_bundle_metadata(bundle, precision, out_name, CPU_INT8_FILE if cpu_data is not None else None)
     return section
 

@@ -48,10 +48,8 @@ def _is_bundle(obj: Any) -> bool:
 
 
 def open_bundle(path: str | os.PathLike):
-    try:
-        from efficientvis_trt.export.bundle import Bundle
-    except ImportError as exc:
-        raise EvisError(f"cannot open bundle {path}: efficientvis_trt.export.bundle is unavailable ({exc})") from None
+    from efficientvis_trt.export.bundle import Bundle
+
     return Bundle.open(path)
 
 
@@ -103,21 +101,13 @@ def _bundle_torch_model(bundle):
     The rebuilt model is checked against the bundle's weights fingerprint, so the torch
     backend never runs other weights than the graphs hold.
     """
+    from efficientvis_trt.export.source import rebuild_model
     from efficientvis_trt.model.checkpoint import load_checkpoint
 
     path = Path(bundle.path) / "checkpoint.pt"
     if path.is_file():
         model, _ = load_checkpoint(path)
         return model
-    try:
-        from efficientvis_trt.export.source import rebuild_model
-    except ImportError:
-        rebuild_model = None
-    if rebuild_model is None:
-        raise EvisError(
-            f"bundle {bundle.path} has no checkpoint.pt (the source weights the torch backend runs): "
-            "use --backend ort, or re-export the bundle"
-        )
     try:
         return rebuild_model(bundle.metadata)
     except EvisError as exc:
@@ -193,10 +183,8 @@ def _find_trt_engine(bundle, precision: str) -> tuple[Path | None, str]:
     ok, why = tensorrt_runtime_available()
     if not ok:
         return None, why
-    try:
-        from efficientvis_trt.precision.engine import find_engine
-    except ImportError as exc:
-        return None, f"engine lookup unavailable ({exc})"
+    from efficientvis_trt.precision.engine import find_engine
+
     try:
         path = find_engine(bundle, precision)
     except BackendUnavailable as exc:

@@ -13,7 +13,7 @@ Why it is built this way:
   gradient hooks see a normal forward; only rank 0 writes files and evaluates.
 * AMP (float16 autocast + GradScaler) on CUDA only; losses are computed in float32.
 * Optional training-only helpers (TrainConfig, all off by default = the paper recipe):
-  `loss_aux_sem` (auxiliary semantic loss on P3, train/aux.py), `init_proposals="grid"`
+  `loss_aux_sem` (auxiliary semantic loss on P3, train/semantic_aux.py), `init_proposals="grid"`
   (tiled initial proposals), `gt_proposals` (an extra pass from jittered ground-truth
   tubes, see `gt_proposal_tubes`), `deterministic`.
 """
@@ -381,7 +381,7 @@ class Trainer:
         self.model.train()
         self.aux_head = None
         if t.loss_aux_sem > 0:
-            from efficientvis_trt.train.aux import SemanticAuxHead
+            from efficientvis_trt.train.semantic_aux import SemanticAuxHead
 
             self.aux_head = SemanticAuxHead(cfg.model.hidden_dim, cfg.model.num_classes).to(self.device).train()
         self.pair_forward = PairForward(self.model, self.aux_head)
@@ -511,7 +511,7 @@ class Trainer:
             terms["loss_gt"] = (t.gt_proposals * gt_loss).detach()
             loss = loss + t.gt_proposals * gt_loss
         if aux1 is not None:
-            from efficientvis_trt.train.aux import aux_semantic_loss, semantic_targets
+            from efficientvis_trt.train.semantic_aux import aux_semantic_loss, semantic_targets
 
             k = self.cfg.model.num_classes
             aux = (

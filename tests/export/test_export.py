@@ -379,7 +379,7 @@ def _siblings(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("existing", [False, True])
 def test_failure_after_model_written_leaves_nothing(plugin_bundle, tmp_path, monkeypatch, existing):
-    import efficientvis_trt.export.exporter as exporter
+    import efficientvis_trt.io_utils as io_utils
 
     out = tmp_path / "bundle"
     if existing:
@@ -391,7 +391,7 @@ def test_failure_after_model_written_leaves_nothing(plugin_bundle, tmp_path, mon
         seen["model_written"] = (path.parent / "model.onnx").is_file()
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(exporter, "_write_metadata", boom)
+    monkeypatch.setattr(io_utils, "write_json_atomic", boom)  # metadata.json is the export's last write
     with pytest.raises(RuntimeError, match="injected"):
         export_bundle(
             out,

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from efficientvis_trt.precision import fp16 as F
+from efficientvis_trt.precision import fp16
 from efficientvis_trt.precision import graph as G
 from efficientvis_trt.precision import int8 as I
 from efficientvis_trt.precision.ort_utils import make_session, run
@@ -245,9 +245,9 @@ def test_overflow_guard_catches_planted_overflow():
     model = _planted_graph(2e4)
     feeds = [{"x": np.random.default_rng(i).standard_normal((4, 16)).astype(np.float32)} for i in range(2)]
     ref = run(make_session(model), feeds[0])["y"]
-    naive = run(make_session(F.convert(model, [])), feeds[0])["y"]
+    naive = run(make_session(fp16.convert(model, [])), feeds[0])["y"]
     assert not np.isfinite(naive).all() or np.abs(naive - ref).max() > 0.5  # the overflow is real
-    res = F.convert_with_guard(model, [], feeds)
+    res = fp16.convert_with_guard(model, [], feeds)
     assert "big_matmul" in {h.node for h in res.overflow} and "big_matmul" in res.blocked
     assert "small_matmul" not in res.blocked  # the rest is still fp16
     types = G.tensor_types(res.model)
@@ -288,7 +288,7 @@ def test_overflow_guard_on_the_tiny_model(models, real_clips):
     w = inits[target.input[1]]
     w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * np.float32(3e4), w.name))
     feeds = real_clips[:1]
-    res = F.convert_with_guard(m, roles.fp16_block(), feeds)
+    res = fp16.convert_with_guard(m, roles.fp16_block(), feeds)
     assert target.name in {h.node for h in res.overflow} and target.name in res.blocked
     ref = run(make_session(m), feeds[0])
     got = run(make_session(res.model), feeds[0])
