@@ -4,7 +4,7 @@ Why one function: each caller used to find the annotation file and read the fram
 (one trainer listed the frame folder, which is unsafe when a folder holds frames the JSON does not
 name or names them in another order). Here frames are read in the JSON's `file_names` order, so a
 result has exactly one segmentation per annotated frame, and the annotation file is found by
-`data.ytvis.find_annotations` (docs/runtime.md, "Evaluating a split").
+`data.ytvis.resolve_annotations` (docs/runtime.md, "Evaluating a split").
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ def predict_split(
     """Run `predictor` over a split (folder or JSON) -> (ground truth of the videos run, YouTube-VIS results)."""
     from tqdm import tqdm
 
-    from efficientvis_trt.data.ytvis import find_annotations, load_ytvis
+    from efficientvis_trt.data.ytvis import load_ytvis, resolve_annotations
 
-    json_path = find_annotations(split, "evaluation data")
+    json_path = resolve_annotations(split, "evaluation data")
     data = load_ytvis(json_path)
     names = getattr(predictor, "class_names", None)
     if names is not None and len(names) != data.num_classes:

@@ -316,7 +316,7 @@ class Trainer:
         progress: bool = True,
         log_every: int = 20,
     ):
-        from efficientvis_trt.data.ytvis import YTVISClipPairs, find_annotations, load_ytvis
+        from efficientvis_trt.data.ytvis import YTVISClipPairs, load_ytvis, resolve_annotations
         from efficientvis_trt.model.efficientvis import EfficientVIS
 
         cfg = get_config(cfg)
@@ -327,12 +327,12 @@ class Trainer:
         if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
             raise EvisError(f"device must be cpu or cuda, got {device!r}")
         # Data first (the number of classes comes from it), so bad input fails before any process group.
-        train_json = find_annotations(data_dir, "training data")
+        train_json = resolve_annotations(data_dir, "training data")
         data = load_ytvis(train_json)
         if data.num_classes < 1:
             raise EvisError(f"{train_json} has no categories")
         self.class_names = list(data.categories)
-        self.val_json = find_annotations(val_dir, "validation data") if val_dir is not None else None
+        self.val_json = resolve_annotations(val_dir, "validation data") if val_dir is not None else None
         self.dist = setup_distributed(device)
         if device.startswith("cuda") and self.dist.owns_group:
             device = f"cuda:{self.dist.local_rank}"

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from efficientvis_trt.data.ytvis import find_annotations, load_ytvis
+from efficientvis_trt.data.ytvis import load_ytvis, resolve_annotations
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.eval.split import evaluate_split, predict_split
 from efficientvis_trt.runtime.postprocess import Track, VideoResult, encode_rle
@@ -28,7 +28,7 @@ class GroundTruthPredictor:
     """Answers every video with its own ground truth: AP must come out exactly 1.0."""
 
     def __init__(self, data_dir: Path):
-        self.data = load_ytvis(find_annotations(data_dir))
+        self.data = load_ytvis(resolve_annotations(data_dir))
         self.calls = 0
         self.frames: list[list[np.ndarray]] = []
 
@@ -103,17 +103,17 @@ def test_a_class_count_mismatch_is_one_error(val_split):
 
 def test_one_rule_for_the_annotation_file(tmp_path):
     (tmp_path / "a.json").write_text("{}")
-    assert find_annotations(tmp_path) == tmp_path / "a.json"  # the folder's only JSON
-    assert find_annotations(tmp_path / "a.json") == tmp_path / "a.json"  # the file itself
+    assert resolve_annotations(tmp_path) == tmp_path / "a.json"  # the folder's only JSON
+    assert resolve_annotations(tmp_path / "a.json") == tmp_path / "a.json"  # the file itself
     (tmp_path / "metadata.json").write_text("{}")
     with pytest.raises(EvisError, match="several JSON"):  # never the first of several
-        find_annotations(tmp_path)
+        resolve_annotations(tmp_path)
     (tmp_path / "annotations.json").write_text("{}")
-    assert find_annotations(tmp_path) == tmp_path / "annotations.json"
+    assert resolve_annotations(tmp_path) == tmp_path / "annotations.json"
     with pytest.raises(EvisError, match="no annotations.json"):
-        find_annotations(_empty(tmp_path))
+        resolve_annotations(_empty(tmp_path))
     with pytest.raises(EvisError, match="not found"):
-        find_annotations(tmp_path / "missing")
+        resolve_annotations(tmp_path / "missing")
 
 
 def _empty(tmp_path: Path) -> Path:
