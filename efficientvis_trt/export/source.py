@@ -31,8 +31,10 @@ class Source:
 
 
 def _check_clip_len(clip_len: int | None) -> None:
-    if clip_len is not None and clip_len < 2:
-        raise EvisError(f"clip length {clip_len} must be at least 2 (temporal attention and dynamic conv need frames)")
+    from efficientvis_trt.contract import check_clip_len
+
+    if clip_len is not None:
+        check_clip_len(clip_len, "--clip-len")
 
 
 def _check_exportable(m: ModelConfig) -> None:

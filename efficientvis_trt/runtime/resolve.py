@@ -97,25 +97,17 @@ def _torch_from(kind: str, obj: Any, precision: str, device: str | None) -> tupl
 
 
 def _bundle_torch_model(bundle):
-    """The PyTorch weights a bundle was exported from: BUNDLE/checkpoint.pt, else the source its metadata names.
+    """The PyTorch weights a bundle was exported from: the source its metadata names.
 
     The rebuilt model is checked against the bundle's weights fingerprint, so the torch
     backend never runs other weights than the graphs hold.
     """
     from efficientvis_trt.export.source import rebuild_model
-    from efficientvis_trt.model.checkpoint import load_checkpoint
 
-    path = Path(bundle.path) / "checkpoint.pt"
-    if path.is_file():
-        model, _ = load_checkpoint(path)
-        return model
     try:
         return rebuild_model(bundle.metadata)
     except EvisError as exc:
-        raise EvisError(
-            f"the torch backend needs the bundle's source weights: {exc} "
-            f"(no checkpoint.pt in {bundle.path}; use --backend ort)"
-        ) from None
+        raise EvisError(f"the torch backend needs the bundle's source weights: {exc} (or use --backend ort)") from None
 
 
 def _ort_device(device: str | None) -> str:

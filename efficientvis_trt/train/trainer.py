@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from efficientvis_trt.config import Config, get_config
+from efficientvis_trt.data.ytvis import resolve_annotations
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.io_utils import write_json_atomic, write_text_atomic
 from efficientvis_trt.train.losses import LOSS_TERMS, SetCriterion
@@ -316,7 +317,7 @@ class Trainer:
         progress: bool = True,
         log_every: int = 20,
     ):
-        from efficientvis_trt.data.ytvis import YTVISClipPairs, load_ytvis, resolve_annotations
+        from efficientvis_trt.data.ytvis import YTVISClipPairs, load_ytvis
         from efficientvis_trt.model.efficientvis import EfficientVIS
 
         cfg = get_config(cfg)
