@@ -20,14 +20,15 @@ from efficientvis_trt.errors import EvisError
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "ort", "trt")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("torch", "ort", "trt", "openvino")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # what may be asked for, in row order (fp32 first: the reference)
+DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")  # bf16 only where asked: OpenVINO alone runs it
 
 
 @dataclass
 class BenchSettings:
     backends: list[str] = field(default_factory=lambda: list(BACKENDS))
-    precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
+    precisions: list[str] = field(default_factory=lambda: list(DEFAULT_PRECISIONS))
     data: Path | None = None  # synthetic (YouTube-VIS format) val split: accuracy
     videos: list[Path] = field(default_factory=list)  # real videos: end-to-end speed and fidelity to FP32
     iters: int = 20  # timed model-only clips

@@ -32,10 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "torch", "ort", "onnxruntime", "trt", "tensorrt"),
-        help="auto: TensorRT if this GPU has an engine for the precision, else ONNX Runtime",
+        choices=("auto", "torch", "ort", "onnxruntime", "trt", "tensorrt", "openvino"),
+        help="auto: TensorRT if this GPU has an engine for the precision, else OpenVINO on the CPU "
+        "where it is installed, else ONNX Runtime",
     )
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=("fp32", "fp16", "bf16", "int8"),
+        help="bf16: OpenVINO on a CPU that has it (default: %(default)s)",
+    )
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: the best available")
     parser.add_argument("--out", default="infer_out", metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--overlay", action="store_true", help="also write DIR/<video-stem>.overlay.mp4")

@@ -8,6 +8,7 @@ import pytest
 
 from efficientvis_trt.bench.report import COLUMNS, GPU_ONLY
 from efficientvis_trt.cli import main
+from efficientvis_trt.runtime.openvino_backend import openvino_available
 
 TINY = [
     "--train-iters",
@@ -53,7 +54,7 @@ def test_demo_writes_every_artifact(demo_dir):
 def test_bench_table_has_a_row_per_backend_and_precision(demo_dir):
     data = json.loads((demo_dir / "bench" / "bench.json").read_text())
     rows = {(r["backend"], r["precision"]): r for r in data["rows"]}
-    assert set(rows) == {(b, p) for b in ("torch", "ort", "trt") for p in ("fp32", "fp16", "int8")}
+    assert set(rows) == {(b, p) for b in ("torch", "ort", "trt", "openvino") for p in ("fp32", "fp16", "int8")}
     for key in [("torch", "fp32"), ("ort", "fp32"), ("ort", "fp16"), ("ort", "int8")]:
         row = rows[key]
         assert row["available"], (key, row["reason"])
@@ -66,6 +67,10 @@ def test_bench_table_has_a_row_per_backend_and_precision(demo_dir):
     assert not rows[("torch", "int8")]["available"]
     for p in ("fp32", "fp16", "int8"):
         assert not rows[("trt", p)]["available"] and rows[("trt", p)]["reason"]
+    openvino = openvino_available()[0]
+    for p in ("fp32", "int8"):
+        assert rows[("openvino", p)]["available"] == openvino, rows[("openvino", p)]["reason"]
+    assert not rows[("openvino", "fp16")]["available"] and "not fp16" in rows[("openvino", "fp16")]["reason"]
     assert "ort_int8_over_fp32_fps" in data["ratios"]
 
 

@@ -134,10 +134,13 @@ def test_precision_a_backend_cannot_run_is_an_error(bundle):
 
 
 def test_auto_says_why(bundle):
+    from efficientvis_trt.runtime.openvino_backend import openvino_available
+
+    cpu_runtime = "openvino" if openvino_available()[0] else "onnxruntime"  # OpenVINO's side: its own tests
     p = Predictor(bundle)
-    assert p.backend.name == "onnxruntime"
+    assert p.backend.name == cpu_runtime
     assert "TensorRT not used" in p.backend_reason or "--device cpu" in p.backend_reason
-    assert Predictor(bundle, device="cpu").backend_reason.startswith("onnxruntime: --device cpu")
+    assert Predictor(bundle, device="cpu").backend_reason.startswith(f"{cpu_runtime}: --device cpu")
 
 
 # ---- geometry: results in original-frame pixels --------------------------------------------
