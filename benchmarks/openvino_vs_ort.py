@@ -109,9 +109,9 @@ def fidelity(ref: dict, got: dict) -> dict:
 
 
 def measure_config(config: str, args, log) -> dict:
-    from efficientvis_trt.bench.runner import percentile_ms
     from efficientvis_trt.errors import EvisError
     from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.timing import latency_stats
 
     bundle = Bundle.open(ensure_bundle(config, args.workdir, args.calib_clips, log))
     feed = second_clip(bundle, args.video)
@@ -139,16 +139,15 @@ def measure_config(config: str, args, log) -> dict:
             rows[name].run(feed)
             samples[name].append(time.perf_counter() - t)
     ref = outputs[REFERENCE]
-    base = percentile_ms(samples[REFERENCE], 50)
+    stats = {name: latency_stats(samples[name]) for name in names}
     table = {}
     for name in names:
-        p50 = percentile_ms(samples[name], 50)
         table[name] = {
-            "p50_ms": p50,
-            "p10_ms": percentile_ms(samples[name], 10),
-            "p90_ms": percentile_ms(samples[name], 90),
-            "runs": len(samples[name]),
-            "speedup_vs_ort_fp32": base / p50,
+            "p50_ms": stats[name].p50_ms,
+            "min_ms": stats[name].min_ms,
+            "p90_ms": stats[name].p90_ms,
+            "runs": stats[name].count,
+            "speedup_vs_ort_fp32": stats[REFERENCE].p50_ms / stats[name].p50_ms,
             "load_s": load_s[name],
             "fidelity": fidelity(ref, outputs[name]) if name != REFERENCE else None,
         }
@@ -245,8 +244,9 @@ def render(results: dict) -> str:
         "fingerprint per config below): after a change there, delete WORKDIR and rerun the command. "
         "Random-init bundles, int8 from `evis build --precision int8` (seed 0). "
         "Every row is opened as `evis infer --device cpu "
-        "--backend B --precision P` opens it. Latency: one clip (T frames) through the backend, median "
-        "(p10-p90) of the interleaved rounds. Fidelity: against ORT fp32 on the second clip of bikes.mp4.",
+        "--backend B --precision P` opens it. Latency: one clip (T frames) through the backend, p50 "
+        "(min-p90) of the interleaved rounds (`efficientvis_trt.timing.latency_stats`). "
+        "Fidelity: against ORT fp32 on the second clip of bikes.mp4.",
         "",
     ]
     for cfg, r in results["configs"].items():
@@ -256,7 +256,7 @@ def render(results: dict) -> str:
             f"Bundle exported {r['bundle_created']}, RoIAlign body sha256 {r['roialign_body_sha256']}, int8 "
             f"calibrated on {r['calib_clips']} clips.",
             "",
-            "| row | ms / clip (p10-p90) | vs ORT fp32 | load s | logits max / mean abs diff | "
+            "| row | ms / clip p50 (min-p90) | vs ORT fp32 | load s | logits max / mean abs diff | "
             "mask logits max / mean | query_out max / mean | top-class agree | mask pixel agree |",
             "|---|---|---|---|---|---|---|---|---|",
         ]
@@ -272,7 +272,7 @@ def render(results: dict) -> str:
                 + f" | {100 * f['top_class_agree']:.1f}% | {100 * f['mask_pixel_agree']:.1f}% |"
             )
             lines.append(
-                f"| {name} | {fmt_ms(t['p50_ms'])} ({fmt_ms(t['p10_ms'])}-{fmt_ms(t['p90_ms'])}) | "
+                f"| {name} | {fmt_ms(t['p50_ms'])} ({fmt_ms(t['min_ms'])}-{fmt_ms(t['p90_ms'])}) | "
                 f"{t['speedup_vs_ort_fp32']:.2f}x | {t['load_s']:.1f} {acc}"
             )
         for name, why in r["not_available"].items():

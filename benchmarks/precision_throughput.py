@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Issue 8: what fp16 and int8 graphs cost and buy on ONNX Runtime's CPU provider (tiny and r50).
+"""What fp16 and int8 graphs cost and buy on ONNX Runtime's CPU provider (tiny and r50).
 
 For each config: export a random-init bundle (`evis export --config X --init random`, random
 weights are fine for speed), build its fp16 and int8 graphs (`evis build`), then
@@ -10,7 +10,7 @@ The int8 graph as built (Q/DQ + fp16 rest, the TensorRT form) is compared with t
 quantization in ONNX Runtime's CPU-friendly forms (`--variants`): QDQ with fp32 float parts
 (inputs only, and with output Q/DQ so ORT fuses QLinearConv) and QOperator.
 
-Writes JSON to WORKDIR/precision_throughput.json and the "Precision (issue 8)" section of
+Writes JSON to WORKDIR/precision_throughput.json and the "Precision" section of
 benchmarks/RESULTS.md (between markers; the rest of the file is left alone).
 
     python benchmarks/precision_throughput.py --configs tiny r50 --variants
@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-START = "<!-- precision-issue-8:start -->"
-END = "<!-- precision-issue-8:end -->"
+START = "<!-- precision:start -->"
+END = "<!-- precision:end -->"
 CPU_ROW = "int8 CPU graph (model.int8.cpu.onnx, what ORT-CPU loads)"
 OUTPUTS = ("logits", "boxes", "mask_logits", "query_out", "boxes_out")
 
@@ -111,6 +110,7 @@ def accuracy(ref: dict, got: dict) -> dict:
 
 def time_sessions(sessions: dict, feed: dict, rounds: int, warmup: int) -> dict:
     from efficientvis_trt.ort_session import run
+    from efficientvis_trt.timing import latency_stats
 
     names = list(sessions)
     for name in names:
@@ -123,9 +123,8 @@ def time_sessions(sessions: dict, feed: dict, rounds: int, warmup: int) -> dict:
             t = time.perf_counter()
             run(sessions[name], feed)
             times[name].append(time.perf_counter() - t)
-    return {
-        n: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v), "runs": len(v)} for n, v in times.items()
-    }
+    stats = {n: latency_stats(v) for n, v in times.items()}
+    return {n: {"median_ms": t.p50_ms, "min_ms": t.min_ms, "runs": t.count} for n, t in stats.items()}
 
 
 def variant_models(bundle, workdir: Path, config: str, log) -> dict:
@@ -215,7 +214,7 @@ def render(results: dict) -> str:
     env = results["environment"]
     lines = [
         START,
-        "## Precision (issue 8)",
+        "## Precision",
         "",
         f"ONNX Runtime {env['onnxruntime']} CPUExecutionProvider on {env['cpu']} ({env['cores']} cores, "
         f"{env['threads']} intra-op threads; CPU flags: {', '.join(env['cpu_flags']) or 'n/a'}), "

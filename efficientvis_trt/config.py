@@ -1,6 +1,6 @@
 """Typed configuration: dataclasses <-> YAML, with the presets `r50`, `r18` and `tiny`.
 
-Every [design] choice of DESIGN.md §2 (choices the paper text does not pin down) is a
+Every choice of docs/design.md, "The model" that the paper text does not pin down is a
 field here, so a checkpoint says exactly which variant it is.
 """
 
@@ -83,7 +83,7 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     amp: bool = True  # on CUDA only
-    # Matching costs and loss weights (DESIGN §2).
+    # Matching costs and loss weights (docs/design.md, "The model").
     cost_class: float = 2.0
     cost_l1: float = 5.0
     cost_giou: float = 2.0
@@ -98,7 +98,7 @@ class TrainConfig:
     hflip_prob: float = 0.5
     scale_jitter: list[float] = field(default_factory=lambda: [0.8, 1.2])
     max_frame_stride: int = 2
-    # Training-only choices (issue 5; efficientvis_trt/train). Appended, never renamed.
+    # Training-only choices (efficientvis_trt/train). Appended, never renamed.
     match_per_stage: bool = True  # deep supervision: Hungarian per stage (Sparse R-CNN) or the last stage's reused
     loss_aux_sem: float = 0.0  # CondInst-style auxiliary semantic-segmentation loss on P3 (0 = off, the paper recipe)
     deterministic: bool = (

@@ -1,9 +1,9 @@
 """The model bundle: the folder every later step (calibration, runtime, benchmarks) reads.
 
-Layout (DESIGN §4)::
+Layout (docs/bundle.md, "Layout")::
 
     BUNDLE/
-      model.onnx            fp32 per-clip graph (DESIGN §3)
+      model.onnx            fp32 per-clip graph (docs/contract.md)
       model.fp16.onnx       written by `evis build --precision fp16`
       model.int8.onnx       written by `evis build --precision int8`
       init_state.npz        clip-0 state: query [N, C], boxes [N, 4] float32
@@ -41,7 +41,7 @@ STATE_FILE = "init_state.npz"
 METADATA_FILE = "metadata.json"
 ENGINE_DIR = "engines"
 
-# DESIGN §3 as data. Shapes are symbolic: T clip length, H x W canvas, N queries, C hidden dim, K classes,
+# docs/contract.md "I/O table" as data. Shapes: T clip length, H x W canvas, N queries, C hidden dim, K classes,
 # S mask side (2 x pooler resolution: 28 for every preset).
 IO_TABLE: tuple[dict[str, Any], ...] = (
     {
@@ -296,7 +296,7 @@ class Bundle:
         path = self._path / ONNX_FILES[precision]
         if not path.is_file():
             raise EvisError(f"{path} is missing: run `evis build {self._path} --precision {precision}` first")
-        if precision != "fp32":  # I/O names, shapes and types stay the same at every precision (DESIGN §3)
+        if precision != "fp32":  # I/O names, shapes and types stay the same at every precision (docs/contract.md)
             check_onnx_io(path, self._expected_io())
         return path
 

@@ -1,4 +1,4 @@
-"""PyTorch -> per-clip ONNX graph (DESIGN §3) -> bundle (DESIGN §4).
+"""PyTorch -> per-clip ONNX graph (docs/contract.md) -> bundle (docs/bundle.md).
 
 Exporter choice: the dynamo exporter (torch.export + onnxscript) first, the TorchScript
 exporter as fallback (torch deprecates it); `exporter="dynamo"|"torchscript"` forces one
@@ -53,7 +53,7 @@ def check_options(flavour: str, opset: int, exporter: str) -> None:
 
 # ---- torch -> ONNX ------------------------------------------------------------------------
 def _clip_graph(model):
-    """forward_clip with outputs as a tuple in DESIGN §3 order (exporters name outputs positionally)."""
+    """forward_clip, outputs as a tuple in docs/contract.md "I/O table" order (exporters name outputs by position)."""
     import torch
 
     from efficientvis_trt.export.bundle import OUTPUT_NAMES

@@ -1,6 +1,6 @@
 """MultiLevelRoIAlign as an ONNX model-local function built from standard ops only.
 
-Why a function: one graph then serves every backend (DESIGN §3). ONNX Runtime and a
+Why a function: one graph then serves every backend (docs/contract.md, "RoIAlign node"). ONNX Runtime and a
 TensorRT without our plugin inline the body (RoiAlign per level, opset >= 16,
 half_pixel, explicit sampling_ratio); TensorRT with the plugin binds the node itself.
 

@@ -4,7 +4,7 @@ Both backends start from the bundle's clip-0 state and each carries its OWN quer
 boxes_out into the next clip, so drift that compounds across clips is measured, as the
 runtime will see it. The clips are read through `efficientvis_trt.video` (letterboxed to
 the graph's size), and the frame count is chosen so the last clip is padded by repeating
-its last frame (DESIGN §3): every verification exercises the padding path too.
+its last frame (docs/contract.md, "Padding the last clip"): every verification exercises the padding path too.
 
 Tolerances (fp32 vs fp32; the two differ only by kernel summation order, ~1e-7 relative
 per op, compounded over M stages and the carried state). An output passes if

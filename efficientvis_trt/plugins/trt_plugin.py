@@ -20,7 +20,7 @@ which to prefer (with both, plugin creation raises ValueError unless a PREFER_* 
 flag or the node attribute ``aot`` says which: tensorrt/plugin/_lib.py, create_plugin).
 
 Attribute types. The ONNX parser turns node attributes into plugin fields by the
-creator's field names: ONNX INT -> INT32 field, FLOAT -> FLOAT32 (TRT_NOTES). A Python
+creator's field names: ONNX INT -> INT32 field, FLOAT -> FLOAT32 (docs/tensorrt.md, "Plugin paths"). A Python
 ``int`` / ``float`` annotation declares INT64 / FLOAT64 fields
 (tensorrt/plugin/_utils.py ``_built_in_to_plugin_field_type``) and the creator then calls
 ``int(field.data)`` on a one-element array, which NumPy 2 rejects ("only 0-dimensional
@@ -189,7 +189,7 @@ def torch_cuda_available() -> bool:
 
 def device_compute_capability(device: Optional[int] = None) -> Optional[tuple[int, int]]:
     """Compute capability of the current (or given) CUDA device via cuda-python, torch or Triton; None if none."""
-    try:  # cuda-python, as the TensorRT runtime of this project (TRT_NOTES: check every error code)
+    try:  # cuda-python, as the TensorRT runtime of this project (docs/tensorrt.md: check every error code)
         from cuda.bindings import runtime as cudart
 
         if device is None:

@@ -2,7 +2,7 @@
 
 Why one place: the fp16 and int8 graphs share the calibration clips, the role analysis
 and the fp16 overflow guard, and a TensorRT build starts from the same graphs (the
-precision lives in the graph, DESIGN §5). A calibration record (calibration.json) holds
+precision lives in the graph, docs/precision.md). A calibration record (calibration.json) holds
 everything needed to rebuild a graph bit for bit: clips (video, start frame), seed,
 method, calibrated ranges, what was kept in fp32 and why, tool versions.
 """

@@ -1,12 +1,12 @@
 """TensorRT engines: naming, building from a precision's ONNX graph, checking, loading.
 
 Why this file exists: TensorRT 11 removed the FP16/INT8 builder flags, so the precision
-lives in the ONNX graph (DESIGN §5) and the build is always strongly typed; an engine is
+lives in the ONNX graph (docs/precision.md) and the build is always strongly typed; an engine is
 only valid for one GPU (compute capability) and one TensorRT version, so its file name
 says both and a mismatch at load time becomes a "rebuild" message instead of a crash.
 
 Written from NVIDIA's documentation (TensorRT cannot be installed on the machines this
-was developed on; see TRT_NOTES.md). API subset that exists in 10.3 ... 11.x only:
+was developed on; see docs/tensorrt.md, "Version matrix"). API subset that exists in 10.3 ... 11.x only:
 - Builder / NetworkDefinitionCreationFlag.STRONGLY_TYPED (deprecated and ignored in 11, kept
   for API compatibility):
   https://docs.nvidia.com/deeplearning/tensorrt/latest/_static/python-api/infer/Core/Builder.html

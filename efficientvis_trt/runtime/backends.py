@@ -1,4 +1,4 @@
-"""Backends: a dict of named arrays in, a dict of named arrays out (DESIGN §3 names).
+"""Backends: a dict of named arrays in, a dict of named arrays out (docs/contract.md, "I/O table").
 
 The protocol is deliberately small so the one clip loop serves every backend:
 
@@ -9,7 +9,7 @@ Outputs not named in `keep_on_device` come back as host numpy arrays. Named ones
 back as the backend's own device values (a torch tensor, an ORT OrtValue, a TensorRT
 device buffer), which the next `run` of the same backend accepts as `query_in` /
 `boxes_in`: the tracklet state then never leaves the device between clips, while the
-runtime still holds it as named tensors (no hidden state in a backend, DESIGN §6).
+runtime still holds it as named tensors (no hidden state in a backend, docs/runtime.md, "Backends").
 `to_host` turns any such value into a numpy array when it is really needed.
 """
 
@@ -44,7 +44,7 @@ BACKEND_ALIASES = {
 
 
 class Backend(Protocol):
-    """One clip in, DESIGN §3 outputs out; see the module docstring."""
+    """One clip in, the contract's outputs out; see the module docstring."""
 
     name: str  # "torch" | "onnxruntime" | "tensorrt" | "openvino"
     precision: str  # "fp32" | "fp16" | "bf16" | "int8"

@@ -69,14 +69,17 @@ def _fmt_s(seconds: float) -> str:
 
 
 def _timing_line(result) -> str:
+    from efficientvis_trt.timing import latency_stats
+
     t = result.timings
-    lat = sorted(result.clip_latencies)
-    p50 = lat[len(lat) // 2] if lat else 0.0
-    p90 = lat[min(len(lat) - 1, int(0.9 * len(lat)))] if lat else 0.0
+    model = ""
+    if result.clip_latencies:
+        lat = latency_stats(result.clip_latencies, result.num_frames)
+        model = f" (clip p50 {_fmt_s(lat.p50_ms / 1000)}, p90 {_fmt_s(lat.p90_ms / 1000)}; {lat.fps:.1f} FPS)"
     parts = [
         f"decode {_fmt_s(t.get('decode', 0))}",
         f"preprocess {_fmt_s(t.get('preprocess', 0))}",
-        f"model {_fmt_s(t.get('model', 0))} (clip p50 {_fmt_s(p50)}, p90 {_fmt_s(p90)})",
+        f"model {_fmt_s(t.get('model', 0))}{model}",
         f"postprocess {_fmt_s(t.get('postprocess', 0))}",
     ]
     if "overlay" in t:
@@ -243,10 +246,12 @@ def _run_live(predictor, src, out: Path, args) -> int:
             + (f"  [{shown}]" if shown else ""),
             flush=True,
         )
-    wall = run.timings.get("wall", 0.0)
-    lat = sorted(latencies)
+    from efficientvis_trt.timing import fps, latency_stats
+
+    lat = latency_stats(latencies, frames)
     print(
-        f"live: {frames} frames in {len(latencies)} clips, model p50 {_fmt_s(lat[len(lat) // 2])}, "
-        f"{frames / wall if wall else 0:.1f} FPS" + (f"; overlay {overlay}" if overlay else "")
+        f"live: {frames} frames in {lat.count} clips, model p50 {_fmt_s(lat.p50_ms / 1000)}, "
+        f"p90 {_fmt_s(lat.p90_ms / 1000)}, {fps(frames, run.timings.get('wall', 0.0)):.1f} FPS"
+        + (f"; overlay {overlay}" if overlay else "")
     )
     return 0

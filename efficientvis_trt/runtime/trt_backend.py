@@ -14,7 +14,7 @@ Why it looks like this:
   the enqueue, so no host round trip happens between clips. Tensor addresses never
   change, which is also what a captured CUDA graph requires.
 - `register_trt_plugin()` runs before `deserialize_cuda_engine`: an engine that uses our
-  Python plugin cannot be deserialized otherwise (TRT_NOTES.md, "Plugins defined in Python").
+  Python plugin cannot be deserialized otherwise (docs/tensorrt.md, "Plugin paths").
 - `deserialize_cuda_engine` returns None for a plan from another GPU/TensorRT version:
   that becomes a one-line "rebuild" EvisError.
 
@@ -380,7 +380,9 @@ class TensorRTBackend:
         """GPU-only bench columns: device memory this backend took, median GPU time of the enqueue (no copies)."""
         out = {"device_mb": self.device_bytes / 2**20}
         if self._compute_ms:
-            out["gpu_compute_ms"] = float(np.median(self._compute_ms))
+            from efficientvis_trt.timing import latency_stats
+
+            out["gpu_compute_ms"] = latency_stats([ms / 1000.0 for ms in self._compute_ms]).p50_ms
         return out
 
     def to_host(self, value: Any) -> np.ndarray:

@@ -89,7 +89,7 @@ def test_io_contract_tiny(request, fixture):
     assert (
         _graph_io(model)
         == _expected_io(T, HW, TINY["N"], TINY["C"], TINY["K"])
-        == [  # DESIGN §3, literally
+        == [  # docs/contract.md, "I/O table", literally
             ("frames", "in", [3, 128, 224, 3], "uint8"),
             ("query_in", "in", [10, 64], "float32"),
             ("boxes_in", "in", [10, 4], "float32"),
@@ -110,7 +110,7 @@ def test_io_contract_tiny(request, fixture):
         "query_out",
         "boxes_out",
     ]
-    # frames is the only uint8 tensor; everything else float32 (DESIGN §3)
+    # frames is the only uint8 tensor; everything else float32 (docs/contract.md, "I/O table")
     assert {r[3] for r in _graph_io(model) if r[0] != "frames"} == {"float32"}
     assert read_onnx_io(path / "model.onnx") == [
         dict(name=a, dir=b, shape=c, dtype=d) for a, b, c, d in _graph_io(model)

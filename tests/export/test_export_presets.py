@@ -1,4 +1,4 @@
-"""The DESIGN §3 I/O contract of the large presets (r18, r50) through the production exporter.
+"""The I/O contract (docs/contract.md) of the large presets (r18, r50) through the production exporter.
 
 Separate from test_export.py because tracing a 6-stage model takes 15-50 s per preset on
 2 cores. Each preset is exported with random weights at a small size (128x224, T=2) by

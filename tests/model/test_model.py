@@ -1,4 +1,4 @@
-"""The PyTorch model: the DESIGN §3 contract, determinism, batching and the query carry."""
+"""The PyTorch model: the per-clip contract (docs/contract.md), determinism, batching and the query carry."""
 
 from __future__ import annotations
 
