@@ -20,7 +20,7 @@ def _csv_list(allowed: tuple[str, ...]):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from efficientvis_trt.bench.runner import BACKENDS, DEFAULT_PRECISIONS, PRECISIONS
+    from efficientvis_trt.contract import BACKENDS, PRECISIONS, RUN_PRECISIONS
 
     p.add_argument("bundle", type=Path, help="exported bundle folder (evis export)")
     p.add_argument(
@@ -28,9 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precisions",
-        type=_csv_list(PRECISIONS),
-        default=list(DEFAULT_PRECISIONS),
-        help=f"from {','.join(PRECISIONS)} (default: {','.join(DEFAULT_PRECISIONS)}; bf16 runs on openvino only)",
+        type=_csv_list(RUN_PRECISIONS),
+        default=list(PRECISIONS),
+        help=f"from {','.join(RUN_PRECISIONS)} (default: {','.join(PRECISIONS)}; bf16 runs on openvino only)",
     )
     p.add_argument(
         "--data", type=Path, help="YouTube-VIS-format val split (e.g. evis make-synthetic --split val) for AP"

@@ -16,19 +16,16 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import BACKENDS, PRECISIONS, RUN_PRECISIONS, split_into_clips
 from efficientvis_trt.errors import EvisError
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("torch", "ort", "trt", "openvino")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")  # what may be asked for, in row order (fp32 first: the reference)
-DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")  # bf16 only where asked: OpenVINO alone runs it
 
 
 @dataclass
 class BenchSettings:
     backends: list[str] = field(default_factory=lambda: list(BACKENDS))
-    precisions: list[str] = field(default_factory=lambda: list(DEFAULT_PRECISIONS))
+    precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))  # bf16 where asked
     data: Path | None = None  # synthetic (YouTube-VIS format) val split: accuracy
     videos: list[Path] = field(default_factory=list)  # real videos: end-to-end speed and fidelity to FP32
     iters: int = 20  # timed model-only clips
@@ -190,7 +187,6 @@ def run_bench(
 ) -> list[BenchRow]:
     """Every backend x precision, FP32 of each backend first so later rows have their reference."""
     from efficientvis_trt.bench.memory import PeakRSS
-    from efficientvis_trt.runtime.predictor import iter_clips
     from efficientvis_trt.video import read_frames
 
     if make_predictor is None:
@@ -202,7 +198,7 @@ def run_bench(
     clip_source = settings.videos[0] if settings.videos else None
     rows: list[BenchRow] = []
     references: dict[str, list[dict]] = {}
-    order = [(b, p) for b in settings.backends for p in sorted(settings.precisions, key=PRECISIONS.index)]
+    order = [(b, p) for b in settings.backends for p in sorted(settings.precisions, key=RUN_PRECISIONS.index)]
     try:
         from tqdm import tqdm
 
@@ -222,7 +218,7 @@ def run_bench(
             with PeakRSS() as mem:
                 if clip_source is not None:
                     clip, _ = next(
-                        iter_clips(read_frames(clip_source, max_frames=predictor.clip_len), predictor.clip_len)
+                        split_into_clips(read_frames(clip_source, max_frames=predictor.clip_len), predictor.clip_len)
                     )
                     row.metrics.update(measure_latency(predictor, clip, settings.iters, settings.warmup))
                     metrics, results = run_videos(predictor, settings.videos, settings.max_frames)

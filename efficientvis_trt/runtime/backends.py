@@ -21,26 +21,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from efficientvis_trt.contract import (
+    INPUT_DTYPES,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    check_run_precision,
+)
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 
 log = logging.getLogger(__name__)
-
-INPUT_NAMES = ("frames", "query_in", "boxes_in")
-OUTPUT_NAMES = ("logits", "boxes", "mask_logits", "query_out", "boxes_out")
-STATE_OUTPUTS = ("query_out", "boxes_out")
-STATE_INPUT_OF = {"query_out": "query_in", "boxes_out": "boxes_in"}
-INPUT_DTYPES = {"frames": np.dtype(np.uint8), "query_in": np.dtype(np.float32), "boxes_in": np.dtype(np.float32)}
-BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt", "openvino")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-BACKEND_ALIASES = {
-    "ort": "onnxruntime",
-    "onnxruntime": "onnxruntime",
-    "trt": "tensorrt",
-    "tensorrt": "tensorrt",
-    "torch": "torch",
-    "pytorch": "torch",
-    "openvino": "openvino",
-}
 
 
 class Backend(Protocol):
@@ -61,23 +50,6 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release device memory; the backend is unusable afterwards."""
         ...
-
-
-def canonical_backend(name: str) -> str:
-    """'ort' -> 'onnxruntime', 'trt' -> 'tensorrt'; 'auto' stays; anything else is an error."""
-    if name == "auto":
-        return name
-    try:
-        return BACKEND_ALIASES[name]
-    except KeyError:
-        raise EvisError(
-            f"unknown backend {name!r}: use auto, torch, ort (onnxruntime), trt (tensorrt) or openvino"
-        ) from None
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise EvisError(f"unknown precision {precision!r}: use {', '.join(PRECISIONS)}")
 
 
 BF16_BACKEND_HINT = "bf16 runs on the openvino backend (the fp32 graph at bf16 inference precision)"
@@ -107,7 +79,7 @@ class TorchBackend:
     def __init__(self, model, device: str = "cpu", precision: str = "fp32"):
         import torch
 
-        check_precision(precision)
+        check_run_precision(precision)
         if precision not in ("fp32", "fp16"):
             raise EvisError(
                 f"the torch backend runs fp32 or fp16, not {precision} "
@@ -207,7 +179,7 @@ class OrtBackend:
 
         from efficientvis_trt.ort_session import make_session, provider_name
 
-        check_precision(precision)
+        check_run_precision(precision)
         self.ort = ort
         self.precision = precision
         chosen = ort_providers_for(device, providers)
@@ -278,9 +250,5 @@ __all__ = [
     "Backend",
     "TorchBackend",
     "OrtBackend",
-    "INPUT_NAMES",
-    "OUTPUT_NAMES",
-    "STATE_OUTPUTS",
-    "canonical_backend",
     "ort_providers_for",
 ]

@@ -20,6 +20,8 @@ HELP = "run a bundle (or a checkpoint) over videos or a live stream: YouTube-VIS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from efficientvis_trt.contract import BACKEND_CHOICES, RUN_PRECISIONS
+
     parser.add_argument(
         "source", metavar="SOURCE", help="bundle folder from `evis export` (or a checkpoint .pt, torch backend only)"
     )
@@ -32,14 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "torch", "ort", "onnxruntime", "trt", "tensorrt", "openvino"),
+        choices=BACKEND_CHOICES,
         help="auto: TensorRT if this GPU has an engine for the precision, else OpenVINO on the CPU "
         "where it is installed, else ONNX Runtime",
     )
     parser.add_argument(
         "--precision",
         default="fp32",
-        choices=("fp32", "fp16", "bf16", "int8"),
+        choices=RUN_PRECISIONS,
         help="bf16: OpenVINO on a CPU that has it (default: %(default)s)",
     )
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: the best available")

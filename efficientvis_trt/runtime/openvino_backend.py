@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES
 from efficientvis_trt.errors import BackendUnavailable, EvisError
-from efficientvis_trt.runtime.backends import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, check_host_input
+from efficientvis_trt.runtime.backends import check_host_input
 
 log = logging.getLogger(__name__)
 

@@ -17,16 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import canonical_backend, check_run_precision
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.ort_session import ort_graph, provider_name
-from efficientvis_trt.runtime.backends import (
-    BF16_BACKEND_HINT,
-    Backend,
-    OrtBackend,
-    TorchBackend,
-    canonical_backend,
-    check_precision,
-)
+from efficientvis_trt.runtime.backends import BF16_BACKEND_HINT, Backend, OrtBackend, TorchBackend
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +219,7 @@ def load_runtime(
     threads: int | None = None,
 ) -> RuntimeModel:
     """Open SOURCE (bundle folder / Bundle, checkpoint path, or model) on the requested backend."""
-    check_precision(precision)
+    check_run_precision(precision)
     backend = canonical_backend(backend)
     if device is not None and device != "cpu" and not device.startswith("cuda"):
         raise EvisError(f"unknown device {device!r}: use cpu or cuda")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from helpers import write_video
 
+from efficientvis_trt.contract import OUTPUT_NAMES
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.export.verify import TOLERANCES, compare
 from efficientvis_trt.runtime import openvino_backend as ovb
-from efficientvis_trt.runtime.backends import OUTPUT_NAMES
 from efficientvis_trt.runtime.postprocess import decode_rle, sigmoid
 from efficientvis_trt.runtime.predictor import Predictor
 from efficientvis_trt.video import Letterbox, read_frames, sample_video
