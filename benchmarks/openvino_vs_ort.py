@@ -129,7 +129,7 @@ def measure_config(config: str, args, log) -> dict:
     for _ in range(args.warmup - 1):
         for be in rows.values():
             be.run(feed)
-    rounds = args.rounds or (20 if config == "tiny" else 5)
+    rounds = args.rounds or (20 if config == "tiny" else 7)
     names = list(rows)
     samples: dict[str, list[float]] = {n: [] for n in names}
     log(f"[{config}] timing {len(names)} rows, {rounds} interleaved rounds ...")
@@ -318,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", nargs="+", default=["tiny", "r50"])
     p.add_argument("--workdir", type=Path, default=ROOT / "bench_out" / "openvino")
     p.add_argument("--calib-clips", type=int, default=8)
-    p.add_argument("--rounds", type=int, default=0, help="timed rounds (default: 20 tiny, 5 others)")
+    p.add_argument("--rounds", type=int, default=0, help="timed rounds (default: 20 tiny, 7 others)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=2, help="threads for both runtimes (default 2)")
     p.add_argument("--video", default="bikes.mp4")
