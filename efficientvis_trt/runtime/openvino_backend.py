@@ -43,6 +43,14 @@ OPENVINO_PRECISIONS: dict[str, tuple[str, str, str]] = {
 _OV_DTYPES = {"u8": np.dtype(np.uint8), "f32": np.dtype(np.float32)}
 
 
+def _one_line(exc: BaseException, prefer: str = "") -> str:
+    """OpenVINO's exceptions carry multi-line reports: the line that says most (`prefer`), else the last one."""
+    lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
+    if not lines:
+        return type(exc).__name__
+    return next((s for s in lines if prefer and prefer in s), lines[-1])[:300]
+
+
 def import_openvino():
     """The `openvino` module, or BackendUnavailable saying how to install it."""
     try:
@@ -97,9 +105,8 @@ def read_inlined(core, onnx_path: str | os.PathLike):
     try:
         return core.read_model(model.SerializeToString())
     except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line report
-        lines = [s.strip() for s in str(exc).splitlines() if s.strip()]
-        why = next((s for s in lines if "No conversion rule" in s), lines[-1] if lines else type(exc).__name__)
-        raise EvisError(f"OpenVINO cannot read {Path(onnx_path).name}: {why[:300]}") from None
+        why = _one_line(exc, prefer="No conversion rule")
+        raise EvisError(f"OpenVINO cannot read {Path(onnx_path).name}: {why}") from None
 
 
 class OpenVINOBackend:
@@ -137,7 +144,7 @@ class OpenVINOBackend:
         try:
             self.compiled = core.compile_model(model, device, config)
         except Exception as exc:
-            raise EvisError(f"OpenVINO cannot compile {Path(onnx_path).name} for {device}: {exc}") from None
+            raise EvisError(f"OpenVINO cannot compile {Path(onnx_path).name} for {device}: {_one_line(exc)}") from None
         took = self.compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         if took != self.inference_precision:
             raise EvisError(f"OpenVINO compiled {precision} at {took}, not {self.inference_precision}, on {device}")
@@ -169,10 +176,7 @@ class OpenVINOBackend:
         try:
             result = self._request.infer(feed, share_inputs=True, share_outputs=False)
         except Exception as exc:
-            lines = [s for s in str(exc).splitlines() if s.strip()]
-            raise EvisError(
-                f"OpenVINO failed on a clip: {(lines[-1] if lines else type(exc).__name__)[:300]}"
-            ) from None
+            raise EvisError(f"OpenVINO failed on a clip: {_one_line(exc)}") from None
         return {name: result[port] for name, port in self._outputs}
 
     def to_host(self, value: Any) -> np.ndarray:

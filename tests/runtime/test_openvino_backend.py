@@ -292,3 +292,26 @@ def test_cli_infer_and_bench_rows(bundle, tmp_path, capsys):
     assert rows["bf16"].available == ("BF16" in ovb.device_capabilities(ovb.import_openvino().Core()))
     if rows["bf16"].available:
         assert rows["bf16"].metrics["fidelity_reference"] == "openvino fp32"
+
+
+@needs_openvino
+def test_a_graph_openvino_cannot_read_is_one_line(tmp_path):
+    """A custom node without its function body is what OpenVINO meets without the inlining: one clear line."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    node = helper.make_node("MultiLevelRoIAlign", ["x"], ["y"], domain="efficientvis")
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("efficientvis", 1)]
+    )
+    path = tmp_path / "custom.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(EvisError, match="OpenVINO cannot read custom.onnx: .*No conversion rule") as info:
+        ovb.read_inlined(ovb.import_openvino().Core(), path)
+    assert "\n" not in str(info.value)
