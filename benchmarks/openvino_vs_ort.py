@@ -114,6 +114,8 @@ def measure_config(config: str, args, log) -> dict:
     from efficientvis_trt.timing import latency_stats
 
     bundle = Bundle.open(ensure_bundle(config, args.workdir, args.calib_clips, log))
+    started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    load_before = round(os.getloadavg()[0], 1)
     feed = second_clip(bundle, args.video)
     rows, skipped, load_s = {}, {}, {}
     for name, (backend, precision, graph) in ROWS.items():
@@ -154,6 +156,10 @@ def measure_config(config: str, args, log) -> dict:
     for be in rows.values():
         be.close()
     return {
+        "measured": started,
+        "load_before": load_before,
+        "load_after": round(os.getloadavg()[0], 1),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "clip_len": bundle.clip_len,
         "input_hw": list(bundle.input_hw),
         "bundle_created": bundle.metadata.get("created", "?"),
@@ -208,8 +214,6 @@ def environment(args, argv) -> dict:
         "onnxruntime": onnxruntime.__version__,
         "openvino": openvino.__version__.split("-")[0],
         "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "load_before": round(os.getloadavg()[0], 1),
         "command": "python benchmarks/openvino_vs_ort.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "commit": git("rev-parse", "--short", "HEAD"),
         "roialign_body_commit": git("log", "-1", "--format=%h", "--", "efficientvis_trt/export/roi_align_onnx.py"),
@@ -228,16 +232,12 @@ def render(results: dict) -> str:
         "",
         f"OpenVINO {env['openvino']} and ONNX Runtime {env['onnxruntime']} (CPUExecutionProvider) on {env['cpu']} "
         f"({env['cores']} cores, CPU flags {', '.join(env['cpu_flags']) or 'n/a'}; OpenVINO lists "
-        f"{', '.join(env['openvino_capabilities'])}), **both on {env['threads']} threads**, {env['date']}; "
-        f"load average {env['load_before']} before, {env['load_after']} after (a shared machine: rows are timed "
-        "interleaved, so the ratios are fairer than the absolute times). Peak RSS of the whole run: "
-        f"{env['peak_rss_gb']:.1f} GB.",
+        f"{', '.join(env['openvino_capabilities'])}), **both on {env['threads']} threads**; dates and load "
+        "averages per table (a shared machine: rows are timed interleaved, so the ratios are fairer than the "
+        "absolute times).",
         "",
-        "Command:",
-        "",
-        "```",
-        env["command"],
-        "```",
+        "The command behind every table: `flock /tmp/evis-heavy.lock python benchmarks/openvino_vs_ort.py "
+        "--configs tiny r50` (each table names the exact one it came from).",
         "",
         f"Run at commit {env['commit']}; the bundles' RoIAlign function body is the one of commit "
         f"{env['roialign_body_commit']} (last change to `efficientvis_trt/export/roi_align_onnx.py`; the body's "
@@ -253,8 +253,10 @@ def render(results: dict) -> str:
         lines += [
             f"### {cfg} (clip {r['clip_len']} x {r['input_hw'][0]}x{r['input_hw'][1]}, {r['rounds']} rounds)",
             "",
-            f"Bundle exported {r['bundle_created']}, RoIAlign body sha256 {r['roialign_body_sha256']}, int8 "
-            f"calibrated on {r['calib_clips']} clips.",
+            f"`{r['command']}`, measured {r['measured']}, load average {r['load_before']} before, "
+            f"{r['load_after']} after; peak RSS of the process {r['peak_rss_gb']:.1f} GB. Bundle exported "
+            f"{r['bundle_created']}, RoIAlign body sha256 {r['roialign_body_sha256']}, int8 calibrated on "
+            f"{r['calib_clips']} clips.",
             "",
             "| row | ms / clip p50 (min-p90) | vs ORT fp32 | load s | logits max / mean abs diff | "
             "mask logits max / mean | query_out max / mean | top-class agree | mask pixel agree |",
@@ -325,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results-md", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     p.add_argument("--no-write", action="store_true", help="print, do not update RESULTS.md")
     p.add_argument("--render-only", action="store_true", help="re-render from WORKDIR/openvino_vs_ort.json")
+    p.add_argument("--append", action="store_true", help="add (or replace) these configs in WORKDIR's JSON")
     args = p.parse_args(argv)
     out_json = args.workdir / "openvino_vs_ort.json"
     if args.render_only:
@@ -333,13 +336,12 @@ def main(argv: list[str] | None = None) -> int:
         from efficientvis_trt.io_utils import write_json_atomic
 
         args.workdir.mkdir(parents=True, exist_ok=True)
-        results = {"environment": environment(args, argv), "configs": {}}
+        configs = json.loads(out_json.read_text())["configs"] if args.append and out_json.is_file() else {}
+        results = {"environment": environment(args, argv), "configs": configs}
         for cfg in args.configs:
             results["configs"][cfg] = measure_config(cfg, args, lambda m: print(m, flush=True))
-        env = results["environment"]
-        env["load_after"] = round(os.getloadavg()[0], 1)
-        env["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-        write_json_atomic(out_json, results)
+            results["configs"][cfg]["command"] = results["environment"]["command"]
+            write_json_atomic(out_json, results)
     section = render(results)
     print(section)
     if not args.no_write:
