@@ -165,6 +165,7 @@ def measure_config(config: str, args, log) -> dict:
         "bundle_created": bundle.metadata.get("created", "?"),
         "calib_clips": len(json.loads((bundle.path / "calibration.json").read_text())["int8"]["clips"]),
         "roialign_body_sha256": roialign_body_sha(bundle.onnx_path("fp32")),
+        "roialign_body_sha256_int8": roialign_body_sha(bundle.onnx_path("int8")),
         "rounds": rounds,
         "rows": table,
         "not_available": skipped,
@@ -255,7 +256,8 @@ def render(results: dict) -> str:
             "",
             f"`{r['command']}`, measured {r['measured']}, load average {r['load_before']} before, "
             f"{r['load_after']} after; peak RSS of the process {r['peak_rss_gb']:.1f} GB. Bundle exported "
-            f"{r['bundle_created']}, RoIAlign body sha256 {r['roialign_body_sha256']}, int8 calibrated on "
+            f"{r['bundle_created']}, RoIAlign body sha256 {r['roialign_body_sha256']} (model.onnx), "
+            f"{r.get('roialign_body_sha256_int8', '?')} (model.int8.onnx), int8 calibrated on "
             f"{r['calib_clips']} clips.",
             "",
             "| row | ms / clip p50 (min-p90) | vs ORT fp32 | load s | logits max / mean abs diff | "
