@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 HELP = "run a bundle (or a checkpoint) over videos or a live stream: YouTube-VIS results, overlays, timings"
@@ -29,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "videos",
         metavar="VIDEO",
         nargs="+",
-        help="video files or frame folders; or one live source: camera index (0) or stream URL",
+        help="video files or frame folders; or one live source: camera index (0) or stream URL "
+        "(an existing file or folder named like a number is a path, not a camera)",
     )
     parser.add_argument(
         "--backend",
@@ -117,6 +116,35 @@ def _overlay_names(sources) -> list[str]:
     return names
 
 
+OUTPUT_FILES = ("videos.json", "results.json")
+
+
+def check_infer_out(out: Path, live: bool) -> Path:
+    """`--out` must be writable and absent, empty, or an earlier `evis infer` output (replaced whole).
+
+    Checked before any model is loaded; a folder holding anything else is refused, so a
+    replacement can never delete a user's files.
+    """
+    from efficientvis_trt.errors import EvisError
+    from efficientvis_trt.io_utils import TEMP_TAG, check_writable_dir
+
+    if out.exists() and not out.is_dir():
+        raise EvisError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and not live:
+        foreign = [
+            p.name
+            for p in out.iterdir()
+            if not (p.name in OUTPUT_FILES or p.name.endswith(".overlay.mp4") or p.name.startswith(TEMP_TAG))
+        ]
+        if foreign:
+            raise EvisError(
+                f"--out {out} holds {foreign[0]!r}, which `evis infer` did not write: "
+                "choose an empty or new folder (an earlier infer output is replaced whole)"
+            )
+    check_writable_dir(out if out.is_dir() else out.parent, "--out", creating=None if out.is_dir() else out.name)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.errors import EvisError
     from efficientvis_trt.runtime.sources import is_live_spec, open_source
@@ -128,9 +156,11 @@ def run(args: argparse.Namespace) -> int:
     live = args.live or any(is_live_spec(v) for v in args.videos)
     if live and len(args.videos) > 1:
         raise EvisError("a live source runs on its own: give exactly one VIDEO with a camera index, URL or --live")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise EvisError(f"--out {out} exists and is not a folder")
+    if not 0.0 <= args.score_thr <= 1.0:  # also refuses nan
+        raise EvisError(f"--score-thr must be in [0, 1] (a video score is a mean probability), got {args.score_thr}")
+    if not 0.0 <= args.mask_thr <= 1.0:
+        raise EvisError(f"--mask-thr must be in [0, 1], got {args.mask_thr}")
+    out = check_infer_out(Path(args.out), live)
     # Check every input before any inference: a missing or undecodable file fails fast, nothing written.
     sources = [open_source(v, live=live) for v in args.videos]
 
@@ -163,14 +193,11 @@ def run(args: argparse.Namespace) -> int:
 def _run_files(predictor, sources, out: Path, args) -> int:
     from tqdm import tqdm
 
-    from efficientvis_trt.io_utils import write_json_atomic, write_text_atomic
+    from efficientvis_trt.io_utils import atomic_dir
 
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".evis-infer-", dir=out))
     overlay_names = _overlay_names(sources) if args.overlay else []
-    ok = False
-    try:
+    # All or nothing: the whole output folder is built beside --out and swapped in at the end.
+    with atomic_dir(out) as staging:
         results, videos = [], []
         for video_id, src in enumerate(sources, 1):
             total = src.expected_frames
@@ -200,28 +227,24 @@ def _run_files(predictor, sources, out: Path, args) -> int:
                     **({"overlay": overlay_names[video_id - 1]} if args.overlay else {}),
                 }
             )
-        for name in overlay_names:
-            os.replace(staging / name, out / name)
-        write_json_atomic(
-            out / "videos.json",
-            {
-                "videos": videos,
-                "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
-                "model": {
-                    "source": os.path.abspath(str(args.source)),
-                    "backend": predictor.backend.name,
-                    "precision": args.precision,
-                    "device": predictor.backend.device,
+        (staging / "videos.json").write_text(
+            json.dumps(
+                {
+                    "videos": videos,
+                    "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
+                    "model": {
+                        "source": os.path.abspath(str(args.source)),
+                        "backend": predictor.backend.name,
+                        "precision": args.precision,
+                        "device": predictor.backend.device,
+                    },
                 },
-            },
+                indent=2,
+            )
+            + "\n"
         )
         # Compact: a results file is mostly RLE strings, and YouTube-VIS tools read it whole.
-        write_text_atomic(out / "results.json", json.dumps(results, separators=(",", ":")) + "\n")
-        ok = True
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not ok and created and not any(out.iterdir()):
-            out.rmdir()
+        (staging / "results.json").write_text(json.dumps(results, separators=(",", ":")) + "\n")
     print(
         f"wrote {out / 'results.json'} ({len(results)} tracks, {len(sources)} videos)"
         + (f" and {len(overlay_names)} overlay video(s)" if overlay_names else "")
