@@ -191,7 +191,9 @@ class Letterbox:
             min(self.dst_hw[1], max(1, round(self.src_hw[1] * s))),
         )
 
-    def apply(self, frame: np.ndarray) -> np.ndarray:
+    def apply(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The letterboxed canvas of `frame`; written into `out` (a dst_hw x 3 uint8 array, e.g. one
+        frame of a clip) when given, so a clip is filled in place with no per-frame canvas."""
         import cv2
 
         frame = to_bgr(frame)
@@ -201,10 +203,16 @@ class Letterbox:
                 f"(expected {self.src_hw[1]}x{self.src_hw[0]})"
             )
         h, w = self.content_hw
+        dh, dw = self.dst_hw
+        canvas = np.empty((dh, dw, 3), np.uint8) if out is None else out
         interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
-        resized = cv2.resize(frame, (w, h), interpolation=interp)
-        canvas = np.full((self.dst_hw[0], self.dst_hw[1], 3), PAD_VALUE, dtype=np.uint8)
-        canvas[:h, :w] = resized
+        content = canvas[:h, :w]
+        if content.flags.c_contiguous:  # the content spans the canvas width: resize straight into it
+            cv2.resize(frame, (w, h), dst=content, interpolation=interp)
+        else:
+            content[...] = cv2.resize(frame, (w, h), interpolation=interp)
+        canvas[h:] = PAD_VALUE
+        canvas[:h, w:] = PAD_VALUE
         return canvas
 
     def boxes_to_source(self, boxes_xyxy: np.ndarray, clip: bool = True) -> np.ndarray:
