@@ -203,7 +203,7 @@ def build_calibration_set(
     """
     from tqdm import tqdm
 
-    from efficientvis_trt.precision.ort_utils import make_session
+    from efficientvis_trt.ort_session import make_session
 
     srcs = expand_sources(sources)
     lengths = [s.num_frames() for s in srcs]
@@ -218,7 +218,7 @@ def build_calibration_set(
         if not hasattr(model, "graph"):
             model = onnx.load(str(model))
         model, mapping = add_absmax_outputs(model, list(absmax_tensors))
-    session = make_session(model)
+    session = make_session(model, deterministic=True)
     absmax = {t: 0.0 for t in mapping.values()}
     q0, b0 = (np.ascontiguousarray(a, dtype=np.float32) for a in init_state)
     feeds: list[dict[str, np.ndarray]] = []

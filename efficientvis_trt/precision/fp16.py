@@ -119,12 +119,12 @@ def _absmax_over(
     """max over feeds of max|x| for each tensor (inf/NaN kept as inf)."""
     from tqdm import tqdm
 
-    from efficientvis_trt.precision.ort_utils import make_session, run
+    from efficientvis_trt.ort_session import make_session, run
 
     if not tensors:
         return {}
     inst, mapping = G.add_absmax_outputs(model, list(tensors), types)
-    session = make_session(inst)
+    session = make_session(inst, deterministic=True)
     result = {t: 0.0 for t in tensors}
     for feed in tqdm(feeds, desc=desc, unit="clip", leave=False, disable=len(feeds) < 2):
         out = run(session, feed)

@@ -10,10 +10,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from efficientvis_trt.ort_session import make_session, run
 from efficientvis_trt.precision import fp16
 from efficientvis_trt.precision import graph as G
 from efficientvis_trt.precision import int8 as I
-from efficientvis_trt.precision.ort_utils import make_session, run
 
 CLIPS = 4
 
