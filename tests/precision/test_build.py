@@ -303,7 +303,7 @@ def _snapshot(folder):
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_trt_backend_without_tensorrt_says_how_to_install_and_writes_nothing(exported, tmp_path, capsys, precision):
     from efficientvis_trt.cli import main
-    from efficientvis_trt.precision.engine import tensorrt_available
+    from efficientvis_trt.trt.env import tensorrt_available
 
     if tensorrt_available():
         pytest.skip("TensorRT is installed here: the missing-TensorRT path cannot be exercised")
