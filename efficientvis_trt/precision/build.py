@@ -51,25 +51,20 @@ class BuildOptions:
 
 
 def tool_versions() -> dict[str, str]:
+    import cv2
     import onnx
     import onnxruntime
 
     import efficientvis_trt
 
-    out = {
+    return {
         "efficientvis_trt": efficientvis_trt.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
+        "opencv": cv2.__version__,
     }
-    try:
-        import cv2
-
-        out["opencv"] = cv2.__version__
-    except ImportError:
-        pass
-    return out
 
 
 def read_record(bundle) -> dict:
@@ -105,7 +100,7 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     """Write model.fp16.onnx or model.int8.onnx into the bundle and its calibration record section."""
     import onnx
 
-    from efficientvis_trt.precision import fp16 as F
+    from efficientvis_trt.precision import fp16
     from efficientvis_trt.precision import graph as G
     from efficientvis_trt.precision import int8 as I
     from efficientvis_trt.precision.data import build_calibration_set
@@ -135,7 +130,9 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
         progress=opts.progress,
         absmax_tensors=list(G.float_node_outputs(model)),
     )
-    r16 = F.convert_with_guard(model, roles.fp16_block(), calib.feeds, headroom=opts.headroom, fp32_absmax=calib.absmax)
+    r16 = fp16.convert_with_guard(
+        model, roles.fp16_block(), calib.feeds, headroom=opts.headroom, fp32_absmax=calib.absmax
+    )
     section: dict[str, Any] = {
         "precision": precision,
         "seed": opts.seed,

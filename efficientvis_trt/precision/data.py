@@ -32,6 +32,7 @@ from efficientvis_trt.video import (
     SAMPLE_VIDEOS,
     VIDEO_EXTENSIONS,
     iter_frames,
+    read_image,
     sample_video,
     video_info,
 )
@@ -58,15 +59,7 @@ class CalibSource:
     def read(self, start: int, count: int) -> list[np.ndarray]:
         """`count` frames from `start` (fewer if the video ends)."""
         if self.frame_paths:
-            import cv2
-
-            out = []
-            for p in self.frame_paths[start : start + count]:
-                frame = cv2.imread(p, cv2.IMREAD_COLOR)
-                if frame is None:
-                    raise EvisError(f"cannot decode frame image (corrupt or unsupported): {p}")
-                out.append(frame)
-            return out
+            return [read_image(p) for p in self.frame_paths[start : start + count]]
         frames = []
         for i, frame in enumerate(iter_frames(self.path, max_frames=start + count)):
             if i >= start:

@@ -165,10 +165,8 @@ class OrtBackend:
         threads: int | None = None,
         device_id: int = 0,
     ):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendUnavailable("onnxruntime is not installed: `pip install onnxruntime`") from None
+        import onnxruntime as ort
+
         check_precision(precision)
         self.ort = ort
         self.precision = precision

@@ -549,8 +549,11 @@ def test_bundle_api(plugin_bundle, tmp_path):
     assert b.path == plugin_bundle
     assert (b.clip_len, b.input_hw, b.num_queries, b.hidden_dim, b.num_classes) == (T, HW, 10, 64, 5)
     assert b.class_names == [f"class_{i}" for i in range(5)] and b.config.name == "tiny"
-    assert b.metadata["onnx"]["opset"] == 18 and b.metadata["source"]["sha256"] == "random-init seed 0"
-    assert b.metadata["letterbox"]["pad_value"] == 114
+    from efficientvis_trt.export.exporter import DEFAULT_OPSET
+    from efficientvis_trt.video import PAD_VALUE
+
+    assert b.metadata["onnx"]["opset"] == DEFAULT_OPSET and b.metadata["source"]["sha256"] == "random-init seed 0"
+    assert b.metadata["letterbox"]["pad_value"] == PAD_VALUE  # the value the runtime's letterbox pads with
     assert {"torch", "onnx", "onnxruntime", "efficientvis_trt"} <= set(b.metadata["versions"])
     q, bx = b.init_state()
     assert q.shape == (10, 64) and bx.shape == (10, 4) and q.dtype == bx.dtype == np.float32

@@ -18,13 +18,11 @@ CPU_FILE = "model.int8.cpu.onnx"
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
+def bundle_dir(make_tiny_bundle):
     """A tiny random-init bundle with its int8 graphs built through the CLI."""
     from efficientvis_trt.cli import main
-    from efficientvis_trt.export.exporter import export_bundle
 
-    out = tmp_path_factory.mktemp("calib_cpu") / "tiny"
-    export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None)
+    out = make_tiny_bundle()
     assert main(["build", str(out), "--precision", "int8", "--calib-clips", str(CLIPS), "--seed", "0"]) == 0
     return out
 

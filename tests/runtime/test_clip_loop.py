@@ -21,12 +21,8 @@ from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from efficientvis_trt.export.exporter import export_bundle
-
-    out = tmp_path_factory.mktemp("rt") / "tiny_bundle"
-    export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None)
-    return out
+def bundle(make_tiny_bundle):
+    return make_tiny_bundle()
 
 
 @pytest.fixture(scope="module")
