@@ -112,17 +112,36 @@ def frame_files(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _iter_folder(path: str | os.PathLike, max_frames: int | None, stride: int) -> Iterator[np.ndarray]:
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """One frame image (JPEG/PNG) as BGR uint8 H x W x 3: grayscale and BGRA become BGR, 16-bit keeps its high
+    byte. The one reader of frame images (frame folders, YouTube-VIS frames, calibration, backgrounds)."""
     import cv2
 
+    frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if frame is None:
+        what = "missing" if not os.path.exists(path) else "corrupt or unsupported"
+        raise EvisError(f"cannot decode frame image ({what}): {path}")
+    if frame.dtype != np.uint8:  # 16-bit PNG
+        frame = (frame >> 8).astype(np.uint8) if frame.dtype == np.uint16 else frame.astype(np.uint8)
+    return to_bgr(frame)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'HxW' (or 'H×W') -> (H, W), both positive; what a model needs beyond that (multiples of 32) is
+    checked where the size is used (`Config.validate`)."""
+    parts = str(text).lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise EvisError(f"size must look like HxW (height x width, e.g. 384x640), got {text!r}")
+    h, w = (int(p) for p in parts)
+    if h <= 0 or w <= 0:
+        raise EvisError(f"size {h}x{w} must be positive")
+    return h, w
+
+
+def _iter_folder(path: str | os.PathLike, max_frames: int | None, stride: int) -> Iterator[np.ndarray]:
     files = frame_files(path)[::stride]
     for f in files if max_frames is None else files[:max_frames]:
-        frame = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
-        if frame is None:
-            raise EvisError(f"cannot decode frame image (corrupt or unsupported): {f}")
-        if frame.dtype != np.uint8:  # 16-bit PNG
-            frame = (frame >> 8).astype(np.uint8) if frame.dtype == np.uint16 else frame.astype(np.uint8)
-        yield to_bgr(frame)
+        yield read_image(f)
 
 
 def iter_frames(path: str | os.PathLike, max_frames: int | None = None, stride: int = 1) -> Iterator[np.ndarray]:

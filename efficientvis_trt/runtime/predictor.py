@@ -73,8 +73,9 @@ class Predictor:
     """Run a model over whole videos (or live streams), clip by clip.
 
     `source`: an exported bundle folder (or `Bundle`), a checkpoint `.pt`, or an
-    EfficientVIS module. `backend`: auto | torch | ort | trt (auto: TensorRT if this GPU
-    has an engine, else ONNX Runtime; a checkpoint/model always runs on torch).
+    EfficientVIS module. `backend`: auto | torch | ort | trt | openvino (auto: TensorRT if
+    this GPU has an engine, else OpenVINO on a CPU where it is installed, else ONNX Runtime;
+    a checkpoint/model always runs on torch).
     `device`: cpu | cuda | None (best available).
     """
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import missing_for
 
 from efficientvis_trt.bench.report import COLUMNS, GPU_ONLY
 from efficientvis_trt.cli import main
+from efficientvis_trt.runtime.openvino_backend import openvino_available
 
 TINY = [
     "--train-iters",
@@ -103,7 +105,7 @@ def test_truth_beside_prediction_differs_where_they_differ(tmp_path):
 def test_bench_table_has_a_row_per_backend_and_precision(demo_dir):
     data = json.loads((demo_dir / "bench" / "bench.json").read_text())
     rows = {(r["backend"], r["precision"]): r for r in data["rows"]}
-    assert set(rows) == {(b, p) for b in ("torch", "ort", "trt") for p in ("fp32", "fp16", "int8")}
+    assert set(rows) == {(b, p) for b in ("torch", "ort", "trt", "openvino") for p in ("fp32", "fp16", "int8")}
     for key in [("torch", "fp32"), ("ort", "fp32"), ("ort", "fp16"), ("ort", "int8")]:
         row = rows[key]
         assert row["available"], (key, row["reason"])
@@ -113,10 +115,21 @@ def test_bench_table_has_a_row_per_backend_and_precision(demo_dir):
         assert row["latency_p50_ms"] > 0 and row["model_fps"] > 0 and row["e2e_fps"] > 0
         assert row["e2e_fps"] <= row["model_fps"] and 0 < row["e2e_over_model"] <= 1  # one run, model time in wall
         assert 0.0 <= row["AP"] <= 1.0
-    assert "CUDA" in rows[("torch", "fp16")]["reason"]
+    # What this machine has decides the GPU rows: available exactly where the hardware is.
+    if missing_for("cuda") is None:
+        assert rows[("torch", "fp16")]["available"], rows[("torch", "fp16")]["reason"]
+    else:
+        assert "CUDA" in rows[("torch", "fp16")]["reason"]
     assert not rows[("torch", "int8")]["available"]
+    trt_missing = missing_for("tensorrt")
     for p in ("fp32", "fp16", "int8"):
-        assert not rows[("trt", p)]["available"] and rows[("trt", p)]["reason"]
+        row = rows[("trt", p)]
+        assert row["available"] == (trt_missing is None), (trt_missing, row["reason"])
+        assert row["available"] or row["reason"]
+    openvino = openvino_available()[0]
+    for p in ("fp32", "int8"):
+        assert rows[("openvino", p)]["available"] == openvino, rows[("openvino", p)]["reason"]
+    assert not rows[("openvino", "fp16")]["available"] and "not fp16" in rows[("openvino", "fp16")]["reason"]
     assert "ort_int8_over_fp32_fps" in data["ratios"]
 
 
