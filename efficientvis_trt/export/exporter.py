@@ -12,6 +12,7 @@ included) leaves no half bundle and an existing bundle untouched.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -253,7 +254,7 @@ def check_graph(
 
 
 def simplify(proto):
-    """onnxslim (constant folding, fusions). Returns (model, tool string) or (None, reason)."""
+    """onnxslim (constant folding, fusions) of a ModelProto or a path. Returns (model, tool) or (None, reason)."""
     try:
         import onnxslim
     except ImportError:
@@ -342,7 +343,7 @@ def export_bundle(
         io_table,
     )
     from efficientvis_trt.export.source import load_source, parse_size, weights_fingerprint
-    from efficientvis_trt.export.verify import format_report, public_report, verify_model
+    from efficientvis_trt.export.verify import format_report, load_clips, public_report, run_torch, verify_model
     from efficientvis_trt.io_utils import atomic_dir
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
     from efficientvis_trt.video import PAD_VALUE
@@ -376,26 +377,47 @@ def export_bundle(
     export_s = time.perf_counter() - t0
     steps.update()
 
-    candidates: list[tuple[str | None, Any]] = []
-    notes: list[str] = [] if simplify_graph else ["simplifier disabled (--no-simplify)"]
-    if simplify_graph:
-        steps.set_postfix_str("simplify")
-        slim, note = simplify(raw)
-        if slim is not None:
-            candidates.append((note, slim))
-        else:
-            notes.append(note)
-    candidates.append((None, raw))
-    steps.update()
+    # One model in memory at a time (docs/build-memory.md, "Export"): the PyTorch outputs the
+    # graph is verified against are computed now and the PyTorch model is let go; the raw
+    # graph waits on disk while the simplifier works and while its output is verified.
+    fingerprint = weights_fingerprint(model)
+    reference = None
+    if verify:
+        steps.set_postfix_str("pytorch reference")
+        reference = run_torch(model, load_clips(video, t, hw, num_clips)[0], state)
+    src.model = None
+    del model
+    gc.collect()
 
     with atomic_dir(out) as tmp:
         _write_state(tmp / STATE_FILE, state)
         model_path = tmp / MODEL_FILE
-        reference = None
+        raw_path = tmp / "raw.onnx.tmp"  # inside the transaction: removed with it whatever happens
+        onnx.save(raw, str(raw_path))
+        del raw
+        candidates: list[tuple[str | None, Any]] = []
+        notes: list[str] = [] if simplify_graph else ["simplifier disabled (--no-simplify)"]
+        if simplify_graph:
+            steps.set_postfix_str("simplify")
+            slim, note = simplify(str(raw_path))
+            if slim is not None:
+                candidates.append((note, slim))
+                del slim
+            else:
+                notes.append(note)
+        candidates.append((None, raw_path))
+        steps.update()
+
         report: dict[str, Any] | None = None
         chosen = None
-        for tool, proto in candidates:
-            onnx.save(proto, str(model_path))
+        while candidates:
+            tool, proto = candidates.pop(0)
+            if isinstance(proto, Path):
+                proto.replace(model_path)
+            else:
+                onnx.save(proto, str(model_path))
+            del proto
+            gc.collect()
             try:
                 graph_info = check_graph(model_path, expected_io, flavour, attrs, m.num_stages, roi_shape)
             except Exception as exc:
@@ -405,8 +427,7 @@ def export_bundle(
                 continue
             if verify:
                 steps.set_postfix_str("verify" + (" (simplified)" if tool else ""))
-                report = verify_model(model, model_path, state, t, hw, num_clips, video, reference, progress=False)
-                reference = report["_reference_outputs"]
+                report = verify_model(None, model_path, state, t, hw, num_clips, video, reference, progress=False)
                 if not report["passed"]:
                     steps.clear()
                     say(format_report(report))
@@ -423,7 +444,7 @@ def export_bundle(
         steps.update(steps.total - steps.n)
         steps.close()
         tool, graph_info = chosen
-        del candidates, raw
+        raw_path.unlink(missing_ok=True)
         if verify:
             say(format_report(report))
 
@@ -462,7 +483,7 @@ def export_bundle(
                 },
             },
             "source": src.meta,
-            "weights_sha256": weights_fingerprint(model),
+            "weights_sha256": fingerprint,
             "init_state": {"file": STATE_FILE, "query": [m.num_queries, m.hidden_dim], "boxes": [m.num_queries, 4]},
             "precisions": {"fp32": MODEL_FILE},
             "files": {MODEL_FILE: _file_record(model_path), STATE_FILE: _file_record(tmp / STATE_FILE)},

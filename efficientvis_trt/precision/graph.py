@@ -493,7 +493,7 @@ ABSMAX_PREFIX = "__absmax__"
 def add_absmax_outputs(
     model: onnx.ModelProto, tensors: Iterable[str], types: dict[str, int] | None = None
 ) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """Copy of `model` that also outputs max(|x|) of each named tensor (a scalar each, little memory).
+    """Copy of `model` that also outputs max(|x|) of each named tensor (an fp32 scalar each, little memory).
 
     Memory: the probes are ordered by `move_probes_last`, so each activation is freed as soon as
     its real consumers are done.
@@ -504,15 +504,22 @@ def add_absmax_outputs(
     mapping: dict[str, str] = {}
     probes: set[str] = set()
     for k, name in enumerate(tensors):
-        abs_out = f"{ABSMAX_PREFIX}abs_{k}"
-        red_out = f"{ABSMAX_PREFIX}{k}"
-        m.graph.node.append(helper.make_node("Abs", [name], [abs_out], name=f"{ABSMAX_PREFIX}Abs_{k}"))
+        abs_in, abs_out, red_out = name, f"{ABSMAX_PREFIX}abs_{k}", f"{ABSMAX_PREFIX}{k}"
+        if types.get(name, TensorProto.FLOAT) != TensorProto.FLOAT:
+            # fp16 (exactly representable in fp32): without this Cast, ORT's CPU provider would insert its
+            # own around Abs/ReduceMax, new nodes that undo the probe order below.
+            abs_in = f"{ABSMAX_PREFIX}f32_{k}"
+            m.graph.node.append(
+                helper.make_node("Cast", [name], [abs_in], to=TensorProto.FLOAT, name=f"{ABSMAX_PREFIX}Cast_{k}")
+            )
+            probes.add(f"{ABSMAX_PREFIX}Cast_{k}")
+        m.graph.node.append(helper.make_node("Abs", [abs_in], [abs_out], name=f"{ABSMAX_PREFIX}Abs_{k}"))
         # No axes (input from opset 18, attribute before): reduce over all elements either way.
         m.graph.node.append(
             helper.make_node("ReduceMax", [abs_out], [red_out], keepdims=0, name=f"{ABSMAX_PREFIX}ReduceMax_{k}")
         )
         probes.update((f"{ABSMAX_PREFIX}Abs_{k}", f"{ABSMAX_PREFIX}ReduceMax_{k}"))
-        m.graph.output.append(helper.make_tensor_value_info(red_out, types.get(name, TensorProto.FLOAT), []))
+        m.graph.output.append(helper.make_tensor_value_info(red_out, TensorProto.FLOAT, []))
         mapping[red_out] = name
     move_probes_last(m, probes)
     return m, mapping

@@ -83,16 +83,24 @@ def _execution_order(model: onnx.ModelProto, feed: dict, tmp: Path, optimize: bo
     return [e["name"][: -len("_kernel_time")] for e in sorted(kernels, key=lambda e: e["ts"])]
 
 
-def test_onnxruntime_runs_each_probe_right_after_its_tensor(tiny, tmp_path):
-    """Without the ordering most probes run at the very end (every probed activation alive); with it, at once."""
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_onnxruntime_runs_each_probe_right_after_its_tensor(tiny, tmp_path, precision):
+    """Without the ordering most probes run at the very end (every probed activation alive); with it, at once.
+
+    fp16: the guard's scan of the fp16 graph, where ORT would insert Casts of its own around fp16 probes.
+    """
+    from efficientvis_trt.precision import fp16 as F
+
     model, calib = tiny
+    if precision == "fp16":
+        model = F.convert(model, G.classify(model).fp16_block())
     tensors = list(G.float_node_outputs(model))
     probed, _ = G.add_absmax_outputs(model, tensors)
     producer = {o: n.name for n in model.graph.node for o in n.output}
 
     def gaps(graph: onnx.ModelProto) -> list[int]:
         """Kernels run between each tensor's producer and its probe."""
-        position = {name: i for i, name in enumerate(_execution_order(graph, calib.feeds[0], tmp_path, False))}
+        position = {name: i for i, name in enumerate(_execution_order(graph, calib.feeds[0], tmp_path, True))}
         return [
             position[f"{G.ABSMAX_PREFIX}ReduceMax_{k}"] - position[producer[t]]
             for k, t in enumerate(tensors)
@@ -103,7 +111,13 @@ def test_onnxruntime_runs_each_probe_right_after_its_tensor(tiny, tmp_path):
     unordered.CopyFrom(probed)
     real = [n for n in unordered.graph.node if not n.name.startswith(G.ABSMAX_PREFIX)]
     by_name = {n.name: n for n in unordered.graph.node}
-    probes = [by_name[f"{G.ABSMAX_PREFIX}{op}_{k}"] for k in range(len(tensors)) for op in ("Abs", "ReduceMax")]
+    ops = ("Cast", "Abs", "ReduceMax")
+    probes = [
+        by_name[f"{G.ABSMAX_PREFIX}{op}_{k}"]
+        for k in range(len(tensors))
+        for op in ops
+        if f"{G.ABSMAX_PREFIX}{op}_{k}" in by_name
+    ]
     nodes = [onnx.NodeProto() for _ in real + probes]
     for dst, src in zip(nodes, real + probes):
         dst.CopyFrom(src)
@@ -111,7 +125,7 @@ def test_onnxruntime_runs_each_probe_right_after_its_tensor(tiny, tmp_path):
     unordered.graph.node.extend(nodes)
 
     ordered, control = gaps(probed), gaps(unordered)
-    assert len(ordered) > 100 and len(control) == len(ordered)
+    assert len(ordered) > 100 and len(control) > 100  # (ORT fuses slightly differently in the two graphs)
     assert np.median(ordered) <= 3, f"probes run late: median gap {np.median(ordered)}"
     assert np.median(control) > 100, "the control should show probes waiting for much of the graph"
 
