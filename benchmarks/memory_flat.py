@@ -1,4 +1,4 @@
-"""Peak memory of whole-video inference must not grow with video length (issue 9).
+"""Peak memory of whole-video inference must not grow with video length.
 
 Generates a short and a long synthetic video (moving textured shapes, OpenCV mp4v), then
 runs `Predictor.predict_video` on each in a fresh process and reports the peak resident

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Issue 8: what fp16 and int8 graphs cost and buy on ONNX Runtime's CPU provider (tiny and r50).
+"""What fp16 and int8 graphs cost and buy on ONNX Runtime's CPU provider (tiny and r50).
 
 For each config: export a random-init bundle (`evis export --config X --init random`, random
 weights are fine for speed), build its fp16 and int8 graphs (`evis build`), then
@@ -10,7 +10,7 @@ The int8 graph as built (Q/DQ + fp16 rest, the TensorRT form) is compared with t
 quantization in ONNX Runtime's CPU-friendly forms (`--variants`): QDQ with fp32 float parts
 (inputs only, and with output Q/DQ so ORT fuses QLinearConv) and QOperator.
 
-Writes JSON to WORKDIR/precision_throughput.json and the "Precision (issue 8)" section of
+Writes JSON to WORKDIR/precision_throughput.json and the "Precision" section of
 benchmarks/RESULTS.md (between markers; the rest of the file is left alone).
 
     python benchmarks/precision_throughput.py --configs tiny r50 --variants
@@ -23,7 +23,6 @@ import datetime
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,10 +32,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-START = "<!-- precision-issue-8:start -->"
-END = "<!-- precision-issue-8:end -->"
+START = "<!-- precision:start -->"
+END = "<!-- precision:end -->"
 CPU_ROW = "int8 CPU graph (model.int8.cpu.onnx, what ORT-CPU loads)"
-OUTPUTS = ("logits", "boxes", "mask_logits", "query_out", "boxes_out")
 
 
 def cpu_model() -> str:
@@ -60,16 +58,18 @@ def cpu_flags() -> list[str]:
 
 def ensure_bundle(config: str, workdir: Path, calib_clips: int, seed: int, log, rebuild: bool = False) -> Path:
     """Export (random init) and build fp16/int8 if missing (or always, with `rebuild`)."""
+    from efficientvis_trt.export.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES, Bundle, is_our_bundle
     from efficientvis_trt.export.exporter import export_bundle
     from efficientvis_trt.precision.build import BuildOptions, build
 
     path = workdir / config
-    if not (path / "model.onnx").is_file():
+    if not is_our_bundle(path):
         log(f"[{config}] exporting (random init) ...")
         export_bundle(path, config=config, init="random", seed=0, verify=False, echo=None)
+    files = Bundle.open(path).files
     for precision in ("fp16", "int8"):
-        missing = not (path / f"model.{precision}.onnx").is_file()
-        if precision == "int8" and not (path / "model.int8.cpu.onnx").is_file():
+        missing = ONNX_FILES[precision] not in files
+        if precision == "int8" and ORT_CPU_ONNX_FILES["int8"] not in files:
             missing = True  # bundles built before `evis build` wrote the ORT-CPU graph
         if rebuild or missing:
             log(f"[{config}] building {precision} ({calib_clips} calibration clips) ...")
@@ -81,27 +81,28 @@ def ensure_bundle(config: str, workdir: Path, calib_clips: int, seed: int, log, 
 
 def real_clips(bundle, fp32_session, video: str, count: int = 2) -> list[dict]:
     """Consecutive clips of a sample video, state carried by the fp32 graph."""
+    from efficientvis_trt.contract import STATE_PAIRS, letterbox_clip, split_into_clips
     from efficientvis_trt.precision.ort_utils import run
-    from efficientvis_trt.video import Letterbox, read_frames, sample_video
+    from efficientvis_trt.video import read_frames, sample_video
 
     t = bundle.clip_len
     frames = read_frames(sample_video(video), max_frames=count * t)
-    lb = Letterbox(frames[0].shape[:2], bundle.input_hw)
-    canvas = np.stack([lb.apply(f) for f in frames])
     q, b = bundle.init_state()
     feeds = []
-    for k in range(count):
-        feed = {"frames": canvas[k * t : (k + 1) * t], "query_in": q, "boxes_in": b}
+    for chunk, _ in split_into_clips(frames, t):
+        feed = {"frames": letterbox_clip(chunk, bundle.input_hw, t)[0], "query_in": q, "boxes_in": b}
         feeds.append(feed)
         out = run(fp32_session, feed)
-        q, b = out["query_out"], out["boxes_out"]
+        q, b = (out[o] for o, _ in STATE_PAIRS)
     return feeds
 
 
 def accuracy(ref: dict, got: dict) -> dict:
     """Max abs difference per output, relative to the fp32 range, plus decision agreement."""
+    from efficientvis_trt.contract import OUTPUT_NAMES
+
     out = {}
-    for k in OUTPUTS:
+    for k in OUTPUT_NAMES:
         d = float(np.abs(got[k].astype(np.float64) - ref[k]).max())
         out[k] = {"max_abs": d, "rel_to_range": d / max(float(np.ptp(ref[k])), 1e-12)}
     out["top_class_agree"] = float(np.mean(ref["logits"].argmax(-1) == got["logits"].argmax(-1)))
@@ -111,6 +112,7 @@ def accuracy(ref: dict, got: dict) -> dict:
 
 def time_sessions(sessions: dict, feed: dict, rounds: int, warmup: int) -> dict:
     from efficientvis_trt.precision.ort_utils import run
+    from efficientvis_trt.timing import latency_stats
 
     names = list(sessions)
     for name in names:
@@ -123,9 +125,8 @@ def time_sessions(sessions: dict, feed: dict, rounds: int, warmup: int) -> dict:
             t = time.perf_counter()
             run(sessions[name], feed)
             times[name].append(time.perf_counter() - t)
-    return {
-        n: {"median_ms": 1e3 * statistics.median(v), "min_ms": 1e3 * min(v), "runs": len(v)} for n, v in times.items()
-    }
+    stats = {n: latency_stats(v) for n, v in times.items()}
+    return {n: {"median_ms": t.p50_ms, "min_ms": t.min_ms, "runs": t.count} for n, t in stats.items()}
 
 
 def variant_models(bundle, workdir: Path, config: str, log) -> dict:
@@ -137,7 +138,7 @@ def variant_models(bundle, workdir: Path, config: str, log) -> dict:
     from efficientvis_trt.precision.build import read_record
     from efficientvis_trt.precision.data import build_calibration_set
 
-    rec = read_record(bundle.path)["int8"]
+    rec = read_record(bundle)["int8"]
     model = onnx.load(str(bundle.onnx_path("fp32")))
     G.ensure_node_names(model)
     roles = G.classify(model)
@@ -218,7 +219,7 @@ def render(results: dict) -> str:
     env = results["environment"]
     lines = [
         START,
-        "## Precision (issue 8)",
+        "## Precision",
         "",
         f"ONNX Runtime {env['onnxruntime']} CPUExecutionProvider on {env['cpu']} ({env['cores']} cores, "
         f"{env['threads']} intra-op threads; CPU flags: {', '.join(env['cpu_flags']) or 'n/a'}), "

@@ -1,4 +1,4 @@
-"""MultiLevelRoIAlign: the Triton kernel against the PyTorch reference at the r50 shapes (issue 7).
+"""MultiLevelRoIAlign: the Triton kernel against the PyTorch reference at the r50 shapes.
 
     python benchmarks/roi_align_kernel.py                 # CUDA: kernel and reference, fp32 and fp16
     python benchmarks/roi_align_kernel.py --device cpu    # the reference only (the kernel needs CUDA)
@@ -6,7 +6,7 @@
 Shapes: one r50 clip as the exported graph pools it per stage: T=5 frames x N=10 boxes, FPN
 P2-P5 of a 384x640 canvas at C=256, 14x14 bins, sampling ratio 2, boxes spread over all four
 levels (some partly outside the image). Times are the median of `--iters` timed calls after
-warm-up (CUDA events on a GPU), and the agreement is the max abs difference to the reference.
+warm-up (on a GPU the device is synchronised around each call); agreement is the max abs difference.
 Prints a Markdown table for benchmarks/RESULTS.md.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,23 +45,10 @@ def r50_inputs(device: str, dtype: torch.dtype, frames: int = 5, boxes: int = 10
 
 
 def time_call(fn, iters: int, warmup: int, cuda: bool) -> float:
-    """Median milliseconds per call."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(iters):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    """Median milliseconds per call (efficientvis_trt.timing; on CUDA the device is synchronised per call)."""
+    from efficientvis_trt.timing import latency_stats, time_calls
+
+    return latency_stats(time_calls(fn, iters, warmup, sync=torch.cuda.synchronize if cuda else None)).p50_ms
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -95,7 +95,7 @@ def ship(checkpoint: Path, result: dict, argv: list[str]) -> Path:
     return SHIPPED_TINY_CHECKPOINT
 
 
-DEFAULT_MINUTES = 30.0  # issue 5's budget: AP on val after 30 minutes of CPU training
+DEFAULT_MINUTES = 30.0  # the recipe's budget: AP on val after 30 minutes of CPU training
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,6 @@
 """Typed configuration: dataclasses <-> YAML, with the presets `r50`, `r18` and `tiny`.
 
-Every [design] choice of DESIGN.md §2 (choices the paper text does not pin down) is a
+Every choice of docs/design.md, "The model" that the paper text does not pin down is a
 field here, so a checkpoint says exactly which variant it is.
 """
 
@@ -83,7 +83,7 @@ class TrainConfig:
     num_workers: int = 0
     seed: int = 0
     amp: bool = True  # on CUDA only
-    # Matching costs and loss weights (DESIGN §2).
+    # Matching costs and loss weights (docs/design.md, "The model").
     cost_class: float = 2.0
     cost_l1: float = 5.0
     cost_giou: float = 2.0
@@ -98,7 +98,7 @@ class TrainConfig:
     hflip_prob: float = 0.5
     scale_jitter: list[float] = field(default_factory=lambda: [0.8, 1.2])
     max_frame_stride: int = 2
-    # Training-only choices (issue 5; efficientvis_trt/train). Appended, never renamed.
+    # Training-only choices (efficientvis_trt/train). Appended, never renamed.
     match_per_stage: bool = True  # deep supervision: Hungarian per stage (Sparse R-CNN) or the last stage's reused
     loss_aux_sem: float = 0.0  # CondInst-style auxiliary semantic-segmentation loss on P3 (0 = off, the paper recipe)
     deterministic: bool = (
@@ -149,9 +149,10 @@ class Config:
 
     def validate(self) -> Config:
         """Reject a config that cannot build, train or export, with one line naming the field."""
+        from efficientvis_trt.contract import check_clip_len, check_input_size
+
         m = self.model
-        if len(m.input_size) != 2:
-            raise EvisError(f"input_size must be [H, W], got {m.input_size}")
+        check_input_size(list(m.input_size) if isinstance(m.input_size, (list, tuple)) else m.input_size)
         for name in (
             "hidden_dim",
             "num_queries",
@@ -169,13 +170,7 @@ class Config:
                 f"pooler levels {m.pooler.min_level}..{m.pooler.max_level} must span the 4 FPN levels "
                 "P2..P5 the backbone produces"
             )
-        h, w = m.input_size
-        if h % 32 or w % 32 or h <= 0 or w <= 0:
-            raise EvisError(f"input size {h}x{w} must be positive multiples of 32 (the FPN stride)")
-        if m.clip_len < 2:
-            raise EvisError(
-                f"clip length {m.clip_len} must be at least 2 (temporal attention and dynamic conv need frames)"
-            )
+        check_clip_len(m.clip_len)
         if m.backbone.depth not in (18, 34, 50, 101):
             raise EvisError(f"backbone depth {m.backbone.depth} not supported (18, 34, 50, 101)")
         if m.hidden_dim % m.num_heads:

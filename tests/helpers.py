@@ -19,3 +19,69 @@ def write_video(path, frames, fps=10, fourcc="mp4v", is_color=True, opencv_mjpeg
         writer.write(f)
     writer.release()
     return path
+
+
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, block: tuple[str, ...] = (), timeout: float = 300, env: dict | None = None):
+    """Run code in a fresh interpreter from the repo root, with some top-level modules made unimportable.
+
+    Blocking `tensorrt` (and friends) lets the no-TensorRT paths run on a machine that has TensorRT.
+    """
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    blocker = ""
+    if block:
+        blocker = textwrap.dedent(f"""
+            import sys
+            class _Block:
+                def find_spec(self, name, path=None, target=None):
+                    if any(name == b or name.startswith(b + '.') for b in {tuple(block)!r}):
+                        raise ImportError('blocked for the test: ' + name)
+            sys.meta_path.insert(0, _Block())
+        """)
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", blocker + textwrap.dedent(code)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def export_small_bundle(out):
+    """The cheapest real bundle: tiny, T=2, 64x96 canvas, TorchScript exporter, no simplifier, no verification."""
+    from efficientvis_trt.export.exporter import export_bundle
+
+    return export_bundle(
+        out,
+        config="tiny",
+        init="random",
+        seed=0,
+        clip_len=2,
+        size=(64, 96),
+        verify=False,
+        exporter="torchscript",
+        simplify_graph=False,
+        echo=None,
+    )
+
+
+def our_temporaries(folder) -> list[str]:
+    """Names of our temporaries (`.evis-tmp-*`) and commit journals left in `folder` and its engines/."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    found = [p for p in folder.glob(".evis-tmp-*")] + [p for p in folder.glob("engines/.evis-tmp-*")]
+    found += [p for p in folder.glob(".evis-commit.json")]
+    return sorted(str(p.relative_to(folder)) for p in found)

@@ -20,11 +20,15 @@ def _csv_list(allowed: tuple[str, ...]):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from efficientvis_trt.bench.runner import BACKENDS, PRECISIONS
+    from efficientvis_trt.contract import BACKENDS, PRECISIONS
 
     p.add_argument("bundle", type=Path, help="exported bundle folder (evis export)")
-    p.add_argument("--backends", type=_csv_list(BACKENDS), default=list(BACKENDS), help="default: torch,ort,trt")
-    p.add_argument("--precisions", type=_csv_list(PRECISIONS), default=list(PRECISIONS), help="default: fp32,fp16,int8")
+    p.add_argument(
+        "--backends", type=_csv_list(BACKENDS), default=list(BACKENDS), help=f"default: {','.join(BACKENDS)}"
+    )
+    p.add_argument(
+        "--precisions", type=_csv_list(PRECISIONS), default=list(PRECISIONS), help=f"default: {','.join(PRECISIONS)}"
+    )
     p.add_argument(
         "--data", type=Path, help="YouTube-VIS-format val split (e.g. evis make-synthetic --split val) for AP"
     )
@@ -44,13 +48,22 @@ def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.bench.machine import machine_info
     from efficientvis_trt.bench.report import write_reports
     from efficientvis_trt.bench.runner import BenchSettings, run_bench
+    from efficientvis_trt.data.ytvis import resolve_annotations
     from efficientvis_trt.errors import EvisError
     from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.io_utils import check_writable_dir
     from efficientvis_trt.video import list_videos, sample_video
 
     Bundle.open(args.bundle)  # fail early, one line, on a bad bundle
     if args.iters < 1:
         raise EvisError("--iters must be >= 1")
+    if args.warmup < 0:
+        raise EvisError("--warmup must be >= 0")
+    if args.data is not None:
+        resolve_annotations(args.data, "--data")  # the trainer's rule: annotations.json, or the only JSON
+    if args.out.exists() and not args.out.is_dir():
+        raise EvisError(f"--out {args.out} exists and is not a folder")
+    check_writable_dir(args.out, "--out")
     videos = list_videos(args.videos) if args.videos else [sample_video("bikes.mp4")]
     settings = BenchSettings(
         backends=args.backends,
@@ -68,4 +81,6 @@ def run(args: argparse.Namespace) -> int:
     paths = write_reports(rows, machine_info(), args.out, title=f"EfficientVIS-TRT bench: {args.bundle.name}")
     print(paths["markdown"].read_text())
     print("written: " + ", ".join(str(p) for p in paths.values()))
+    if rows and not any(r.available for r in rows):
+        raise EvisError(f"every bench row failed (first: {rows[0].backend} {rows[0].precision}: {rows[0].reason})")
     return 0

@@ -91,8 +91,8 @@ def write_reports(
         f"# {title}\n\nMachine: {machine_line(machine)}\n\n{table}\n\nRatios:\n{ratio_lines}\n\n"
         "AP columns in percent (YouTube-VIS AP); 'AP vs FP32' = AP of this row's tracks on the real videos "
         "against the same backend's FP32 tracks (else the first FP32 row; JSON `fidelity_reference` says which); "
-        "latency is model-only per clip after warm-up; "
-        "e2e = file to results JSON; ms/f = milliseconds per frame per stage.\n"
+        "p50/p90/p99 = model-only latency per clip after warm-up; model FPS and e2e FPS (file to results JSON) "
+        "come from the same run over the videos; ms/f = milliseconds per frame per stage.\n"
     )
     paths = {
         "markdown": out_dir / "bench.md",

@@ -16,12 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import BACKENDS, PRECISIONS, split_into_clips
 from efficientvis_trt.errors import EvisError
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("torch", "ort", "trt")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -56,12 +54,9 @@ class BenchRow:
         }
 
 
-def percentile_ms(samples: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(samples) * 1000.0, q))
-
-
 def measure_latency(predictor, clip_frames: list[np.ndarray], iters: int, warmup: int) -> dict[str, float]:
     """Model-only latency per clip after warm-up, state carried between iterations as in a real video."""
+    from efficientvis_trt.timing import latency_stats
     from efficientvis_trt.video import Letterbox
 
     letterbox = Letterbox(clip_frames[0].shape[:2], predictor.input_hw)
@@ -70,14 +65,7 @@ def measure_latency(predictor, clip_frames: list[np.ndarray], iters: int, warmup
     for _ in range(warmup):
         predictor.run_clip(canvas)
     samples = [predictor.run_clip(canvas)[1] for _ in range(iters)]
-    t = len(canvas)
-    p50 = percentile_ms(samples, 50)
-    out = {
-        "latency_p50_ms": p50,
-        "latency_p90_ms": percentile_ms(samples, 90),
-        "latency_p99_ms": percentile_ms(samples, 99),
-        "model_fps": t / (p50 / 1000.0),
-    }
+    out: dict[str, Any] = latency_stats(samples, len(canvas) * iters).metrics("latency")
     out.update(predictor_device_metrics(predictor))
     return out
 
@@ -93,6 +81,8 @@ def predictor_device_metrics(predictor) -> dict[str, Any]:
 
 def run_videos(predictor, videos: list[Path], max_frames: int | None) -> tuple[dict[str, Any], list[dict]]:
     """End-to-end (file -> results) over real videos; returns metrics and YouTube-VIS results (ids 1..n)."""
+    from efficientvis_trt.timing import fps
+
     frames = 0
     wall = 0.0
     stages = {"decode": 0.0, "preprocess": 0.0, "model": 0.0, "postprocess": 0.0}
@@ -105,7 +95,14 @@ def run_videos(predictor, videos: list[Path], max_frames: int | None) -> tuple[d
         for k in stages:
             stages[k] += result.timings.get(k, 0.0)
         results += result.to_ytvis(vid)
-    metrics = {"e2e_fps": frames / wall if wall else 0.0, "e2e_frames": frames}
+    # Model and end-to-end FPS of the same frames in the same run: the model time is part of the wall
+    # time, so e2e/model <= 1 by construction (docs/runtime.md, "Timing").
+    metrics = {
+        "model_fps": fps(frames, stages["model"]),
+        "e2e_fps": fps(frames, wall),
+        "e2e_over_model": stages["model"] / wall if wall else 0.0,
+        "e2e_frames": frames,
+    }
     for k, v in stages.items():
         metrics[f"{k}_ms_per_frame"] = 1000.0 * v / max(frames, 1)
     return metrics, results
@@ -136,22 +133,12 @@ def evaluate_split(
     predictor, data_dir: Path, max_videos: int | None = None, progress: bool = False
 ) -> dict[str, float]:
     """AP/AP50/AP75 (0-1) of `predictor` on a YouTube-VIS-format split through the same evaluator as `evis eval`."""
+    from efficientvis_trt.data.ytvis import resolve_annotations
     from efficientvis_trt.eval import evaluate
 
-    gt, results = predict_split(predictor, annotations_path(data_dir), max_videos, progress)
+    gt, results = predict_split(predictor, resolve_annotations(data_dir, "--data"), max_videos, progress)
     stats = evaluate(gt, results).stats
     return {"AP": stats["AP"], "AP50": stats["AP50"], "AP75": stats["AP75"]}
-
-
-def annotations_path(data_dir: Path) -> Path:
-    """The split's YouTube-VIS JSON: the path itself, or the (first) JSON in the folder."""
-    data_dir = Path(data_dir)
-    if data_dir.is_file():
-        return data_dir
-    candidates = sorted(data_dir.glob("*.json"))
-    if not candidates:
-        raise EvisError(f"no YouTube-VIS JSON in {data_dir}")
-    return candidates[0]
 
 
 def subset_ground_truth(json_path: Path, video_ids: set[int]) -> dict:
@@ -190,7 +177,6 @@ def run_bench(
 ) -> list[BenchRow]:
     """Every backend x precision, FP32 of each backend first so later rows have their reference."""
     from efficientvis_trt.bench.memory import PeakRSS
-    from efficientvis_trt.runtime.predictor import iter_clips
     from efficientvis_trt.video import read_frames
 
     if make_predictor is None:
@@ -222,12 +208,11 @@ def run_bench(
             with PeakRSS() as mem:
                 if clip_source is not None:
                     clip, _ = next(
-                        iter_clips(read_frames(clip_source, max_frames=predictor.clip_len), predictor.clip_len)
+                        split_into_clips(read_frames(clip_source, max_frames=predictor.clip_len), predictor.clip_len)
                     )
                     row.metrics.update(measure_latency(predictor, clip, settings.iters, settings.warmup))
                     metrics, results = run_videos(predictor, settings.videos, settings.max_frames)
                     row.metrics.update(metrics)
-                    row.metrics["e2e_over_model"] = metrics["e2e_fps"] / row.metrics["model_fps"]
                     if precision == "fp32":
                         references[backend] = results
                     row.metrics["fidelity_AP"], row.metrics["fidelity_reference"] = _fidelity_of(

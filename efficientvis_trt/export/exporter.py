@@ -1,12 +1,13 @@
-"""PyTorch -> per-clip ONNX graph (DESIGN §3) -> bundle (DESIGN §4).
+"""PyTorch -> per-clip ONNX graph (docs/contract.md) -> bundle (docs/bundle.md).
 
 Exporter choice: the dynamo exporter (torch.export + onnxscript) first, the TorchScript
 exporter as fallback (torch deprecates it); `exporter="dynamo"|"torchscript"` forces one
 and the bundle records which ran. Both write the same custom node (see `torch_ops`).
 
-The bundle is assembled in a temp sibling folder and swapped in whole
-(`io_utils.atomic_dir`): an interrupted or failed export (verification over tolerance
-included) leaves no half bundle and an existing bundle untouched.
+The bundle is written as one transaction (`Bundle.create`, docs/bundle.md, "Transactions
+and locking"): an interrupted or failed export (verification over tolerance included)
+leaves no half bundle and an existing bundle untouched, and only a bundle of ours (its
+format tag) is ever replaced.
 """
 
 from __future__ import annotations
@@ -54,10 +55,10 @@ def check_options(flavour: str, opset: int, exporter: str) -> None:
 
 # ---- torch -> ONNX ------------------------------------------------------------------------
 def _clip_graph(model):
-    """forward_clip with outputs as a tuple in DESIGN §3 order (exporters name outputs positionally)."""
+    """forward_clip, outputs as a tuple in docs/contract.md "I/O table" order (exporters name outputs by position)."""
     import torch
 
-    from efficientvis_trt.export.bundle import OUTPUT_NAMES
+    from efficientvis_trt.contract import OUTPUT_NAMES
 
     class ClipGraph(torch.nn.Module):
         def __init__(self, inner):
@@ -123,7 +124,7 @@ def torch_to_onnx(model, clip_len: int, input_hw: tuple[int, int], opset: int, r
     import onnx
     import torch
 
-    from efficientvis_trt.export.bundle import INPUT_NAMES, OUTPUT_NAMES
+    from efficientvis_trt.contract import INPUT_NAMES, OUTPUT_NAMES
     from efficientvis_trt.export.torch_ops import onnx_translation_table
 
     args = _example_inputs(model, clip_len, input_hw)
@@ -293,21 +294,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _file_record(path: Path) -> dict[str, Any]:
-    from efficientvis_trt.io_utils import file_sha256
-
-    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-
-
-def _write_state(path: Path, state: tuple[np.ndarray, np.ndarray]) -> None:
-    with open(path, "wb") as fh:
-        np.savez(fh, query=np.ascontiguousarray(state[0], np.float32), boxes=np.ascontiguousarray(state[1], np.float32))
-
-
-def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
-    from efficientvis_trt.io_utils import write_json_atomic
-
-    write_json_atomic(path, metadata)
+def _state_bytes(state: tuple[np.ndarray, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, query=np.ascontiguousarray(state[0], np.float32), boxes=np.ascontiguousarray(state[1], np.float32))
+    return buf.getvalue()
 
 
 def export_bundle(
@@ -333,18 +323,10 @@ def export_bundle(
     import onnx
     from tqdm import tqdm
 
-    from efficientvis_trt.export.bundle import (
-        BUNDLE_FORMAT,
-        METADATA_FILE,
-        MODEL_FILE,
-        SCHEMA_VERSION,
-        STATE_FILE,
-        Bundle,
-        io_table,
-    )
+    from efficientvis_trt.contract import io_table, model_io_dims
+    from efficientvis_trt.export.bundle import MODEL_FILE, STATE_FILE, Bundle, check_export_target
     from efficientvis_trt.export.source import load_source, parse_size, weights_fingerprint
     from efficientvis_trt.export.verify import format_report, load_clips, public_report, run_torch, verify_model
-    from efficientvis_trt.io_utils import atomic_dir
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
     from efficientvis_trt.video import PAD_VALUE
 
@@ -354,18 +336,16 @@ def export_bundle(
         size = parse_size(size)
     if verify and num_clips < 1:
         raise EvisError(f"verification needs at least 1 clip, got {num_clips}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise EvisError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / METADATA_FILE).is_file():
-        raise EvisError(f"--out {out} is a non-empty folder that is not a bundle; refusing to replace it")
+    out = check_export_target(out)  # before the long work: a wrong --out costs nothing
+    if video is not None and verify and not Path(video).is_file():
+        raise EvisError(f"--video {video} not found")
 
     t_start = time.perf_counter()
     src = load_source(checkpoint, config, init, seed, clip_len, size)
     model, cfg, t = src.model, src.config, src.clip_len
     m = cfg.model
     hw = (int(m.input_size[0]), int(m.input_size[1]))
-    expected_io = io_table(t, hw, m.num_queries, m.hidden_dim, m.num_classes, 2 * m.pooler.resolution)
+    expected_io = io_table(model_io_dims(m, t, hw))
     attrs = RoIAlignAttrs.from_pooler(m.pooler).onnx_attributes()
     roi_shape = [t, m.num_queries, m.hidden_dim, m.pooler.resolution, m.pooler.resolution]
     state = tuple(s.numpy() for s in model.initial_state())
@@ -389,10 +369,10 @@ def export_bundle(
     del model
     gc.collect()
 
-    with atomic_dir(out) as tmp:
-        _write_state(tmp / STATE_FILE, state)
-        model_path = tmp / MODEL_FILE
-        raw_path = tmp / "raw.onnx.tmp"  # inside the transaction: removed with it whatever happens
+    with Bundle.create(out) as tx:
+        tx.add_file(STATE_FILE, _state_bytes(state), role="state")
+        model_path = tx.staging_path(MODEL_FILE)
+        raw_path = tx.staging_path("raw.onnx")  # a temporary of the transaction: removed with it
         onnx.save(raw, str(raw_path))
         del raw
         candidates: list[tuple[str | None, Any]] = []
@@ -448,55 +428,52 @@ def export_bundle(
         if verify:
             say(format_report(report))
 
-        metadata = {
-            "format": BUNDLE_FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": _versions(),
-            "config": cfg.to_dict(),
-            "class_names": src.class_names,
-            "clip_len": t,
-            "input_size": list(hw),
-            "io": expected_io,
-            "letterbox": {
-                "rule": "fit inside (keep aspect), pad bottom-right",
-                "pad_value": PAD_VALUE,
-                "canvas_hw": list(hw),
-                "interpolation": "INTER_AREA when shrinking, else INTER_LINEAR",
-                "implementation": "efficientvis_trt.video.Letterbox",
-            },
-            "preprocessing": "in the graph: uint8 BGR NHWC -> float RGB NCHW, (x - pixel_mean) / pixel_std",
-            "clip_padding": "a video whose length is not a multiple of clip_len pads its last clip by repeating "
-            "the last frame; outputs of padded frames are dropped",
-            "onnx": {
-                "file": MODEL_FILE,
-                "opset": int(opset),
-                "flavour": flavour,
-                **info,
-                "simplifier": tool,
-                "simplifier_note": "; ".join(notes) or None,
-                "roi_align": {
-                    "domain": DOMAIN if flavour == "plugin" else None,
-                    "op_type": OP_TYPE,
-                    "attributes": attrs,
-                    **graph_info,
+        tx.add_file(MODEL_FILE, model_path, role="graph", precision="fp32")
+        tx.metadata.update(
+            {
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "versions": _versions(),
+                "config": cfg.to_dict(),
+                "class_names": src.class_names,
+                "clip_len": t,
+                "input_size": list(hw),
+                "io": expected_io,
+                "letterbox": {
+                    "rule": "fit inside (keep aspect), pad bottom-right",
+                    "pad_value": PAD_VALUE,
+                    "canvas_hw": list(hw),
+                    "interpolation": "INTER_AREA when shrinking, else INTER_LINEAR",
+                    "implementation": "efficientvis_trt.video.Letterbox",
                 },
-            },
-            "source": src.meta,
-            "weights_sha256": fingerprint,
-            "init_state": {"file": STATE_FILE, "query": [m.num_queries, m.hidden_dim], "boxes": [m.num_queries, 4]},
-            "precisions": {"fp32": MODEL_FILE},
-            "files": {MODEL_FILE: _file_record(model_path), STATE_FILE: _file_record(tmp / STATE_FILE)},
-            "verification": public_report(report) if verify else {"skipped": True, "reason": "--no-verify"},
-            "timing_s": {"export": round(export_s, 2), "total": round(time.perf_counter() - t_start, 2)},
-        }
+                "preprocessing": "in the graph: uint8 BGR NHWC -> float RGB NCHW, (x - pixel_mean) / pixel_std",
+                "clip_padding": "a video whose length is not a multiple of clip_len pads its last clip by repeating "
+                "the last frame; outputs of padded frames are dropped",
+                "onnx": {
+                    "file": MODEL_FILE,
+                    "opset": int(opset),
+                    "flavour": flavour,
+                    **info,
+                    "simplifier": tool,
+                    "simplifier_note": "; ".join(notes) or None,
+                    "roi_align": {
+                        "domain": DOMAIN if flavour == "plugin" else None,
+                        "op_type": OP_TYPE,
+                        "attributes": attrs,
+                        **graph_info,
+                    },
+                },
+                "source": src.meta,
+                "weights_sha256": fingerprint,
+                "verification": public_report(report) if verify else {"skipped": True, "reason": "--no-verify"},
+                "timing_s": {"export": round(export_s, 2), "total": round(time.perf_counter() - t_start, 2)},
+            }
+        )
         if src.meta["kind"] == "checkpoint" and t != m.clip_len:
-            metadata["notes"] = [
+            tx.metadata["notes"] = [
                 f"graph clip length {t} < the checkpoint's clip_len {m.clip_len}: "
                 f"frames use the first {t} rows of the time embedding, as forward_clip does"
             ]
-        _write_metadata(tmp / METADATA_FILE, metadata)
-        Bundle.open(tmp)  # the bundle must open with the same checks every consumer runs
+        # the commit runs the checks every consumer's open runs, on the staged files
     say(
         f"wrote {out} ({flavour} flavour, opset {opset}, {info['exporter']} exporter, "
         f"{'simplified by ' + tool if tool else 'not simplified'}) in {time.perf_counter() - t_start:.1f} s"

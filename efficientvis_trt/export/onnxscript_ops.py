@@ -5,8 +5,8 @@ converter reads this source: names must be module globals and annotations must b
 objects (hence no ``from __future__ import annotations`` here).
 
 Script mode, because onnxscript's traced mode looks up an OpSchema, which our domain has
-not got. The FLOAT annotations are load-bearing on torch 2.13 (DESIGN §7): without them
-the exporter fails when it inlines the translation. The plugin_namespace/plugin_version
+not got. The FLOAT annotations are load-bearing on torch 2.13 (docs/design.md, "Tool facts"): without
+them the exporter fails when it inlines the translation. The plugin_namespace/plugin_version
 literals must equal `efficientvis_trt.plugins.spec` (the exporter test pins them).
 """
 

@@ -1,8 +1,8 @@
 """MultiLevelRoIAlign as an ONNX model-local function built from standard ops only.
 
-Why a function: one graph then serves every backend (docs/roi-align.md, "One op in every
-backend"). ONNX Runtime, OpenVINO (after inlining) and a TensorRT without our plugin run the
-body; TensorRT with the plugin binds the node itself.
+Why a function: one graph then serves every backend (docs/contract.md, "RoIAlign node";
+docs/roi-align.md, "One op in every backend"). ONNX Runtime, OpenVINO (after inlining) and a
+TensorRT without our plugin run the body; TensorRT with the plugin binds the node itself.
 
 The body is parameterised by the node's attributes through ONNX attribute references,
 so every stage's node carries its own values and one function serves them all:

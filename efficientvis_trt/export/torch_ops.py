@@ -4,7 +4,7 @@ Two routes to the same ONNX node (`efficientvis::MultiLevelRoIAlign`, attributes
 `RoIAlignAttrs.onnx_attributes()`):
 
 * dynamo (torch >= 2.5): a `torch.library.custom_op` with `register_fake`, translated by
-  an onnxscript function. DESIGN §7: on torch 2.13 the translation's tensor parameters
+  an onnxscript function. On torch 2.13 (docs/design.md, "Tool facts") its tensor parameters
   MUST carry onnxscript type annotations (`FLOAT`), else the exporter fails in its inliner.
 * TorchScript (`dynamo=False`): an autograd.Function with `symbolic` (deprecated by torch,
   kept as the fallback).

@@ -1,15 +1,15 @@
 """EfficientVIS (CVPR 2022): tracklet queries + tracklet proposals, refined over M stages.
 
 One definition serves eager PyTorch, training and ONNX export: `forward_clip` maps the
-DESIGN §3 inputs (frames uint8 T x H x W x 3 BGR, query_in N x C, boxes_in N x 4) to the
-DESIGN §3 outputs; preprocessing happens inside. Everything runs with an optional leading
+contract's inputs (frames uint8 T x H x W x 3 BGR, query_in N x C, boxes_in N x 4) to the
+outputs of docs/contract.md, "I/O table"; preprocessing happens inside. Everything runs with an optional leading
 batch dimension so training can batch clips; the exported graph is unbatched.
 
 Boxes travel between stages as absolute xyxy in canvas pixels (what RoIAlign wants); the
 graph's box I/O is normalised cxcywh.
 
 Mask frame: a stage pools its RoI features once, at its *input* boxes (one RoIAlign node
-per stage, DESIGN §3), so its mask head sees the object in that box's frame. The graph's
+per stage, docs/contract.md, "RoIAlign node"), so its mask head sees the object in that box's frame. The graph's
 `mask_logits` are in the frame of its *output* `boxes` (what the runtime pastes through).
 `warp_to_boxes` maps the one to the other with a fixed bilinear resampling (two small
 MatMuls, no parameters), so the mask head never has to learn to shift its own output by
@@ -30,8 +30,6 @@ from efficientvis_trt.model.box_ops import cxcywh_to_xyxy, xyxy_to_cxcywh
 from efficientvis_trt.model.roi_align import multi_level_roi_align_reference
 from efficientvis_trt.plugins.spec import RoIAlignAttrs
 
-OUTPUT_NAMES = ("logits", "boxes", "mask_logits", "query_out", "boxes_out")
-INPUT_NAMES = ("frames", "query_in", "boxes_in")
 MIN_CARRIED_BOX = 1.0 / 64  # a carried proposal never collapses below this (normalised) side
 
 
@@ -339,7 +337,7 @@ class EfficientVIS(nn.Module):
         return torch.cat([cxcywh[..., :2], wh], dim=-1)
 
     def forward_clip(self, frames: Tensor, query_in: Tensor, boxes_in: Tensor) -> dict[str, Tensor]:
-        """The per-clip contract (DESIGN §3). Unbatched: frames [T, H, W, 3] uint8; batched: [B, T, H, W, 3]."""
+        """The per-clip contract (docs/contract.md). Unbatched: frames [T, H, W, 3] uint8; batched: [B, T, H, W, 3]."""
         batched = frames.dim() == 5
         if not batched:
             frames, query_in, boxes_in = frames[None], query_in[None], boxes_in[None]

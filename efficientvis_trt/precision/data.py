@@ -25,12 +25,12 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
+from efficientvis_trt.contract import STATE_PAIRS, letterbox_clip
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.video import (
     FRAME_EXTENSIONS,
     SAMPLE_VIDEOS,
     VIDEO_EXTENSIONS,
-    Letterbox,
     iter_frames,
     sample_video,
     video_info,
@@ -151,8 +151,8 @@ def plan_sequences(
     """Choose (source index, start frame, number of consecutive clips) for `num_clips` clips.
 
     Deterministic for a seed. Each video gets a seeded phase (first clip start in
-    [0, clip_len)), its clip slots are cut into runs of up to `max_clips_per_sequence`
-    consecutive clips (one carried-state sequence each), runs are shuffled per video, and
+    [0, frames % clip_len], so no clip is lost to it), its clip slots are cut into runs of
+    up to `max_clips_per_sequence` consecutive clips (one carried-state sequence each), runs are shuffled per video, and
     videos are visited round-robin in a seeded order so every video contributes early.
     """
     if num_clips < 1:
@@ -162,7 +162,9 @@ def plan_sequences(
     rng = np.random.default_rng(seed)
     runs_per_source: list[list[tuple[int, int]]] = []
     for n in lengths:
-        phase = int(rng.integers(0, clip_len)) if n >= clip_len * 2 else 0
+        # The phase only uses the frames left over after the whole clips, so it never costs a clip
+        # (a 12-frame video with T=5 holds 2 clips whatever the seed).
+        phase = int(rng.integers(0, n % clip_len + 1)) if n >= clip_len * 2 else 0
         slots = max(1, (n - phase) // clip_len)
         runs = [
             (phase + s * clip_len, min(max_clips_per_sequence, slots - s))
@@ -188,20 +190,6 @@ def plan_sequences(
             f"ask for fewer (--calib-clips {got}) or add videos (--calib)"
         )
     return plan
-
-
-def letterbox_clip(frames: list[np.ndarray], input_hw: tuple[int, int], clip_len: int) -> tuple[np.ndarray, int]:
-    """Letterbox frames to the model canvas, pad to clip_len by repeating the last frame."""
-    if not frames:
-        raise EvisError("empty calibration clip")
-    box = Letterbox(tuple(frames[0].shape[:2]), tuple(input_hw))
-    canvas = [
-        box.apply(f) if f.shape[:2] == frames[0].shape[:2] else Letterbox(f.shape[:2], tuple(input_hw)).apply(f)
-        for f in frames
-    ]
-    real = len(canvas)
-    canvas += [canvas[-1]] * (clip_len - real)
-    return np.stack(canvas[:clip_len]), real
 
 
 def build_calibration_set(
@@ -258,7 +246,7 @@ def build_calibration_set(
             feeds.append(feed)
             records.append(ClipRecord(src.name, start + j * clip_len, seq, j, real))
             out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
-            query, boxes = out["query_out"].astype(np.float32), out["boxes_out"].astype(np.float32)
+            query, boxes = (out[o].astype(np.float32) for o, _ in STATE_PAIRS)
             for key, tensor in mapping.items():
                 v = float(np.asarray(out[key], dtype=np.float64))
                 absmax[tensor] = max(absmax[tensor], v if np.isfinite(v) else float("inf"))

@@ -61,7 +61,7 @@ class OverflowHit:
 class Fp16Result:
     model: onnx.ModelProto
     blocked: list[str]  # every node kept fp32
-    rule_blocked: list[str]  # by the DESIGN §5 rules
+    rule_blocked: list[str]  # by the rules of docs/precision.md, "FP16 graph"
     overflow: list[OverflowHit] = field(default_factory=list)
     rounds: int = 0
 

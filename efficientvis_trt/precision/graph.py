@@ -2,7 +2,7 @@
 
 Why structure first, names second: node names differ between the dynamo and
 TorchScript exporters (and tools like onnxslim rename or drop metadata), but the graph's
-outputs are fixed by DESIGN §3. So the head predictors are found by walking back from
+outputs are fixed by docs/contract.md. So the head predictors are found by walking back from
 `logits`, `boxes`/`boxes_out` and `mask_logits` to the first layer with weights, the box
 decoding is everything on that walk from the box outputs, and the backbone is everything
 upstream of the RoIAlign feature inputs. Module scopes (dynamo's
@@ -175,7 +175,7 @@ def is_activation_matmul(node: onnx.NodeProto, constants: set[str]) -> bool:
 
 @dataclass
 class GraphRoles:
-    """Node names by role; the precision rules of DESIGN §5 are written in terms of these."""
+    """Node names by role; the rules of docs/precision.md are written in terms of these."""
 
     roi_align: list[str] = field(default_factory=list)
     softmax: list[str] = field(default_factory=list)
@@ -196,7 +196,7 @@ class GraphRoles:
         return sorted(set(self.class_head + self.box_head + self.mask_head))
 
     def fp16_block(self) -> list[str]:
-        """Nodes kept fp32 in the fp16 graph (DESIGN §5): RoIAlign, softmax, sigmoid, predictors,
+        """Nodes kept fp32 in the fp16 graph (docs/precision.md): RoIAlign, softmax, sigmoid, predictors,
         box decoding and the score path from the class predictor to `logits`."""
         return sorted(set(self.roi_align + self.softmax + self.sigmoid + self.heads + self.box_decode + self.score))
 

@@ -1,6 +1,6 @@
 """fp32 -> int8 graph: explicit Q/DQ post-training quantization, the rest in fp16.
 
-What is quantized (DESIGN §5 and TRT_NOTES "Explicit quantization rules"):
+What is quantized (docs/precision.md, "INT8 graph"):
 - inputs of every Conv/MatMul/Gemm that has weights, except the head predictors
   (class/box/mask) and the cls/reg towers feeding them: weights symmetric int8 per output
   channel (Conv axis 0, MatMul axis 1, Gemm axis 0 with transB), activations symmetric
@@ -26,7 +26,7 @@ activation (`unshare_dequantized_inputs`).
 
 Trade-off on ONNX Runtime's CPU provider: its int8 kernels (QLinearConv, ...) are only
 fused from fp32 Q/DQ patterns, and it has few fp16 CPU kernels, so this graph runs
-correctly but slower than fp32 on a CPU (benchmarks/RESULTS.md, "Precision (issue 8)").
+correctly but slower than fp32 on a CPU (benchmarks/RESULTS.md, "Precision").
 `quantize_for_cpu` re-expresses the same node selection in the forms ORT's CPU kernels
 fuse; `evis build --precision int8` writes one of them, ORT's x86 recipe
 (`quantize_cpu_graph`: uint8 asymmetric activations, same calibrated ranges), as

@@ -11,15 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 HELP = "run a bundle (or a checkpoint) over videos or a live stream: YouTube-VIS results, overlays, timings"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from efficientvis_trt.contract import BACKEND_CHOICES, PRECISIONS
+
     parser.add_argument(
         "source", metavar="SOURCE", help="bundle folder from `evis export` (or a checkpoint .pt, torch backend only)"
     )
@@ -27,15 +27,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "videos",
         metavar="VIDEO",
         nargs="+",
-        help="video files or frame folders; or one live source: camera index (0) or stream URL",
+        help="video files or frame folders; or one live source: camera index (0) or stream URL "
+        "(an existing file or folder named like a number is a path, not a camera)",
     )
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "torch", "ort", "onnxruntime", "trt", "tensorrt"),
+        choices=BACKEND_CHOICES,
         help="auto: TensorRT if this GPU has an engine for the precision, else ONNX Runtime",
     )
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: the best available")
     parser.add_argument("--out", default="infer_out", metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--overlay", action="store_true", help="also write DIR/<video-stem>.overlay.mp4")
@@ -63,14 +64,17 @@ def _fmt_s(seconds: float) -> str:
 
 
 def _timing_line(result) -> str:
+    from efficientvis_trt.timing import latency_stats
+
     t = result.timings
-    lat = sorted(result.clip_latencies)
-    p50 = lat[len(lat) // 2] if lat else 0.0
-    p90 = lat[min(len(lat) - 1, int(0.9 * len(lat)))] if lat else 0.0
+    model = ""
+    if result.clip_latencies:
+        lat = latency_stats(result.clip_latencies, result.num_frames)
+        model = f" (clip p50 {_fmt_s(lat.p50_ms / 1000)}, p90 {_fmt_s(lat.p90_ms / 1000)}; {lat.fps:.1f} FPS)"
     parts = [
         f"decode {_fmt_s(t.get('decode', 0))}",
         f"preprocess {_fmt_s(t.get('preprocess', 0))}",
-        f"model {_fmt_s(t.get('model', 0))} (clip p50 {_fmt_s(p50)}, p90 {_fmt_s(p90)})",
+        f"model {_fmt_s(t.get('model', 0))}{model}",
         f"postprocess {_fmt_s(t.get('postprocess', 0))}",
     ]
     if "overlay" in t:
@@ -106,6 +110,35 @@ def _overlay_names(sources) -> list[str]:
     return names
 
 
+OUTPUT_FILES = ("videos.json", "results.json")
+
+
+def check_infer_out(out: Path, live: bool) -> Path:
+    """`--out` must be writable and absent, empty, or an earlier `evis infer` output (replaced whole).
+
+    Checked before any model is loaded; a folder holding anything else is refused, so a
+    replacement can never delete a user's files.
+    """
+    from efficientvis_trt.errors import EvisError
+    from efficientvis_trt.io_utils import TEMP_TAG, check_writable_dir
+
+    if out.exists() and not out.is_dir():
+        raise EvisError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and not live:
+        foreign = [
+            p.name
+            for p in out.iterdir()
+            if not (p.name in OUTPUT_FILES or p.name.endswith(".overlay.mp4") or p.name.startswith(TEMP_TAG))
+        ]
+        if foreign:
+            raise EvisError(
+                f"--out {out} holds {foreign[0]!r}, which `evis infer` did not write: "
+                "choose an empty or new folder (an earlier infer output is replaced whole)"
+            )
+    check_writable_dir(out if out.is_dir() else out.parent, "--out", creating=None if out.is_dir() else out.name)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.errors import EvisError
     from efficientvis_trt.runtime.sources import is_live_spec, open_source
@@ -117,9 +150,11 @@ def run(args: argparse.Namespace) -> int:
     live = args.live or any(is_live_spec(v) for v in args.videos)
     if live and len(args.videos) > 1:
         raise EvisError("a live source runs on its own: give exactly one VIDEO with a camera index, URL or --live")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise EvisError(f"--out {out} exists and is not a folder")
+    if not 0.0 <= args.score_thr <= 1.0:  # also refuses nan
+        raise EvisError(f"--score-thr must be in [0, 1] (a video score is a mean probability), got {args.score_thr}")
+    if not 0.0 <= args.mask_thr <= 1.0:
+        raise EvisError(f"--mask-thr must be in [0, 1], got {args.mask_thr}")
+    out = check_infer_out(Path(args.out), live)
     # Check every input before any inference: a missing or undecodable file fails fast, nothing written.
     sources = [open_source(v, live=live) for v in args.videos]
 
@@ -152,14 +187,11 @@ def run(args: argparse.Namespace) -> int:
 def _run_files(predictor, sources, out: Path, args) -> int:
     from tqdm import tqdm
 
-    from efficientvis_trt.io_utils import write_json_atomic, write_text_atomic
+    from efficientvis_trt.io_utils import atomic_dir
 
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".evis-infer-", dir=out))
     overlay_names = _overlay_names(sources) if args.overlay else []
-    ok = False
-    try:
+    # All or nothing: the whole output folder is built beside --out and swapped in at the end.
+    with atomic_dir(out) as staging:
         results, videos = [], []
         for video_id, src in enumerate(sources, 1):
             total = src.expected_frames
@@ -189,28 +221,24 @@ def _run_files(predictor, sources, out: Path, args) -> int:
                     **({"overlay": overlay_names[video_id - 1]} if args.overlay else {}),
                 }
             )
-        for name in overlay_names:
-            os.replace(staging / name, out / name)
-        write_json_atomic(
-            out / "videos.json",
-            {
-                "videos": videos,
-                "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
-                "model": {
-                    "source": os.path.abspath(str(args.source)),
-                    "backend": predictor.backend.name,
-                    "precision": args.precision,
-                    "device": predictor.backend.device,
+        (staging / "videos.json").write_text(
+            json.dumps(
+                {
+                    "videos": videos,
+                    "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
+                    "model": {
+                        "source": os.path.abspath(str(args.source)),
+                        "backend": predictor.backend.name,
+                        "precision": args.precision,
+                        "device": predictor.backend.device,
+                    },
                 },
-            },
+                indent=2,
+            )
+            + "\n"
         )
         # Compact: a results file is mostly RLE strings, and YouTube-VIS tools read it whole.
-        write_text_atomic(out / "results.json", json.dumps(results, separators=(",", ":")) + "\n")
-        ok = True
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not ok and created and not any(out.iterdir()):
-            out.rmdir()
+        (staging / "results.json").write_text(json.dumps(results, separators=(",", ":")) + "\n")
     print(
         f"wrote {out / 'results.json'} ({len(results)} tracks, {len(sources)} videos)"
         + (f" and {len(overlay_names)} overlay video(s)" if overlay_names else "")
@@ -237,10 +265,12 @@ def _run_live(predictor, src, out: Path, args) -> int:
             + (f"  [{shown}]" if shown else ""),
             flush=True,
         )
-    wall = run.timings.get("wall", 0.0)
-    lat = sorted(latencies)
+    from efficientvis_trt.timing import fps, latency_stats
+
+    lat = latency_stats(latencies, frames)
     print(
-        f"live: {frames} frames in {len(latencies)} clips, model p50 {_fmt_s(lat[len(lat) // 2])}, "
-        f"{frames / wall if wall else 0:.1f} FPS" + (f"; overlay {overlay}" if overlay else "")
+        f"live: {frames} frames in {lat.count} clips, model p50 {_fmt_s(lat.p50_ms / 1000)}, "
+        f"p90 {_fmt_s(lat.p90_ms / 1000)}, {fps(frames, run.timings.get('wall', 0.0)):.1f} FPS"
+        + (f"; overlay {overlay}" if overlay else "")
     )
     return 0

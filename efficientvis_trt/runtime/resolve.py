@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import canonical_backend, check_precision
 from efficientvis_trt.errors import BackendUnavailable, EvisError
-from efficientvis_trt.runtime.backends import Backend, OrtBackend, TorchBackend, canonical_backend, check_precision
+from efficientvis_trt.runtime.backends import Backend, OrtBackend, TorchBackend
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,8 @@ def _is_bundle(obj: Any) -> bool:
 
 
 def open_bundle(path: str | os.PathLike):
-    try:
-        from efficientvis_trt.export.bundle import Bundle
-    except ImportError as exc:
-        raise EvisError(f"cannot open bundle {path}: efficientvis_trt.export.bundle is unavailable ({exc})") from None
+    from efficientvis_trt.export.bundle import Bundle
+
     return Bundle.open(path)
 
 
@@ -98,33 +97,17 @@ def _torch_from(kind: str, obj: Any, precision: str, device: str | None) -> tupl
 
 
 def _bundle_torch_model(bundle):
-    """The PyTorch weights a bundle was exported from: BUNDLE/checkpoint.pt, else the source its metadata names.
+    """The PyTorch weights a bundle was exported from: the source its metadata names.
 
     The rebuilt model is checked against the bundle's weights fingerprint, so the torch
     backend never runs other weights than the graphs hold.
     """
-    from efficientvis_trt.model.checkpoint import load_checkpoint
+    from efficientvis_trt.export.source import rebuild_model
 
-    path = Path(bundle.path) / "checkpoint.pt"
-    if path.is_file():
-        model, _ = load_checkpoint(path)
-        return model
-    try:
-        from efficientvis_trt.export.source import rebuild_model
-    except ImportError:
-        rebuild_model = None
-    if rebuild_model is None:
-        raise EvisError(
-            f"bundle {bundle.path} has no checkpoint.pt (the source weights the torch backend runs): "
-            "use --backend ort, or re-export the bundle"
-        )
     try:
         return rebuild_model(bundle.metadata)
     except EvisError as exc:
-        raise EvisError(
-            f"the torch backend needs the bundle's source weights: {exc} "
-            f"(no checkpoint.pt in {bundle.path}; use --backend ort)"
-        ) from None
+        raise EvisError(f"the torch backend needs the bundle's source weights: {exc} (or use --backend ort)") from None
 
 
 def _ort_device(device: str | None) -> str:
@@ -188,15 +171,12 @@ def _make_ort(
 
 def _find_trt_engine(bundle, precision: str) -> tuple[Path | None, str]:
     """(engine path, '') or (None, why not)."""
-    from efficientvis_trt.runtime.trt_backend import tensorrt_runtime_available
+    from efficientvis_trt.trt.engine import find_engine
+    from efficientvis_trt.trt.env import runtime_available
 
-    ok, why = tensorrt_runtime_available()
+    ok, why = runtime_available()
     if not ok:
         return None, why
-    try:
-        from efficientvis_trt.precision.engine import find_engine
-    except ImportError as exc:
-        return None, f"engine lookup unavailable ({exc})"
     try:
         path = find_engine(bundle, precision)
     except BackendUnavailable as exc:
@@ -270,14 +250,16 @@ def load_runtime(
     else:
         if device == "cpu":
             raise EvisError("the TensorRT backend runs on a CUDA GPU: drop --device cpu or use --backend ort")
-        from efficientvis_trt.runtime.trt_backend import TensorRTBackend, import_cudart, import_tensorrt
+        from efficientvis_trt.runtime.trt_backend import TensorRTBackend
+        from efficientvis_trt.trt.engine import rebuild_hint
+        from efficientvis_trt.trt.env import import_cudart, import_tensorrt
 
-        import_tensorrt()
+        import_tensorrt("Runtime")
         import_cudart()
         engine, why = _find_trt_engine(bundle, precision)
         if engine is None:
             raise EvisError(
-                f"cannot use TensorRT: {why}; build it with `evis build {bundle.path} --precision {precision}`"
+                f"cannot use TensorRT: {why}; {rebuild_hint(bundle.path, precision).replace('rebuild', 'build')}"
             )
         be = TensorRTBackend(engine, precision, bundle_path=bundle.path, cuda_graph=cuda_graph)
         names = bundle.class_names

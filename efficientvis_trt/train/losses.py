@@ -1,4 +1,4 @@
-"""Losses of a training sample (two clips of one video), DESIGN §2.
+"""Losses of a training sample (two clips of one video), docs/design.md, "The model".
 
 Per clip and per stage (deep supervision, stage losses summed; the two clips averaged):
 

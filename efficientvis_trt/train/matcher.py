@@ -1,4 +1,4 @@
-"""Hungarian matching of tracklet queries to ground-truth tracklets (DESIGN §2).
+"""Hungarian matching of tracklet queries to ground-truth tracklets (docs/design.md, "The model").
 
 Why one assignment per *tracklet* (not per frame): query i must stand for the same
 instance in every frame of the clip (and, carried, in the next clip), so a ground-truth

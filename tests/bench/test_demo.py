@@ -61,6 +61,7 @@ def test_bench_table_has_a_row_per_backend_and_precision(demo_dir):
             if col not in GPU_ONLY:
                 assert row.get(col) is not None, (key, col)
         assert row["latency_p50_ms"] > 0 and row["model_fps"] > 0 and row["e2e_fps"] > 0
+        assert row["e2e_fps"] <= row["model_fps"] and 0 < row["e2e_over_model"] <= 1  # one run, model time in wall
         assert 0.0 <= row["AP"] <= 1.0
     assert "CUDA" in rows[("torch", "fp16")]["reason"]
     assert not rows[("torch", "int8")]["available"]

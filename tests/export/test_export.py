@@ -18,12 +18,13 @@ import pytest
 import torch
 from onnx import AttributeProto
 
+from efficientvis_trt.contract import IO_TABLE, PRECISIONS, io_dims, io_table
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.export import IO_TABLE, PRECISIONS, Bundle
-from efficientvis_trt.export.bundle import io_table, read_onnx_io
+from efficientvis_trt.export import Bundle
+from efficientvis_trt.export.bundle import read_onnx_io
 from efficientvis_trt.export.exporter import export_bundle
 from efficientvis_trt.export.roi_align_onnx import LEVEL_INPUTS, attach_function, custom_nodes, node_attributes
-from efficientvis_trt.export.verify import TOLERANCES, clips_from_frames, verify_bundle
+from efficientvis_trt.export.verify import TOLERANCES, verify_bundle
 from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
 
 T, HW = 3, (128, 224)
@@ -31,7 +32,12 @@ TINY = dict(N=10, C=64, K=5, M=2)
 
 
 def _tree_digest(path: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir()) if p.is_file()}
+    """Content of a bundle's files (our lock, cache and temporaries aside: they carry no bundle state)."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.iterdir())
+        if p.is_file() and not p.name.startswith(".evis")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +85,7 @@ def _graph_io(model: onnx.ModelProto) -> list[tuple]:
 
 
 def _expected_io(t, hw, n, c, k) -> list[tuple]:
-    return [(r["name"], r["dir"], r["shape"], r["dtype"]) for r in io_table(t, hw, n, c, k)]
+    return [(r["name"], r["dir"], r["shape"], r["dtype"]) for r in io_table(io_dims(t, hw, n, c, k))]
 
 
 @pytest.mark.parametrize("fixture", ["plugin_bundle", "inline_bundle"])
@@ -89,7 +95,7 @@ def test_io_contract_tiny(request, fixture):
     assert (
         _graph_io(model)
         == _expected_io(T, HW, TINY["N"], TINY["C"], TINY["K"])
-        == [  # DESIGN §3, literally
+        == [  # docs/contract.md, "I/O table", literally
             ("frames", "in", [3, 128, 224, 3], "uint8"),
             ("query_in", "in", [10, 64], "float32"),
             ("boxes_in", "in", [10, 4], "float32"),
@@ -110,7 +116,7 @@ def test_io_contract_tiny(request, fixture):
         "query_out",
         "boxes_out",
     ]
-    # frames is the only uint8 tensor; everything else float32 (DESIGN §3)
+    # frames is the only uint8 tensor; everything else float32 (docs/contract.md, "I/O table")
     assert {r[3] for r in _graph_io(model) if r[0] != "frames"} == {"float32"}
     assert read_onnx_io(path / "model.onnx") == [
         dict(name=a, dir=b, shape=c, dtype=d) for a, b, c, d in _graph_io(model)
@@ -239,7 +245,9 @@ def test_opset_16_plugin_graph(tmp_path):
     assert {o.domain: o.version for o in proto.functions[0].opset_import} == {"": 16}
     onnx.save(proto, str(tmp_path / "m.onnx"))
     attrs = RoIAlignAttrs.from_pooler(cfg.model.pooler).onnx_attributes()
-    got = check_graph(tmp_path / "m.onnx", io_table(2, (64, 96), 10, 64, 5), "plugin", attrs, 2, [2, 10, 64, 14, 14])
+    got = check_graph(
+        tmp_path / "m.onnx", io_table(io_dims(2, (64, 96), 10, 64, 5)), "plugin", attrs, 2, [2, 10, 64, 14, 14]
+    )
     assert got["nodes"] == 2
 
 
@@ -343,16 +351,6 @@ def test_simplified_graph_that_fails_verification_is_not_kept(tmp_path, monkeypa
 
 
 # ---- clips and padding ---------------------------------------------------------------------------
-def test_clips_pad_by_repeating_last_frame():
-    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(7)]
-    clips = list(clips_from_frames(frames, 3))
-    assert [v for _, v in clips] == [3, 3, 1]
-    assert all(c.shape == (3, 4, 4, 3) for c, _ in clips)
-    assert clips[2][0][:, 0, 0, 0].tolist() == [6, 6, 6]
-    assert clips[1][0][:, 0, 0, 0].tolist() == [3, 4, 5]
-    assert [v for _, v in clips_from_frames(frames[:6], 3)] == [3, 3]
-
-
 def test_video_length_not_multiple_of_clip_len(plugin_bundle, tmp_path):
     """A 5-frame video with T=3: 2 clips, the last padded with 1 repeated frame; graph == PyTorch on it."""
     import cv2
@@ -376,9 +374,13 @@ def _siblings(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
 
 
+def _temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob(".evis-tmp-*"))
+
+
 @pytest.mark.parametrize("existing", [False, True])
 def test_failure_after_model_written_leaves_nothing(plugin_bundle, tmp_path, monkeypatch, existing):
-    import efficientvis_trt.export.exporter as exporter
+    import efficientvis_trt.export.bundle as bundle_module
 
     out = tmp_path / "bundle"
     if existing:
@@ -386,11 +388,11 @@ def test_failure_after_model_written_leaves_nothing(plugin_bundle, tmp_path, mon
     before = _tree_digest(out) if existing else None
     seen = {}
 
-    def boom(path, metadata):
-        seen["model_written"] = (path.parent / "model.onnx").is_file()
+    def boom(tx):
+        seen["model_written"] = "model.onnx" in tx._staged and tx._staged["model.onnx"].is_file()
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(exporter, "_write_metadata", boom)
+    monkeypatch.setattr(bundle_module.Transaction, "_commit", boom)
     with pytest.raises(RuntimeError, match="injected"):
         export_bundle(
             out,
@@ -407,6 +409,7 @@ def test_failure_after_model_written_leaves_nothing(plugin_bundle, tmp_path, mon
     if existing:
         assert _tree_digest(out) == before
         Bundle.open(out)
+        assert _temporaries(out) == []
     else:
         assert not out.exists()
     assert _siblings(out) == []
@@ -456,7 +459,7 @@ def test_killed_export_keeps_existing_bundle(plugin_bundle, tmp_path, signal_nam
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
-            if any((p / "model.onnx").is_file() for p in tmp_path.glob(".bundle.*.tmp")):
+            if any(out.glob(".evis-tmp-*-model.onnx.*")):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "export finished or died before it could be interrupted"
@@ -470,8 +473,10 @@ def test_killed_export_keeps_existing_bundle(plugin_bundle, tmp_path, signal_nam
     assert proc.returncode != 0
     assert _tree_digest(out) == before
     Bundle.open(out)
-    if signal_name == "SIGINT":  # KeyboardInterrupt: the temp folder is cleaned up too
-        assert _siblings(out) == []
+    if signal_name == "SIGKILL":  # nothing ran on the way out: the next writer removes what it left
+        with Bundle.open(out).transaction():
+            pass
+    assert _temporaries(out) == []
 
 
 # ---- bad input ----------------------------------------------------------------------------------------
@@ -563,17 +568,18 @@ def test_bundle_api(plugin_bundle, tmp_path):
     shutil.copytree(plugin_bundle, copy)
     c = Bundle.open(copy)
     (copy / "model.int8.onnx").write_bytes((copy / "model.onnx").read_bytes())
+    assert c.available_precisions() == ["fp32"]  # a file the metadata does not list is not part of the bundle
+    with c.transaction() as tx:
+        tx.add_file("model.int8.onnx", copy / "model.onnx", role="graph", precision="int8")
+        tx.metadata["note"] = "kept"
     assert c.available_precisions() == ["fp32", "int8"] and c.onnx_path("int8").name == "model.int8.onnx"
     fp16 = onnx.load(str(copy / "model.onnx"))
     fp16.graph.input[1].type.tensor_type.elem_type = onnx.TensorProto.FLOAT16  # a converter that changed I/O types
-    onnx.save(fp16, str(copy / "model.fp16.onnx"))
-    with pytest.raises(EvisError, match=r"model.fp16.onnx.*query_in"):
-        c.onnx_path("fp16")
-    c.update_metadata(calibration={"clips": 8})
-    assert Bundle.open(copy).metadata["calibration"] == {"clips": 8}
-    assert Bundle.open(copy).metadata["verification"]["passed"]  # other fields kept
-    with pytest.raises(EvisError, match="schema_version"):
-        c.update_metadata(schema_version=2)
+    with pytest.raises(EvisError, match=r"model.fp16.onnx.*query_in"), c.transaction() as tx:
+        tx.add_file("model.fp16.onnx", fp16.SerializeToString(), role="graph", precision="fp16")
+    again = Bundle.open(copy)
+    assert again.metadata["note"] == "kept" and again.metadata["verification"]["passed"]  # other fields kept
+    assert again.available_precisions() == ["fp32", "int8"] and not list(copy.glob(".evis-tmp-*"))
 
 
 def _corrupt(kind: str, path: Path) -> None:
@@ -581,10 +587,8 @@ def _corrupt(kind: str, path: Path) -> None:
     meta = json.loads(meta_path.read_text())
     if kind == "no model":
         (path / "model.onnx").unlink()
-        del meta["files"]
     elif kind == "no state":
         (path / "init_state.npz").unlink()
-        del meta["files"]
     elif kind == "no metadata":
         meta_path.unlink()
         return
@@ -597,11 +601,18 @@ def _corrupt(kind: str, path: Path) -> None:
         (path / "model.onnx").write_bytes(data[: len(data) // 2])
     elif kind == "state shape":
         np.savez(path / "init_state.npz", query=np.zeros((10, 32), np.float32), boxes=np.zeros((10, 4), np.float32))
-        del meta["files"]
+        data = (path / "init_state.npz").read_bytes()  # recorded as if a writer had made it: the shape check fires
+        meta["files"]["init_state.npz"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    elif kind == "swapped same size":
+        data = bytearray((path / "model.onnx").read_bytes())
+        data[-1] ^= 1
+        (path / "model.onnx").write_bytes(bytes(data))
+    elif kind == "bad input_size":
+        meta["input_size"] = ["128", 224]
     elif kind == "other graph":
         from onnx import TensorProto, helper
 
-        io = io_table(T + 1, HW, 10, 64, 5)  # a graph exported with another clip length
+        io = io_table(io_dims(T + 1, HW, 10, 64, 5))  # a graph exported with another clip length
         vi = [
             helper.make_tensor_value_info(
                 r["name"], TensorProto.UINT8 if r["dtype"] == "uint8" else TensorProto.FLOAT, r["shape"]
@@ -610,7 +621,6 @@ def _corrupt(kind: str, path: Path) -> None:
         ]
         graph = helper.make_graph([], "g", vi[:3], vi[3:])
         onnx.save(helper.make_model(graph), str(path / "model.onnx"))
-        del meta["files"]
     elif kind == "not json":
         meta_path.write_text("{broken")
         return
@@ -628,7 +638,9 @@ def _corrupt(kind: str, path: Path) -> None:
         ("io table", "metadata.json", "frames"),
         ("truncated model", "model.onnx", "truncated"),
         ("state shape", "init_state.npz", "query"),
-        ("other graph", "model.onnx", "do not match"),
+        ("other graph", "model.onnx", "replaced"),
+        ("swapped same size", "model.onnx", "sha256 differs"),
+        ("bad input_size", "metadata.json", "input_size"),
     ],
 )
 def test_bundle_open_errors(plugin_bundle, tmp_path, kind, names, message):

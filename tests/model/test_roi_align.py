@@ -95,7 +95,7 @@ def test_zero_area_box_goes_to_lowest_level():
 
 
 def test_kernel_benchmark_inputs_cover_every_level_and_the_cpu_run_reports(capsys):
-    """benchmarks/roi_align_kernel.py (issue 7's GPU figure) runs here on the reference and says why not the kernel."""
+    """benchmarks/roi_align_kernel.py (the GPU figure) runs here on the reference and says why not the kernel."""
     import sys
     from pathlib import Path
 

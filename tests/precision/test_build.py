@@ -182,7 +182,7 @@ def test_calibration_record(bundle_dir, models):
     assert set(sec["int8"]["quantized_nodes"]) == set(I._quantized_nodes(models["int8"]))
     assert {"onnx", "onnxruntime", "efficientvis_trt"} <= set(sec["tool_versions"])
     meta = json.loads((bundle_dir / "metadata.json").read_text())
-    assert meta["precisions"]["int8"] == "model.int8.onnx" and "model.int8.onnx" in meta["files"]
+    assert meta["files"]["model.int8.onnx"]["role"] == "graph" and "precisions" not in meta
 
 
 def test_calibration_carries_state_and_is_deterministic(bundle_dir):
@@ -303,7 +303,7 @@ def _snapshot(folder):
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_trt_backend_without_tensorrt_says_how_to_install_and_writes_nothing(exported, tmp_path, capsys, precision):
     from efficientvis_trt.cli import main
-    from efficientvis_trt.precision.engine import tensorrt_available
+    from efficientvis_trt.trt.env import tensorrt_available
 
     if tensorrt_available():
         pytest.skip("TensorRT is installed here: the missing-TensorRT path cannot be exercised")
