@@ -256,10 +256,8 @@ def check_graph(
 
 def simplify(proto):
     """onnxslim (constant folding, fusions) of a ModelProto or a path. Returns (model, tool) or (None, reason)."""
-    try:
-        import onnxslim
-    except ImportError:
-        return None, "onnxslim not installed"
+    import onnxslim
+
     try:
         with _quiet(False):
             return onnxslim.slim(proto), f"onnxslim {getattr(onnxslim, '__version__', '?')}"
@@ -325,10 +323,10 @@ def export_bundle(
 
     from efficientvis_trt.contract import io_table, model_io_dims
     from efficientvis_trt.export.bundle import MODEL_FILE, STATE_FILE, Bundle, check_export_target
-    from efficientvis_trt.export.source import load_source, parse_size, weights_fingerprint
+    from efficientvis_trt.export.source import load_source, weights_fingerprint
     from efficientvis_trt.export.verify import format_report, load_clips, public_report, run_torch, verify_model
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
-    from efficientvis_trt.video import PAD_VALUE
+    from efficientvis_trt.video import PAD_VALUE, parse_size
 
     say = echo or (lambda _s: None)
     check_options(flavour, opset, exporter)

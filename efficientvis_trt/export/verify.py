@@ -91,12 +91,11 @@ def run_onnxruntime(
     progress: bool = False,
 ) -> list[dict[str, np.ndarray]]:
     """ONNX Runtime (CPU) over the clips, carrying its own state."""
-    import onnxruntime as ort
     from tqdm import tqdm
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    from efficientvis_trt.ort_session import make_session
+
+    sess = make_session(onnx_path)
     names = [o.name for o in sess.get_outputs()]
     query, boxes = (np.array(s, dtype=np.float32) for s in state)
     outs = []

@@ -21,12 +21,8 @@ from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from efficientvis_trt.export.exporter import export_bundle
-
-    out = tmp_path_factory.mktemp("rt") / "tiny_bundle"
-    export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None)
-    return out
+def bundle(make_tiny_bundle):
+    return make_tiny_bundle()
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +129,19 @@ def test_precision_a_backend_cannot_run_is_an_error(bundle):
         Predictor(bundle, backend="torch", precision="int8")
 
 
+def _cpu_runtime() -> str:
+    """What `auto` runs on a CPU here (OpenVINO's side of the choice: tests/runtime/test_openvino_backend.py)."""
+    from efficientvis_trt.runtime.openvino_backend import openvino_available
+
+    return "openvino" if openvino_available()[0] else "onnxruntime"
+
+
 def test_auto_says_why(bundle):
+    cpu_runtime = _cpu_runtime()
     p = Predictor(bundle)
-    assert p.backend.name == "onnxruntime"
+    assert p.backend.name == cpu_runtime
     assert "TensorRT not used" in p.backend_reason or "--device cpu" in p.backend_reason
-    assert Predictor(bundle, device="cpu").backend_reason.startswith("onnxruntime: --device cpu")
+    assert Predictor(bundle, device="cpu").backend_reason.startswith(f"{cpu_runtime}: --device cpu")
 
 
 # ---- geometry: results in original-frame pixels --------------------------------------------
@@ -268,7 +272,7 @@ def test_cli_writes_results_videos_and_overlays(bundle, bikes15, videos, tmp_pat
         "10",
     )
     assert code == 0, err
-    assert "onnxruntime" in out and "query" in out and "FPS" in out
+    assert f"backend: {_cpu_runtime()}" in out and "query" in out and "FPS" in out
     results = json.loads((out_dir / "results.json").read_text())
     assert sorted({r["video_id"] for r in results}) == [1, 2] and len(results) == 6
     assert {tuple(r["segmentations"][0]["size"]) for r in results} == {(272, 640), (333, 517)}
@@ -290,12 +294,18 @@ def test_cli_failure_leaves_out_dir_untouched(bundle, bikes15, tmp_path, capsys)
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    (out_dir / "keep.txt").write_text("mine")
+    (out_dir / "results.json").write_text("[]\n")  # an earlier run's output
     code, out, err = _infer(capsys, bundle, bikes15, cut, "--out", out_dir, "--overlay")
     assert code == 2
     assert err.strip().startswith("evis infer: error: video is truncated") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
-    assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]  # no results, no overlay, no staging folder
+    assert [p.name for p in out_dir.iterdir()] == ["results.json"]  # no new results, no overlay, no staging
+    assert (out_dir / "results.json").read_text() == "[]\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".evis-tmp-")]
+    (out_dir / "keep.txt").write_text("mine")  # a user's file: the folder is not replaced, before any work
+    code, _, err = _infer(capsys, bundle, bikes15, "--out", out_dir)
+    assert code == 2 and "'keep.txt', which `evis infer` did not write" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["keep.txt", "results.json"]
     fresh = tmp_path / "fresh"
     code, _, err = _infer(capsys, bundle, bikes15, tmp_path / "missing.mp4", "--out", fresh)
     assert code == 2 and "video not found" in err and not fresh.exists()
