@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from efficientvis_trt.export.bundle import Bundle
-    from efficientvis_trt.precision.ort_utils import make_session, run
+    from efficientvis_trt.ort_session import make_session, run
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from precision_throughput import cpu_model, real_clips

@@ -14,9 +14,9 @@ import numpy as np
 import onnx
 import pytest
 
+from efficientvis_trt.ort_session import make_session, run
 from efficientvis_trt.precision import graph as G
 from efficientvis_trt.precision import int8 as I
-from efficientvis_trt.precision.ort_utils import make_session, run
 
 ort = pytest.importorskip("onnxruntime")
 
