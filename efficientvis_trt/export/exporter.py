@@ -13,6 +13,7 @@ format tag) is ever replaced.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
 import os
@@ -291,7 +292,7 @@ def stamp_io(proto, expected_io: list[dict]) -> None:
 
 
 def simplify(proto):
-    """onnxslim (constant folding, fusions). Returns (model, tool string) or (None, reason)."""
+    """onnxslim (constant folding, fusions) of a ModelProto or a path. Returns (model, tool) or (None, reason)."""
     import onnxslim
 
     try:
@@ -360,7 +361,7 @@ def export_bundle(
     from efficientvis_trt.contract import io_table, model_io_dims
     from efficientvis_trt.export.bundle import MODEL_FILE, STATE_FILE, Bundle, check_export_target
     from efficientvis_trt.export.source import load_source, weights_fingerprint
-    from efficientvis_trt.export.verify import format_report, public_report, verify_model
+    from efficientvis_trt.export.verify import format_report, load_clips, public_report, run_torch, verify_model
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
     from efficientvis_trt.video import PAD_VALUE, parse_size
 
@@ -391,27 +392,48 @@ def export_bundle(
     export_s = time.perf_counter() - t0
     steps.update()
 
-    candidates: list[tuple[str | None, Any]] = []
-    notes: list[str] = [] if simplify_graph else ["simplifier disabled (--no-simplify)"]
-    if simplify_graph:
-        steps.set_postfix_str("simplify")
-        slim, note = simplify(raw)
-        if slim is not None:
-            candidates.append((note, slim))
-        else:
-            notes.append(note)
-    candidates.append((None, raw))
-    steps.update()
+    # One model in memory at a time (docs/build-memory.md, "Export"): the PyTorch outputs the
+    # graph is verified against are computed now and the PyTorch model is let go; the raw
+    # graph waits on disk while the simplifier works and while its output is verified.
+    fingerprint = weights_fingerprint(model)
+    reference = None
+    if verify:
+        steps.set_postfix_str("pytorch reference")
+        reference = run_torch(model, load_clips(video, t, hw, num_clips)[0], state)
+    src.model = None
+    del model
+    gc.collect()
 
     with Bundle.create(out) as tx:
         tx.add_file(STATE_FILE, _state_bytes(state), role="state")
         model_path = tx.staging_path(MODEL_FILE)
-        reference = None
+        raw_path = tx.staging_path("raw.onnx")  # a temporary of the transaction: removed with it
+        onnx.save(raw, str(raw_path))
+        del raw
+        candidates: list[tuple[str | None, Any]] = []
+        notes: list[str] = [] if simplify_graph else ["simplifier disabled (--no-simplify)"]
+        if simplify_graph:
+            steps.set_postfix_str("simplify")
+            slim, note = simplify(str(raw_path))
+            if slim is not None:
+                candidates.append((note, slim))
+                del slim
+            else:
+                notes.append(note)
+        candidates.append((None, raw_path))
+        steps.update()
+
         report: dict[str, Any] | None = None
         chosen = None
-        for tool, proto in candidates:
-            stamp_io(proto, expected_io)
-            onnx.save(proto, str(model_path))
+        while candidates:
+            tool, proto = candidates.pop(0)
+            if isinstance(proto, Path):  # the raw export: stamped in export_onnx
+                proto.replace(model_path)
+            else:
+                stamp_io(proto, expected_io)  # the simplifier re-infers output shapes
+                onnx.save(proto, str(model_path))
+            del proto
+            gc.collect()
             try:
                 graph_info = check_graph(model_path, expected_io, flavour, attrs, m.num_stages, roi_shape)
             except Exception as exc:
@@ -421,8 +443,7 @@ def export_bundle(
                 continue
             if verify:
                 steps.set_postfix_str("verify" + (" (simplified)" if tool else ""))
-                report = verify_model(model, model_path, state, t, hw, num_clips, video, reference, progress=False)
-                reference = report["_reference_outputs"]
+                report = verify_model(None, model_path, state, t, hw, num_clips, video, reference, progress=False)
                 if not report["passed"]:
                     steps.clear()
                     say(format_report(report))
@@ -439,7 +460,7 @@ def export_bundle(
         steps.update(steps.total - steps.n)
         steps.close()
         tool, graph_info = chosen
-        del candidates, raw
+        raw_path.unlink(missing_ok=True)
         if verify:
             say(format_report(report))
 
@@ -478,7 +499,7 @@ def export_bundle(
                     },
                 },
                 "source": src.meta,
-                "weights_sha256": weights_fingerprint(model),
+                "weights_sha256": fingerprint,
                 "verification": public_report(report) if verify else {"skipped": True, "reason": "--no-verify"},
                 "timing_s": {"export": round(export_s, 2), "total": round(time.perf_counter() - t_start, 2)},
             }

@@ -1,8 +1,8 @@
 """MultiLevelRoIAlign as an ONNX model-local function built from standard ops only.
 
-Why a function: one graph then serves every backend (docs/contract.md, "RoIAlign node"). ONNX Runtime and a
-TensorRT without our plugin inline the body (RoiAlign per level, opset >= 16,
-half_pixel, explicit sampling_ratio); TensorRT with the plugin binds the node itself.
+Why a function: one graph then serves every backend (docs/contract.md, "RoIAlign node";
+docs/roi-align.md, "One op in every backend"). ONNX Runtime, OpenVINO (after inlining) and a
+TensorRT without our plugin run the body; TensorRT with the plugin binds the node itself.
 
 The body is parameterised by the node's attributes through ONNX attribute references,
 so every stage's node carries its own values and one function serves them all:
@@ -10,10 +10,13 @@ so every stage's node carries its own values and one function serves them all:
 * level per box: ``floor(canonical_level + log2(sqrt(max(w*h, 0)) / canonical_box_size
   + 1e-8))`` clamped to ``[min_level, min_level + L - 1]`` (detectron2, as
   `efficientvis_trt.model.roi_align.assign_levels`);
-* each level ``l`` pools all boxes with ``RoiAlign(P_l, rois * 2**-l, spatial_scale=1)``
-  (scaling by a power of two is exact, and it lets the level's scale come from the
-  ``min_level`` attribute, which a ``spatial_scale`` attribute reference could not do);
-* ``Where`` picks each box's level (NaN-safe, unlike multiplying by 0/1 masks).
+* each box is pooled once, on its own level (docs/roi-align.md, "Per-box pooling"):
+  ``NonZero`` picks level ``l``'s boxes (possibly none), ``Gather`` takes them and their
+  image index, ``RoiAlign(P_l, rois * 2**-l, spatial_scale=1)`` pools them (scaling by a
+  power of two is exact, and it lets the level's scale come from the ``min_level``
+  attribute, which a ``spatial_scale`` attribute reference could not do);
+* the per-level results are concatenated and put back in box order by a ``Gather`` with
+  the inverse of the level-by-level order (``ScatterElements`` of ``0..K-1``).
 
 ``aligned`` cannot be referenced into RoiAlign's string ``coordinate_transformation_mode``,
 so the body bakes ``half_pixel`` (aligned=1, the only exported setting).
@@ -92,7 +95,7 @@ def build_function(opset: int) -> FunctionProto:
         ],
     )
     arange = b.one("Range", [b.const(0, TensorProto.INT64), k, b.const(1, TensorProto.INT64)])
-    batch_idx = b.one("Div", [arange, r])  # image of each box (int64)
+    batch_idx = b.one("Div", [arange, b.one("Max", [r, b.const(1, TensorProto.INT64)])])  # image of each box
 
     x1, y1, x2, y2 = (
         b.op("Split", [flat], n_out=4, axis=1, num_outputs=4)
@@ -113,7 +116,7 @@ def build_function(opset: int) -> FunctionProto:
     max_level = b.one("Add", [min_level, b.const(float(NUM_LEVELS - 1))])
     level = b.one("Floor", [b.one("Add", [canon_level, log2])])
     level = b.one("Clip", [level, min_level, max_level])
-    index = b.one("Unsqueeze", [b.one("Sub", [level, min_level]), b.const([2, 3], TensorProto.INT64)])  # [K,1,1,1]
+    index_flat = b.one("Reshape", [b.one("Sub", [level, min_level]), b.const([-1], TensorProto.INT64)])  # [K]
 
     roi_attrs = dict(
         output_height=_ref("output_height", "output_size", AttributeProto.INT),
@@ -123,15 +126,24 @@ def build_function(opset: int) -> FunctionProto:
         mode="avg",
         coordinate_transformation_mode="half_pixel",
     )
-    pooled = []
+    # Each level pools only its own boxes: NonZero picks them (possibly none), RoiAlign pools them.
+    order, pooled = [], []
     for i, feat in enumerate(LEVEL_INPUTS):
+        on_level = b.one("NonZero", [b.one("Equal", [index_flat, b.const(float(i))])])  # [1, n_i]
+        sel = b.one("Reshape", [on_level, b.const([-1], TensorProto.INT64)])  # [n_i]
         scale = b.one("Pow", [b.const(2.0), b.one("Neg", [b.one("Add", [min_level, b.const(float(i))])])])
-        pooled.append(b.one("RoiAlign", [feat, b.one("Mul", [flat, scale]), batch_idx], **roi_attrs))
-    out = pooled[0]
-    for i in range(1, NUM_LEVELS):
-        out = b.one("Where", [b.one("Equal", [index, b.const(float(i))]), pooled[i], out])
+        level_rois = b.one("Mul", [b.one("Gather", [flat, sel], axis=0), scale])
+        level_batch = b.one("Gather", [batch_idx, sel], axis=0)
+        pooled.append(b.one("RoiAlign", [feat, level_rois, level_batch], **roi_attrs))  # [n_i, C, P, P]
+        order.append(sel)
+    # Back to box order: box order[j] is row j of `stacked`, so row k of the output is stacked[inverse[k]].
+    order_all = b.one("Concat", order, axis=0)  # [K], a permutation of 0..K-1
+    stacked = b.one("Concat", pooled, axis=0)  # [K, C, P, P], level by level
+    inverse = b.one("ScatterElements", [arange, order_all, arange], axis=0)
+    out = b.one("Gather", [stacked, inverse], axis=0)
     cpp = b.one("Slice", [b.one("Shape", [out]), b.const([1], TensorProto.INT64), b.const([4], TensorProto.INT64)])
-    b.nodes.append(helper.make_node("Reshape", [out, b.one("Concat", [br, cpp], axis=0)], ["pooled"]))
+    # allowzero: a 0 in [B, R] is a size (R = 0 boxes), not "copy this dimension"
+    b.nodes.append(helper.make_node("Reshape", [out, b.one("Concat", [br, cpp], axis=0)], ["pooled"], allowzero=1))
 
     fn = helper.make_function(
         DOMAIN,

@@ -14,6 +14,18 @@ TensorRT plugin):
   -0.5 pixel (ONNX ``half_pixel``); ``sampling_ratio`` samples per bin and axis; bilinear
   interpolation, samples outside ``[-1, H] x [-1, W]`` contribute 0; average over samples.
 * Output: ``[B, R, C, P, P]``, dtype of the features.
+
+Two implementations of these semantics (docs/roi-align.md, "Per-box pooling"):
+
+* `multi_level_roi_align` (inference, export verification): each box pooled once, on its
+  own level, from the window of feature pixels its samples touch;
+* `multi_level_roi_align_dense` (training): per level, every box through dense separable
+  weights (zero for boxes of other levels), two einsums per image and no per-box copies;
+  more arithmetic, but a cheaper backward at training shapes (benchmarks/RESULTS.md,
+  "RoIAlign without waste").
+
+`multi_level_roi_align_reference` picks between them: dense while autograd records, per
+box otherwise.
 """
 
 from __future__ import annotations
@@ -87,6 +99,27 @@ def _box_weights(
     return wy, wx
 
 
+def _axis_window(start: Tensor, length: Tensor, pooled: int, sampling_ratio: int, size: int) -> tuple:
+    """Axis weights on the pixels each box's samples touch: (weights [K, P, n], first [K], extent [K]).
+
+    Box k's samples touch pixels ``first[k] .. first[k] + extent[k] - 1``; its weights
+    there are ``weights[k, :, :extent[k]]`` (zero beyond), the same sums as `_axis_weights`
+    on those pixels. ``n`` is the largest extent.
+    """
+    low, high, w_low, w_high, valid = _sample_axis(start, length, pooled, sampling_ratio, size)
+    k = low.shape[0]
+    first = torch.where(valid, low, size).amin(-1) if k else low.new_zeros((0,))
+    last = torch.where(valid, high, -1).amax(-1) if k else low.new_zeros((0,))
+    first = torch.where(last >= 0, first, 0)  # no valid sample: a 1-pixel window, all weights 0
+    extent = torch.where(last >= 0, last - first, 0) + 1
+    n = int(extent.max()) if k else 1
+    keep = valid.to(w_low.dtype)
+    weights = torch.zeros(*low.shape, n, dtype=w_low.dtype, device=low.device)
+    weights.scatter_add_(-1, (low - first[:, None]).clamp(0, n - 1)[..., None], (w_low * keep)[..., None])
+    weights.scatter_add_(-1, (high - first[:, None]).clamp(0, n - 1)[..., None], (w_high * keep)[..., None])
+    return weights.reshape(k, pooled, sampling_ratio, n).sum(-2) / sampling_ratio, first, extent
+
+
 def roi_align_level(
     feature: Tensor,
     rois: Tensor,
@@ -98,16 +131,34 @@ def roi_align_level(
 ) -> Tensor:
     """Single-level RoIAlign of flat ``rois [K, 4]`` (image ``batch_index [K]``) on ``feature [B, C, H, W]``.
 
-    Returns ``[K, C, P, P]``.
+    Returns ``[K, C, P, P]``. Each box reads only the window of pixels its samples touch
+    (a view of the map, ``[C, n_y, n_x]``), contracted with the window's separable weights:
+    ``Wy @ window @ Wx^T``, the dense form's order of sums without its zero terms.
     """
+    if sampling_ratio <= 0:
+        raise ValueError("sampling_ratio must be > 0")
     height, width = feature.shape[-2:]
-    wy, wx = _box_weights(rois, output_size, spatial_scale, sampling_ratio, aligned, height, width)
-    maps = feature.float()[batch_index.long()]  # [K, C, H, W]
-    out = wy[:, None] @ maps @ wx[:, None].transpose(-1, -2)  # [K, C, P, P]
-    return out.to(feature.dtype)
+    boxes = rois.to(torch.float32) * spatial_scale
+    offset = 0.5 if aligned else 0.0
+    bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    if not aligned:  # legacy behaviour: boxes at least one pixel
+        bw, bh = bw.clamp(min=1.0), bh.clamp(min=1.0)
+    wy, y0, ny = _axis_window(boxes[:, 1] - offset, bh, output_size, sampling_ratio, height)
+    wx, x0, nx = _axis_window(boxes[:, 0] - offset, bw, output_size, sampling_ratio, width)
+    maps = feature.float()
+    if boxes.shape[0] == 0:
+        return maps.new_zeros((0, maps.shape[1], output_size, output_size)).to(feature.dtype)
+    wx_t = wx.transpose(1, 2)
+    pooled = [
+        (wy[k, :, :h] @ maps[b, :, y : y + h, x : x + w]) @ wx_t[k, :w]
+        for k, (b, y, h, x, w) in enumerate(
+            zip(batch_index.tolist(), y0.tolist(), ny.tolist(), x0.tolist(), nx.tolist(), strict=True)
+        )
+    ]
+    return torch.stack(pooled).to(feature.dtype)  # [K, C, P, P]
 
 
-def multi_level_roi_align_reference(
+def multi_level_roi_align(
     features: Sequence[Tensor],
     rois: Tensor,
     output_size: int,
@@ -117,10 +168,47 @@ def multi_level_roi_align_reference(
     aligned: bool = True,
     min_level: int = 2,
 ) -> Tensor:
-    """Pool every box from its FPN level; ``features[i]`` has stride ``2**(min_level + i)``.
+    """Pool every box once, from its own FPN level; ``features[i]`` has stride ``2**(min_level + i)``.
 
-    ``rois [B, R, 4]`` -> ``[B, R, C, P, P]``. Each level pools only its own boxes: the
-    weights of boxes on other levels are zeroed, and a level without boxes is skipped.
+    ``rois [B, R, 4]`` -> ``[B, R, C, P, P]``: per level, the level's boxes (possibly none)
+    through `roi_align_level`, then back into box order, as the ONNX function body does.
+    """
+    b, r = rois.shape[:2]
+    c = features[0].shape[1]
+    max_level = min_level + len(features) - 1
+    flat = rois.reshape(-1, 4)
+    levels = assign_levels(rois, canonical_box_size, canonical_level, min_level, max_level).reshape(-1)
+    batch = torch.arange(b, device=rois.device).repeat_interleave(r)
+    order, pooled = [], []
+    for i, feature in enumerate(features):
+        sel = torch.nonzero(levels == i).reshape(-1)
+        if sel.numel() == 0:
+            continue
+        scale = 1.0 / 2 ** (min_level + i)
+        pooled.append(roi_align_level(feature, flat[sel], batch[sel], output_size, scale, sampling_ratio, aligned))
+        order.append(sel)
+    if not pooled:  # no boxes at all
+        return features[0].new_zeros((b, r, c, output_size, output_size))
+    stacked = torch.cat(pooled).float()
+    inverse = torch.empty_like(levels)
+    inverse[torch.cat(order)] = torch.arange(levels.numel(), device=levels.device)
+    return stacked[inverse].reshape(b, r, c, output_size, output_size).to(features[0].dtype)
+
+
+def multi_level_roi_align_dense(
+    features: Sequence[Tensor],
+    rois: Tensor,
+    output_size: int,
+    sampling_ratio: int,
+    canonical_box_size: float = 224.0,
+    canonical_level: int = 4,
+    aligned: bool = True,
+    min_level: int = 2,
+) -> Tensor:
+    """`multi_level_roi_align` in the dense separable form (training: cheaper backward).
+
+    Each level runs every box through dense weights over the whole map, zeroed for boxes
+    of other levels; a level without boxes is skipped.
     """
     b, r = rois.shape[:2]
     c = features[0].shape[1]
@@ -137,3 +225,19 @@ def multi_level_roi_align_reference(
         rows = torch.einsum("brph,bchw->brcpw", wy, feature.float())  # per image: no per-box copies
         out = out + torch.einsum("brcpw,brqw->brcpq", rows, wx)
     return out.to(features[0].dtype)
+
+
+def multi_level_roi_align_reference(
+    features: Sequence[Tensor],
+    rois: Tensor,
+    output_size: int,
+    sampling_ratio: int,
+    canonical_box_size: float = 224.0,
+    canonical_level: int = 4,
+    aligned: bool = True,
+    min_level: int = 2,
+) -> Tensor:
+    """The PyTorch MultiLevelRoIAlign: dense separable while autograd records, else once per box on its level."""
+    dense = torch.is_grad_enabled() and (rois.requires_grad or any(f.requires_grad for f in features))
+    impl = multi_level_roi_align_dense if dense else multi_level_roi_align
+    return impl(features, rois, output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level)

@@ -68,9 +68,40 @@ def consumer_map(model: onnx.ModelProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
+def structure_only(model: onnx.ModelProto, max_elements: int = 4096) -> onnx.ModelProto:
+    """A copy of `model` whose large initializers keep name, type and shape but no values.
+
+    For analyses that need types and shapes, not weights: ONNX shape inference serialises and
+    parses the whole model twice, which for r50 means four transient copies of its 474 MB of
+    weights (docs/build-memory.md). Small initializers (shape constants) keep their values.
+    """
+    light = onnx.ModelProto()
+    for field_name in ("ir_version", "producer_name", "producer_version", "domain", "model_version"):
+        setattr(light, field_name, getattr(model, field_name))
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    g, src = light.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.input.extend(src.input)
+    g.output.extend(src.output)
+    g.value_info.extend(src.value_info)
+    for init in src.initializer:
+        count = 1
+        for d in init.dims:
+            count *= d
+        if count <= max_elements and init.data_location != TensorProto.EXTERNAL:
+            g.initializer.append(init)
+        else:
+            g.initializer.add(name=init.name, data_type=init.data_type, dims=init.dims)
+    return light
+
+
 def tensor_types(model: onnx.ModelProto) -> dict[str, int]:
     """Element type of every named tensor, after ONNX shape inference (functions included)."""
-    inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=False)
+    inferred = onnx.shape_inference.infer_shapes(
+        structure_only(model), check_type=False, strict_mode=False, data_prop=False
+    )
     types: dict[str, int] = {}
     for vi in list(inferred.graph.input) + list(inferred.graph.output) + list(inferred.graph.value_info):
         if vi.type.HasField("tensor_type"):
@@ -462,22 +493,69 @@ ABSMAX_PREFIX = "__absmax__"
 def add_absmax_outputs(
     model: onnx.ModelProto, tensors: Iterable[str], types: dict[str, int] | None = None
 ) -> tuple[onnx.ModelProto, dict[str, str]]:
-    """Copy of `model` that also outputs max(|x|) of each named tensor (a scalar each, little memory)."""
+    """Copy of `model` that also outputs max(|x|) of each named tensor (an fp32 scalar each, little memory).
+
+    Memory: the probes are ordered by `move_probes_last`, so each activation is freed as soon as
+    its real consumers are done.
+    """
     types = types if types is not None else tensor_types(model)
     m = onnx.ModelProto()
     m.CopyFrom(model)
     mapping: dict[str, str] = {}
+    probes: set[str] = set()
     for k, name in enumerate(tensors):
-        abs_out = f"{ABSMAX_PREFIX}abs_{k}"
-        red_out = f"{ABSMAX_PREFIX}{k}"
-        m.graph.node.append(helper.make_node("Abs", [name], [abs_out], name=f"{ABSMAX_PREFIX}Abs_{k}"))
+        abs_in, abs_out, red_out = name, f"{ABSMAX_PREFIX}abs_{k}", f"{ABSMAX_PREFIX}{k}"
+        if types.get(name, TensorProto.FLOAT) != TensorProto.FLOAT:
+            # fp16 (exactly representable in fp32): without this Cast, ORT's CPU provider would insert its
+            # own around Abs/ReduceMax, new nodes that undo the probe order below.
+            abs_in = f"{ABSMAX_PREFIX}f32_{k}"
+            m.graph.node.append(
+                helper.make_node("Cast", [name], [abs_in], to=TensorProto.FLOAT, name=f"{ABSMAX_PREFIX}Cast_{k}")
+            )
+            probes.add(f"{ABSMAX_PREFIX}Cast_{k}")
+        m.graph.node.append(helper.make_node("Abs", [abs_in], [abs_out], name=f"{ABSMAX_PREFIX}Abs_{k}"))
         # No axes (input from opset 18, attribute before): reduce over all elements either way.
         m.graph.node.append(
             helper.make_node("ReduceMax", [abs_out], [red_out], keepdims=0, name=f"{ABSMAX_PREFIX}ReduceMax_{k}")
         )
-        m.graph.output.append(helper.make_tensor_value_info(red_out, types.get(name, TensorProto.FLOAT), []))
+        probes.update((f"{ABSMAX_PREFIX}Abs_{k}", f"{ABSMAX_PREFIX}ReduceMax_{k}"))
+        m.graph.output.append(helper.make_tensor_value_info(red_out, TensorProto.FLOAT, []))
         mapping[red_out] = name
+    move_probes_last(m, probes)
     return m, mapping
+
+
+def move_probes_last(model: onnx.ModelProto, probe_names: set[str]) -> None:
+    """Put the named probe nodes (statistics of a tensor: Abs/ReduceMax, ReduceMin/Reshape...) where ORT frees early.
+
+    ONNX Runtime orders nodes by a reverse depth-first walk from the graph's leaves, highest
+    node index first (onnxruntime GraphViewer, ReverseDFSFrom). Probes are leaves; placed at
+    the end, in reverse order of the tensors they read, the walk starts at the first tensor's
+    probe and reaches each later tensor's probe as soon as that tensor exists, so every
+    activation is freed after its last real consumer. In any other order the walk from the
+    last probe pulls in the whole graph first and keeps every probed activation alive until
+    the end of the run: 9.4 GB instead of 2.5 GB for r50 (docs/build-memory.md, "Where the
+    memory went"). Values do not depend on the order.
+    """
+    nodes = list(model.graph.node)
+    keep = [n for n in nodes if n.name not in probe_names]
+    probes = [n for n in nodes if n.name in probe_names]
+    position = {o: i for i, n in enumerate(keep) for o in n.output}
+    from_probe = {o: n for n in probes for o in n.output}
+    groups: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for n in probes:
+        tensor = n.input[0]
+        while tensor in from_probe:  # a probe reading a probe (Abs -> ReduceMax): group by the real tensor
+            tensor = from_probe[tensor].input[0]
+        groups[tensor].append(n)
+    order = sorted(groups, key=lambda t: position.get(t, -1), reverse=True)
+    new_nodes = []
+    for n in keep + [n for t in order for n in groups[t]]:
+        copy = onnx.NodeProto()
+        copy.CopyFrom(n)
+        new_nodes.append(copy)
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
 
 
 def float_node_outputs(model: onnx.ModelProto, types: dict[str, int] | None = None) -> dict[str, str]:

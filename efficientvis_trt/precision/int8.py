@@ -216,13 +216,13 @@ def _quantize_static(
     with tempfile.TemporaryDirectory(prefix="evis-int8-") as tmp:
         src_path, out_path = Path(tmp) / "fp32.onnx", Path(tmp) / "qdq.onnx"
         onnx.save(src, str(src_path))
+        tensors = calibration_tensors(src, to_quantize)
+        del src  # quantize_static and the calibrator read the file (one copy of the model less)
         _quiet_quantizer()
         if not cache.is_file():
             if calib is None:
                 raise EvisError("no calibration clips and no calibration cache to quantize with")
-            calibrate(
-                src_path, calib, method, cache, Path(tmp), percentile, tensors=calibration_tensors(src, to_quantize)
-            )
+            calibrate(src_path, calib, method, cache, Path(tmp), percentile, tensors=tensors)
         quantize_static(
             str(src_path),
             str(out_path),
@@ -352,8 +352,18 @@ def calibrate(
             return {t for t in found if t in tensors}, value_infos
 
         calibrator.select_tensors_to_calibrate = only_needed
+    augmented_path = Path(common["augmented_model_path"])
+    original = {n.name for n in calibrator.model.graph.node}
     calibrator.augment_graph()
+    # The calibrator's probes (ReduceMin/ReduceMax + Reshape) sit before each tensor's first
+    # consumer, where ORT's execution order keeps every probed activation alive to the end of
+    # the run; moved to where ORT frees early they give the same ranges in a fraction of the
+    # memory (docs/build-memory.md, "Calibration, one clip at a time").
+    G.move_probes_last(calibrator.model, {n.name for n in calibrator.model.graph.node} - original)
+    onnx.save(calibrator.model, str(augmented_path))
+    calibrator.model = onnx.ModelProto()  # the augmented copy is on disk; compute_data does not read it
     calibrator.create_inference_session()
+    augmented_path.unlink()
     for k in tqdm(
         range(len(calib)), desc=f"int8 calibration ({method})", unit="clip", leave=False, disable=len(calib) < 2
     ):

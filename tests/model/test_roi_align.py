@@ -107,3 +107,46 @@ def test_kernel_benchmark_inputs_cover_every_level_and_the_cpu_run_reports(capsy
     assert main(["--device", "cpu", "--iters", "1", "--warmup", "0"]) == 0
     out = capsys.readouterr().out
     assert "| float32 |" in out and "runs on CUDA" in out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_per_box_path_equals_dense_form_and_autograd_takes_the_dense_one(seed):
+    """Inference pools each box once on its level; training's dense form gives the same numbers and gradients."""
+    from efficientvis_trt.model.roi_align import multi_level_roi_align, multi_level_roi_align_dense
+
+    rng = np.random.default_rng(seed)
+    b, c, h, w, r = 2, 3, 96, 160, 12
+    feats = [torch.from_numpy(rng.standard_normal((b, c, h // s, w // s)).astype(np.float32)) for s in (4, 8, 16, 32)]
+    rois = torch.from_numpy(_boxes(rng, b, r, h, w))
+    rois[1, 1] = torch.tensor([-300.0, -300.0, -200.0, -250.0])  # entirely outside: pools to 0
+    rois[1, 2] = torch.tensor([0.0, 40.0, float(w), 44.0])  # 160x4: wide window on one axis
+    args = (OUT, RATIO, CANON, CANON_LEVEL, True, 2)
+    per_box = multi_level_roi_align(feats, rois, *args)
+    dense = multi_level_roi_align_dense(feats, rois, *args)
+    np.testing.assert_allclose(per_box.numpy(), dense.numpy(), atol=1e-5, rtol=0)
+    assert float(per_box[1, 1].abs().max()) == 0.0 and float(per_box[1, 2].abs().max()) > 0
+
+    leaves = [f.clone().requires_grad_(True) for f in feats]
+    out = multi_level_roi_align_reference(leaves, rois, *args)
+    out.square().sum().backward()
+    dense_leaves = [f.clone().requires_grad_(True) for f in feats]
+    multi_level_roi_align_dense(dense_leaves, rois, *args).square().sum().backward()
+    for got, ref in zip(leaves, dense_leaves):
+        np.testing.assert_allclose(got.grad.numpy(), ref.grad.numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out.detach().numpy(), per_box.numpy(), atol=1e-5, rtol=0)
+
+
+def test_roi_align_level_reads_only_each_boxs_window():
+    """A box's result does not depend on pixels its samples never touch (and matches ORT's RoiAlign)."""
+    from efficientvis_trt.model.roi_align import roi_align_level
+
+    rng = np.random.default_rng(3)
+    feature = rng.standard_normal((2, 2, 40, 60)).astype(np.float32)
+    rois = np.array([[4.0, 6.0, 20.0, 18.0], [30.0, 2.0, 58.0, 39.0], [-5.0, -5.0, 3.0, 70.0]], np.float32)
+    batch = np.array([0, 1, 1])
+    got = roi_align_level(torch.from_numpy(feature), torch.from_numpy(rois), torch.from_numpy(batch), OUT, 1.0, RATIO)
+    np.testing.assert_allclose(got.numpy(), _ort_roi_align(feature, rois, batch, 1.0), atol=1e-5, rtol=0)
+    far = feature.copy()
+    far[0, :, 30:, 40:] = np.nan  # far from box 0 (image 0, x <= 21, y <= 19): a dense pass would spread it
+    again = roi_align_level(torch.from_numpy(far), torch.from_numpy(rois), torch.from_numpy(batch), OUT, 1.0, RATIO)
+    assert torch.equal(again[0], got[0])
