@@ -99,6 +99,17 @@ def run_torch(
     return outs
 
 
+def torch_reference(
+    model,
+    clips: Sequence[tuple[np.ndarray, int]],
+    state: tuple[np.ndarray, np.ndarray],
+    streams: int = VERIFY_STREAMS,
+    progress: bool = False,
+) -> list[dict[str, np.ndarray]]:
+    """PyTorch outputs of every stream of `stream_clips(clips, streams)`, one stream at a time, concatenated."""
+    return [out for lane in stream_clips(clips, streams) for out in run_torch(model, lane, state, progress)]
+
+
 def run_onnxruntime(
     onnx_path: str | os.PathLike,
     streams: Sequence[Sequence[tuple[np.ndarray, int]]],
@@ -197,7 +208,7 @@ def verify_model(
     clips, info = load_clips(video, clip_len, input_hw, num_clips)
     lanes = stream_clips(clips, streams)
     if reference is None:
-        reference = [out for lane in lanes for out in run_torch(model, lane, state, progress)]
+        reference = torch_reference(model, clips, state, streams, progress)
     test = [out for lane in run_onnxruntime(onnx_path, lanes, state, progress) for out in lane]
     report = {
         **info,
