@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "make-synthetic": "efficientvis_trt.data.synthetic_cli",
     "train": "efficientvis_trt.train.cli",
     "plugins": "efficientvis_trt.plugins.cli",
+    "serve": "efficientvis_trt.serve.cli",
 }
 
 

@@ -216,7 +216,12 @@ def load_runtime(
     cuda_graph: bool = False,
     threads: int | None = None,
 ) -> RuntimeModel:
-    """Open SOURCE (bundle folder / Bundle, checkpoint path, or model) on the requested backend."""
+    """Open SOURCE (bundle folder / Bundle, checkpoint path, or model) on the requested backend.
+
+    A ready `RuntimeModel` (e.g. a served model, efficientvis_trt.serve.client) is used as it is.
+    """
+    if isinstance(source, RuntimeModel):
+        return source
     check_precision(precision)
     backend = canonical_backend(backend)
     if device is not None and device != "cpu" and not device.startswith("cuda"):
