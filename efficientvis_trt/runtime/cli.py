@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "videos",
         metavar="VIDEO",
-        nargs="+",
+        nargs="*",
         help="video files or frame folders; or one live source: camera index (0) or stream URL",
     )
     parser.add_argument(
@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the clip as a CUDA graph")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from efficientvis_trt.serve.client import add_server_arguments
+
+    add_server_arguments(parser)
 
 
 def _fmt_s(seconds: float) -> str:
@@ -117,6 +120,13 @@ def run(args: argparse.Namespace) -> int:
         raise EvisError(f"--top-k must be >= 1, got {args.top_k}")
     if args.max_frames is not None and args.max_frames < 1:
         raise EvisError(f"--max-frames must be >= 1, got {args.max_frames}")
+    served_bundle = None
+    if args.server:  # the clips run on a Triton server (docs/serving.md); SOURCE may be the first video
+        from efficientvis_trt.serve.client import split_server_args
+
+        served_bundle = split_server_args(args)
+    if not args.videos:
+        raise EvisError("give at least one VIDEO after SOURCE")
     live = args.live or any(is_live_spec(v) for v in args.videos)
     if live and len(args.videos) > 1:
         raise EvisError("a live source runs on its own: give exactly one VIDEO with a camera index, URL or --live")
@@ -128,8 +138,14 @@ def run(args: argparse.Namespace) -> int:
 
     from efficientvis_trt.runtime.predictor import Predictor
 
+    source = args.source
+    if args.server:
+        from efficientvis_trt.serve.client import server_runtime
+
+        source = server_runtime(args, served_bundle)
+
     predictor = Predictor(
-        args.source,
+        source,
         backend=args.backend,
         precision=args.precision,
         device=args.device,
@@ -200,7 +216,7 @@ def _run_files(predictor, sources, out: Path, args) -> int:
                 "videos": videos,
                 "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
                 "model": {
-                    "source": os.path.abspath(str(args.source)),
+                    "source": predictor.runtime.origin or os.path.abspath(str(args.source)),
                     "backend": predictor.backend.name,
                     "precision": args.precision,
                     "device": predictor.backend.device,

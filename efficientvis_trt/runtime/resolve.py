@@ -37,6 +37,7 @@ class RuntimeModel:
     reason: str  # why this backend (printed by `evis infer`)
     bundle: Any = None
     notes: list[str] = field(default_factory=list)
+    origin: str = ""  # where the model runs when that is not a local path (a served model's URL)
 
 
 def _is_model(obj: Any) -> bool:

@@ -311,6 +311,7 @@ def remote_runtime(
         reason,
         None,
         [],
+        origin=f"{served.protocol}://{served.url}/{served.name}",
     )
 
 
@@ -323,4 +324,74 @@ __all__ = [
     "remote_runtime",
     "parse_server",
     "is_retryable",
+    "add_server_arguments",
+    "split_server_args",
+    "server_runtime",
 ]
+
+
+# ---- `evis infer --server` --------------------------------------------------------------------------
+
+
+def add_server_arguments(parser) -> None:
+    """The `evis infer` options for running through a Triton server (cheap: no imports)."""
+    group = parser.add_argument_group("through Triton Inference Server (docs/serving.md)")
+    group.add_argument(
+        "--server",
+        default=None,
+        metavar="HOST:PORT",
+        help="run the clips on this Triton server (SOURCE may then be omitted: the model config carries the "
+        "contract); each stream's state stays here and travels with every request",
+    )
+    group.add_argument("--protocol", default="grpc", choices=PROTOCOLS, help="--server protocol (default grpc)")
+    group.add_argument("--model", default=None, metavar="NAME", help="served model (default: the first ready evis_*)")
+    group.add_argument(
+        "--retry-s",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="resend a clip for up to S seconds while the server is unavailable (default %(default)s)",
+    )
+
+
+def split_server_args(args) -> Any:
+    """`evis infer --server`, before anything runs: refuse local-backend flags; SOURCE is a bundle or the first VIDEO.
+
+    Returns the Bundle (its fingerprint must then be the served one) or None, and moves a
+    SOURCE that is not a bundle folder to the front of `args.videos`. No network yet.
+    """
+    from pathlib import Path
+
+    from efficientvis_trt.export.bundle import METADATA_FILE
+
+    local_only = [
+        flag
+        for flag, on in (
+            ("--backend", args.backend != "auto"),
+            ("--device", args.device is not None),
+            ("--cuda-graph", args.cuda_graph),
+        )
+        if on
+    ]
+    if local_only:
+        raise EvisError(f"{', '.join(local_only)} choose a local backend: with --server the server's model runs")
+    if args.retry_s < 0:
+        raise EvisError(f"--retry-s must be >= 0, got {args.retry_s}")
+    parse_server(args.server)
+    if Path(args.source).is_dir() and (Path(args.source) / METADATA_FILE).is_file():
+        from efficientvis_trt.export.bundle import Bundle
+
+        return Bundle.open(args.source)
+    args.videos = [args.source, *args.videos]
+    return None
+
+
+def server_runtime(args, bundle: Any = None) -> Any:
+    """Connect to `args.server` and return the RuntimeModel to build the Predictor from; sets `args.precision`."""
+    served = connect(args.server, args.protocol, args.model, bundle=bundle, retry=RetryPolicy(total_s=args.retry_s))
+    if args.precision not in ("fp32", served.contract.precision):
+        raise EvisError(
+            f"--precision {args.precision}: model {served.name} on {served.url} serves {served.contract.precision}"
+        )
+    args.precision = served.contract.precision
+    return remote_runtime(served, retry=RetryPolicy(total_s=args.retry_s))

@@ -275,6 +275,12 @@ def _state_files(contract: ServedContract) -> dict[str, bytes]:
     }
 
 
+def _plugin_mode(engine_meta: dict) -> str | None:
+    """The RoIAlign plugin path an engine was built with (`evis build` records {"mode": aot|jit|builtin-roialign})."""
+    path = engine_meta.get("plugin_path")
+    return path.get("mode") if isinstance(path, dict) else path
+
+
 def _pick_engines(bundle, precision: str, engine: str | None) -> tuple[dict[str, Path], str]:
     """({compute capability: plan}, '') or ({}, why not); a JIT-plugin engine cannot run inside Triton."""
     from efficientvis_trt.precision.engine import list_engines
@@ -291,7 +297,7 @@ def _pick_engines(bundle, precision: str, engine: str | None) -> tuple[dict[str,
         rows = [r for r in rows if Path(r["path"]).resolve() == path.resolve()] or [{"path": str(path)}]
     if not rows:
         return {}, f"no {precision} TensorRT engine in {bundle.engine_dir}: {build}"
-    usable = [r for r in rows if "jit" not in str(r.get("plugin_path", "")).lower()]
+    usable = [r for r in rows if _plugin_mode(r) != "jit"]
     if not usable:
         return {}, (
             f"the {precision} engine(s) in {bundle.engine_dir} use the JIT RoIAlign plugin, which runs Python "
