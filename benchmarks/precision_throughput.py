@@ -35,7 +35,6 @@ sys.path.insert(0, str(ROOT))
 START = "<!-- precision:start -->"
 END = "<!-- precision:end -->"
 CPU_ROW = "int8 CPU graph (model.int8.cpu.onnx, what ORT-CPU loads)"
-OUTPUTS = ("logits", "boxes", "mask_logits", "query_out", "boxes_out")
 
 
 def cpu_model() -> str:
@@ -80,27 +79,28 @@ def ensure_bundle(config: str, workdir: Path, calib_clips: int, seed: int, log, 
 
 def real_clips(bundle, fp32_session, video: str, count: int = 2) -> list[dict]:
     """Consecutive clips of a sample video, state carried by the fp32 graph."""
+    from efficientvis_trt.contract import STATE_PAIRS, letterbox_clip, split_into_clips
     from efficientvis_trt.precision.ort_utils import run
-    from efficientvis_trt.video import Letterbox, read_frames, sample_video
+    from efficientvis_trt.video import read_frames, sample_video
 
     t = bundle.clip_len
     frames = read_frames(sample_video(video), max_frames=count * t)
-    lb = Letterbox(frames[0].shape[:2], bundle.input_hw)
-    canvas = np.stack([lb.apply(f) for f in frames])
     q, b = bundle.init_state()
     feeds = []
-    for k in range(count):
-        feed = {"frames": canvas[k * t : (k + 1) * t], "query_in": q, "boxes_in": b}
+    for chunk, _ in split_into_clips(frames, t):
+        feed = {"frames": letterbox_clip(chunk, bundle.input_hw, t)[0], "query_in": q, "boxes_in": b}
         feeds.append(feed)
         out = run(fp32_session, feed)
-        q, b = out["query_out"], out["boxes_out"]
+        q, b = (out[o] for o, _ in STATE_PAIRS)
     return feeds
 
 
 def accuracy(ref: dict, got: dict) -> dict:
     """Max abs difference per output, relative to the fp32 range, plus decision agreement."""
+    from efficientvis_trt.contract import OUTPUT_NAMES
+
     out = {}
-    for k in OUTPUTS:
+    for k in OUTPUT_NAMES:
         d = float(np.abs(got[k].astype(np.float64) - ref[k]).max())
         out[k] = {"max_abs": d, "rel_to_range": d / max(float(np.ptp(ref[k])), 1e-12)}
     out["top_class_agree"] = float(np.mean(ref["logits"].argmax(-1) == got["logits"].argmax(-1)))

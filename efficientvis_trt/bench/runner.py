@@ -16,12 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import BACKENDS, PRECISIONS, split_into_clips
 from efficientvis_trt.errors import EvisError
 
 log = logging.getLogger(__name__)
-
-BACKENDS = ("torch", "ort", "trt")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -189,7 +187,6 @@ def run_bench(
 ) -> list[BenchRow]:
     """Every backend x precision, FP32 of each backend first so later rows have their reference."""
     from efficientvis_trt.bench.memory import PeakRSS
-    from efficientvis_trt.runtime.predictor import iter_clips
     from efficientvis_trt.video import read_frames
 
     if make_predictor is None:
@@ -221,7 +218,7 @@ def run_bench(
             with PeakRSS() as mem:
                 if clip_source is not None:
                     clip, _ = next(
-                        iter_clips(read_frames(clip_source, max_frames=predictor.clip_len), predictor.clip_len)
+                        split_into_clips(read_frames(clip_source, max_frames=predictor.clip_len), predictor.clip_len)
                     )
                     row.metrics.update(measure_latency(predictor, clip, settings.iters, settings.warmup))
                     metrics, results = run_videos(predictor, settings.videos, settings.max_frames)

@@ -5,6 +5,7 @@
 functions, so importing this package is cheap.
 """
 
-from efficientvis_trt.export.bundle import IO_TABLE, PRECISIONS, Bundle
+from efficientvis_trt.contract import IO_TABLE, PRECISIONS
+from efficientvis_trt.export.bundle import Bundle
 
 __all__ = ["Bundle", "IO_TABLE", "PRECISIONS"]

@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 
 from efficientvis_trt.config import Config
+from efficientvis_trt.contract import PRECISIONS, io_table, model_io_dims
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.io_utils import write_json_atomic
 
 BUNDLE_FORMAT = "efficientvis-trt-bundle"
 SCHEMA_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 MODEL_FILE = ONNX_FILES["fp32"]
 # ONNX Runtime CPU-provider forms (written by `evis build`; TensorRT and GPU providers use ONNX_FILES)
@@ -41,86 +41,7 @@ STATE_FILE = "init_state.npz"
 METADATA_FILE = "metadata.json"
 ENGINE_DIR = "engines"
 
-# docs/contract.md "I/O table" as data. Shapes: T clip length, H x W canvas, N queries, C hidden dim, K classes,
-# S mask side (2 x pooler resolution: 28 for every preset).
-IO_TABLE: tuple[dict[str, Any], ...] = (
-    {
-        "name": "frames",
-        "dir": "in",
-        "shape": ("T", "H", "W", 3),
-        "dtype": "uint8",
-        "meaning": "BGR frames as OpenCV decodes them, already letterboxed; "
-        "normalisation and layout change happen inside the graph",
-    },
-    {
-        "name": "query_in",
-        "dir": "in",
-        "shape": ("N", "C"),
-        "dtype": "float32",
-        "meaning": "tracklet queries carried from the previous clip",
-    },
-    {
-        "name": "boxes_in",
-        "dir": "in",
-        "shape": ("N", 4),
-        "dtype": "float32",
-        "meaning": "proposal boxes for this clip (normalised cxcywh)",
-    },
-    {
-        "name": "logits",
-        "dir": "out",
-        "shape": ("N", "T", "K"),
-        "dtype": "float32",
-        "meaning": "class logits per instance and frame",
-    },
-    {
-        "name": "boxes",
-        "dir": "out",
-        "shape": ("N", "T", 4),
-        "dtype": "float32",
-        "meaning": "refined boxes (normalised cxcywh)",
-    },
-    {
-        "name": "mask_logits",
-        "dir": "out",
-        "shape": ("N", "T", "S", "S"),
-        "dtype": "float32",
-        "meaning": "mask logits in box coordinates",
-    },
-    {
-        "name": "query_out",
-        "dir": "out",
-        "shape": ("N", "C"),
-        "dtype": "float32",
-        "meaning": "queries for the next clip",
-    },
-    {
-        "name": "boxes_out",
-        "dir": "out",
-        "shape": ("N", 4),
-        "dtype": "float32",
-        "meaning": "proposals for the next clip",
-    },
-)
-INPUT_NAMES = tuple(r["name"] for r in IO_TABLE if r["dir"] == "in")
-OUTPUT_NAMES = tuple(r["name"] for r in IO_TABLE if r["dir"] == "out")
 _ONNX_DTYPES = {1: "float32", 2: "uint8", 10: "float16", 3: "int8", 6: "int32", 7: "int64"}
-
-
-def io_table(
-    clip_len: int, input_hw: tuple[int, int], num_queries: int, hidden_dim: int, num_classes: int, mask_size: int = 28
-) -> list[dict[str, Any]]:
-    """IO_TABLE with concrete shapes (what metadata.json stores and the graph must have)."""
-    dims = {
-        "T": clip_len,
-        "H": input_hw[0],
-        "W": input_hw[1],
-        "N": num_queries,
-        "C": hidden_dim,
-        "K": num_classes,
-        "S": mask_size,
-    }
-    return [{**row, "shape": [dims[d] if isinstance(d, str) else d for d in row["shape"]]} for row in IO_TABLE]
 
 
 class Bundle:
@@ -194,14 +115,7 @@ class Bundle:
         check_onnx_io(model, expected)
 
     def _expected_io(self) -> list[dict[str, Any]]:
-        return io_table(
-            self.clip_len,
-            self.input_hw,
-            self.num_queries,
-            self.hidden_dim,
-            self.num_classes,
-            2 * self._config.model.pooler.resolution,
-        )
+        return io_table(model_io_dims(self._config.model, self.clip_len, self.input_hw))
 
     def _check_state(self) -> None:
         f = self._path / STATE_FILE

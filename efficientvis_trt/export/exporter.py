@@ -56,7 +56,7 @@ def _clip_graph(model):
     """forward_clip, outputs as a tuple in docs/contract.md "I/O table" order (exporters name outputs by position)."""
     import torch
 
-    from efficientvis_trt.export.bundle import OUTPUT_NAMES
+    from efficientvis_trt.contract import OUTPUT_NAMES
 
     class ClipGraph(torch.nn.Module):
         def __init__(self, inner):
@@ -122,7 +122,7 @@ def torch_to_onnx(model, clip_len: int, input_hw: tuple[int, int], opset: int, r
     import onnx
     import torch
 
-    from efficientvis_trt.export.bundle import INPUT_NAMES, OUTPUT_NAMES
+    from efficientvis_trt.contract import INPUT_NAMES, OUTPUT_NAMES
     from efficientvis_trt.export.torch_ops import onnx_translation_table
 
     args = _example_inputs(model, clip_len, input_hw)
@@ -332,6 +332,7 @@ def export_bundle(
     import onnx
     from tqdm import tqdm
 
+    from efficientvis_trt.contract import io_table, model_io_dims
     from efficientvis_trt.export.bundle import (
         BUNDLE_FORMAT,
         METADATA_FILE,
@@ -339,7 +340,6 @@ def export_bundle(
         SCHEMA_VERSION,
         STATE_FILE,
         Bundle,
-        io_table,
     )
     from efficientvis_trt.export.source import load_source, parse_size, weights_fingerprint
     from efficientvis_trt.export.verify import format_report, public_report, verify_model
@@ -364,7 +364,7 @@ def export_bundle(
     model, cfg, t = src.model, src.config, src.clip_len
     m = cfg.model
     hw = (int(m.input_size[0]), int(m.input_size[1]))
-    expected_io = io_table(t, hw, m.num_queries, m.hidden_dim, m.num_classes, 2 * m.pooler.resolution)
+    expected_io = io_table(model_io_dims(m, t, hw))
     attrs = RoIAlignAttrs.from_pooler(m.pooler).onnx_attributes()
     roi_shape = [t, m.num_queries, m.hidden_dim, m.pooler.resolution, m.pooler.resolution]
     state = tuple(s.numpy() for s in model.initial_state())

@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import STATE_PAIRS
 from efficientvis_trt.errors import EvisError
 
 TOLERANCES: dict[str, tuple[float, float]] = {  # name -> (atol, rtol)
@@ -43,26 +44,11 @@ TOLERANCES: dict[str, tuple[float, float]] = {  # name -> (atol, rtol)
 DEFAULT_VIDEO = "bikes.mp4"
 
 
-def clips_from_frames(frames: Sequence[np.ndarray], clip_len: int) -> Iterator[tuple[np.ndarray, int]]:
-    """Non-overlapping clips [T, H, W, 3]; the last is padded by repeating its last frame.
-
-    Yields (clip, number of real frames); the runtime drops outputs of padded frames.
-    """
-    if clip_len < 1:
-        raise EvisError(f"clip length must be >= 1, got {clip_len}")
-    if not len(frames):
-        raise EvisError("no frames to split into clips")
-    for start in range(0, len(frames), clip_len):
-        chunk = list(frames[start : start + clip_len])
-        valid = len(chunk)
-        chunk += [chunk[-1]] * (clip_len - valid)
-        yield np.ascontiguousarray(np.stack(chunk)), valid
-
-
 def load_clips(
     video: str | os.PathLike | None, clip_len: int, input_hw: tuple[int, int], num_clips: int
 ) -> tuple[list[tuple[np.ndarray, int]], dict[str, Any]]:
     """`num_clips` letterboxed clips of a real video; `num_clips * T - 1` frames so the last clip is padded."""
+    from efficientvis_trt.contract import letterbox_clip, split_into_clips
     from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
     if num_clips < 1:
@@ -70,7 +56,7 @@ def load_clips(
     path = Path(video) if video is not None else sample_video(DEFAULT_VIDEO)
     frames = read_frames(path, max_frames=num_clips * clip_len - 1)
     box = Letterbox(tuple(frames[0].shape[:2]), tuple(input_hw))
-    clips = list(clips_from_frames([box.apply(f) for f in frames], clip_len))
+    clips = [letterbox_clip(chunk, input_hw, clip_len) for chunk, _ in split_into_clips(frames, clip_len)]
     info = {
         "video": path.name,
         "frames": len(frames),
@@ -117,7 +103,7 @@ def run_onnxruntime(
     for clip, _ in tqdm(clips, desc="verify: onnxruntime", unit="clip", disable=not progress, leave=False):
         out = dict(zip(names, sess.run(None, {"frames": clip, "query_in": query, "boxes_in": boxes})))
         outs.append(out)
-        query, boxes = out["query_out"], out["boxes_out"]
+        query, boxes = (out[o] for o, _ in STATE_PAIRS)
     return outs
 
 

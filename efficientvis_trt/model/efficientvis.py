@@ -30,8 +30,6 @@ from efficientvis_trt.model.box_ops import cxcywh_to_xyxy, xyxy_to_cxcywh
 from efficientvis_trt.model.roi_align import multi_level_roi_align_reference
 from efficientvis_trt.plugins.spec import RoIAlignAttrs
 
-OUTPUT_NAMES = ("logits", "boxes", "mask_logits", "query_out", "boxes_out")
-INPUT_NAMES = ("frames", "query_in", "boxes_in")
 MIN_CARRIED_BOX = 1.0 / 64  # a carried proposal never collapses below this (normalised) side
 
 

@@ -24,14 +24,13 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import BUILD_BACKENDS, PRECISIONS
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.export.bundle import ORT_CPU_ONNX_FILES
 from efficientvis_trt.io_utils import file_sha256, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
-BACKENDS = ("ort", "trt")
 CALIBRATION_FILE = "calibration.json"
 RECORD_SCHEMA = 1
 DEFAULT_CLIPS = 16
@@ -264,8 +263,8 @@ def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
 
     if opts.precision not in PRECISIONS:
         raise EvisError(f"unknown --precision {opts.precision!r}: use one of {', '.join(PRECISIONS)}")
-    if opts.backend not in BACKENDS:
-        raise EvisError(f"unknown --backend {opts.backend!r}: use one of {', '.join(BACKENDS)}")
+    if opts.backend not in BUILD_BACKENDS:
+        raise EvisError(f"unknown --backend {opts.backend!r}: use one of {', '.join(BUILD_BACKENDS)}")
     if opts.backend == "trt":
         E.import_tensorrt()  # before anything is read or written: one clear line when missing
         E.cuda_device_info()

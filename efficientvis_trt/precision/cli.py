@@ -10,16 +10,18 @@ _CALIB_DEFAULTS = {"calib": None, "calib_clips": 16, "calib_method": "minmax", "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from efficientvis_trt.contract import BUILD_BACKENDS, PRECISIONS
+
     parser.add_argument("bundle", metavar="BUNDLE", help="bundle folder written by `evis export`")
     parser.add_argument(
         "--precision",
         required=True,
-        choices=("fp32", "fp16", "int8"),
+        choices=PRECISIONS,
         help="precision to build (it lives in the ONNX graph; TensorRT builds it strongly typed)",
     )
     parser.add_argument(
         "--backend",
-        choices=("ort", "trt"),
+        choices=BUILD_BACKENDS,
         default="ort",
         help="ort: write model.<precision>.onnx (default); trt: also build a TensorRT engine",
     )

@@ -25,12 +25,12 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
+from efficientvis_trt.contract import STATE_PAIRS, letterbox_clip
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.video import (
     FRAME_EXTENSIONS,
     SAMPLE_VIDEOS,
     VIDEO_EXTENSIONS,
-    Letterbox,
     iter_frames,
     sample_video,
     video_info,
@@ -190,20 +190,6 @@ def plan_sequences(
     return plan
 
 
-def letterbox_clip(frames: list[np.ndarray], input_hw: tuple[int, int], clip_len: int) -> tuple[np.ndarray, int]:
-    """Letterbox frames to the model canvas, pad to clip_len by repeating the last frame."""
-    if not frames:
-        raise EvisError("empty calibration clip")
-    box = Letterbox(tuple(frames[0].shape[:2]), tuple(input_hw))
-    canvas = [
-        box.apply(f) if f.shape[:2] == frames[0].shape[:2] else Letterbox(f.shape[:2], tuple(input_hw)).apply(f)
-        for f in frames
-    ]
-    real = len(canvas)
-    canvas += [canvas[-1]] * (clip_len - real)
-    return np.stack(canvas[:clip_len]), real
-
-
 def build_calibration_set(
     fp32_onnx: str | os.PathLike | onnx.ModelProto,
     init_state: tuple[np.ndarray, np.ndarray],
@@ -258,7 +244,7 @@ def build_calibration_set(
             feeds.append(feed)
             records.append(ClipRecord(src.name, start + j * clip_len, seq, j, real))
             out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
-            query, boxes = out["query_out"].astype(np.float32), out["boxes_out"].astype(np.float32)
+            query, boxes = (out[o].astype(np.float32) for o, _ in STATE_PAIRS)
             for key, tensor in mapping.items():
                 v = float(np.asarray(out[key], dtype=np.float64))
                 absmax[tensor] = max(absmax[tensor], v if np.isfinite(v) else float("inf"))

@@ -38,12 +38,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from efficientvis_trt.contract import check_precision
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.io_utils import file_sha256, write_bytes_atomic, write_json_atomic
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 PLAN_SUFFIX = ".plan"
 META_SUFFIX = ".json"
 INSTALL_HINT = (
@@ -157,14 +157,9 @@ def _engine_dir(bundle: Any) -> Path:
     return Path(bundle) / "engines"
 
 
-def _check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise EvisError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-
-
 def engine_path(bundle: Any, precision: str, gpu_name: str, cc: tuple[int, int], trt_version: str) -> Path:
     """BUNDLE/engines/model.<precision>.<GPU>.sm<cc>.trt<version>.plan (metadata: same name, .json)."""
-    _check_precision(precision)
+    check_precision(precision)
     return _engine_dir(bundle) / f"model.{precision}.{device_key(gpu_name, cc, trt_version)}{PLAN_SUFFIX}"
 
 
@@ -209,7 +204,7 @@ def find_engine(
 
     GPU and TensorRT version are detected when not given (BackendUnavailable without them).
     """
-    _check_precision(precision)
+    check_precision(precision)
     if gpu_name is None or cc is None:
         gpu_name, cc = cuda_device_info()
     if trt_version is None:
@@ -291,7 +286,7 @@ def summarize_layers(engine_info: dict | str) -> LayerPrecisionReport:
 
 def verify_layer_precision(report: LayerPrecisionReport, precision: str) -> None:
     """Fail when the engine does not run at the asked precision (a silent FP32 engine is a bug)."""
-    _check_precision(precision)
+    check_precision(precision)
     counts = report.compute_by_precision
     if report.compute_layers == 0:
         raise EvisError("the engine inspector reported no compute layers: cannot confirm the engine's precision")
@@ -373,7 +368,7 @@ def build_engine(
     nothing); the plugin is registered before parsing; the engine's layer precisions are
     checked before the plan is written, so a wrong-precision engine never reaches disk.
     """
-    _check_precision(precision)
+    check_precision(precision)
     trt = import_tensorrt()
     gpu_name, cc = cuda_device_info()
     trt_ver = short_version(trt.__version__)

@@ -13,7 +13,6 @@ _EXPORTS = {
     "Predictor": "efficientvis_trt.runtime.predictor",
     "VideoRun": "efficientvis_trt.runtime.predictor",
     "ClipResult": "efficientvis_trt.runtime.predictor",
-    "iter_clips": "efficientvis_trt.runtime.predictor",
     "TrackAccumulator": "efficientvis_trt.runtime.postprocess",
     "VideoResult": "efficientvis_trt.runtime.postprocess",
     "Track": "efficientvis_trt.runtime.postprocess",

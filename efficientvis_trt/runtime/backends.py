@@ -21,24 +21,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from efficientvis_trt.contract import (
+    INPUT_DTYPES,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    check_precision,
+)
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 
 log = logging.getLogger(__name__)
-
-INPUT_NAMES = ("frames", "query_in", "boxes_in")
-OUTPUT_NAMES = ("logits", "boxes", "mask_logits", "query_out", "boxes_out")
-STATE_OUTPUTS = ("query_out", "boxes_out")
-STATE_INPUT_OF = {"query_out": "query_in", "boxes_out": "boxes_in"}
-INPUT_DTYPES = {"frames": np.dtype(np.uint8), "query_in": np.dtype(np.float32), "boxes_in": np.dtype(np.float32)}
-BACKEND_NAMES = ("torch", "onnxruntime", "tensorrt")
-BACKEND_ALIASES = {
-    "ort": "onnxruntime",
-    "onnxruntime": "onnxruntime",
-    "trt": "tensorrt",
-    "tensorrt": "tensorrt",
-    "torch": "torch",
-    "pytorch": "torch",
-}
 
 
 class Backend(Protocol):
@@ -59,21 +50,6 @@ class Backend(Protocol):
     def close(self) -> None:
         """Release device memory; the backend is unusable afterwards."""
         ...
-
-
-def canonical_backend(name: str) -> str:
-    """'ort' -> 'onnxruntime', 'trt' -> 'tensorrt'; 'auto' stays; anything else is an error."""
-    if name == "auto":
-        return name
-    try:
-        return BACKEND_ALIASES[name]
-    except KeyError:
-        raise EvisError(f"unknown backend {name!r}: use auto, torch, ort (onnxruntime) or trt (tensorrt)") from None
-
-
-def check_precision(precision: str) -> None:
-    if precision not in ("fp32", "fp16", "int8"):
-        raise EvisError(f"unknown precision {precision!r}: use fp32, fp16 or int8")
 
 
 def _check_host_input(name: str, value: np.ndarray, shape: Sequence[int] | None) -> np.ndarray:
@@ -273,9 +249,5 @@ __all__ = [
     "Backend",
     "TorchBackend",
     "OrtBackend",
-    "INPUT_NAMES",
-    "OUTPUT_NAMES",
-    "STATE_OUTPUTS",
-    "canonical_backend",
     "ort_providers_for",
 ]

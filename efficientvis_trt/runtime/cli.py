@@ -20,6 +20,8 @@ HELP = "run a bundle (or a checkpoint) over videos or a live stream: YouTube-VIS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from efficientvis_trt.contract import BACKEND_CHOICES, PRECISIONS
+
     parser.add_argument(
         "source", metavar="SOURCE", help="bundle folder from `evis export` (or a checkpoint .pt, torch backend only)"
     )
@@ -32,10 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
         default="auto",
-        choices=("auto", "torch", "ort", "onnxruntime", "trt", "tensorrt"),
+        choices=BACKEND_CHOICES,
         help="auto: TensorRT if this GPU has an engine for the precision, else ONNX Runtime",
     )
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"))
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: the best available")
     parser.add_argument("--out", default="infer_out", metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--overlay", action="store_true", help="also write DIR/<video-stem>.overlay.mp4")

@@ -22,31 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import STATE_INPUT_OF, STATE_OUTPUTS, drop_padded, split_into_clips
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.runtime.backends import STATE_INPUT_OF, STATE_OUTPUTS
 from efficientvis_trt.runtime.pipeline import ThreadedClipLoop
 from efficientvis_trt.runtime.postprocess import Instance, Track, TrackAccumulator, VideoResult
 from efficientvis_trt.runtime.sources import FrameSource, open_source
 from efficientvis_trt.video import Letterbox
 
-PER_FRAME_OUTPUTS = ("logits", "boxes", "mask_logits")
 STAGES = ("decode", "preprocess", "model", "postprocess")
-
-
-def iter_clips(frames: Iterable[Any], clip_len: int) -> Iterator[tuple[list[Any], int]]:
-    """Group frames into clips of `clip_len`; the last is padded by repeating its last frame.
-
-    Yields (frames, number of real frames).
-    """
-    buf: list[Any] = []
-    for frame in frames:
-        buf.append(frame)
-        if len(buf) == clip_len:
-            yield buf, clip_len
-            buf = []
-    if buf:
-        valid = len(buf)
-        yield buf + [buf[-1]] * (clip_len - valid), valid
 
 
 @dataclass
@@ -269,7 +252,7 @@ class VideoRun:
 
         first = 0
         try:
-            for index, (items, valid) in enumerate(iter_clips(canvases(), p.clip_len)):
+            for index, (items, valid) in enumerate(split_into_clips(canvases(), p.clip_len)):
                 t0 = time.perf_counter()
                 canvas = np.stack([c for c, _, _ in items])
                 timings["preprocess"] += time.perf_counter() - t0
@@ -293,7 +276,7 @@ class VideoRun:
         t0 = time.perf_counter()
         if self.acc is None:
             self.acc = TrackAccumulator(job.letterbox, p.mask_threshold, self.keep_history, p.class_names)
-        trimmed = {k: out[k][:, : job.valid] for k in PER_FRAME_OUTPUTS}
+        trimmed = drop_padded(out, job.valid)
         post = self.acc.add_clip(trimmed, job.valid)
         instances = self.acc.clip_instances(post, p.top_k, p.score_threshold)
         if self._overlay is not None and job.originals is not None:
@@ -359,4 +342,4 @@ class VideoRun:
         return VideoResult(self.name, h, w, self.acc.num_frames, tracks, dict(self.timings), list(self.latencies))
 
 
-__all__ = ["Predictor", "VideoRun", "iter_clips", "ClipResult", "Track", "VideoResult"]
+__all__ = ["Predictor", "VideoRun", "ClipResult", "Track", "VideoResult"]

@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import canonical_backend, check_precision
 from efficientvis_trt.errors import BackendUnavailable, EvisError
-from efficientvis_trt.runtime.backends import Backend, OrtBackend, TorchBackend, canonical_backend, check_precision
+from efficientvis_trt.runtime.backends import Backend, OrtBackend, TorchBackend
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, check_precision
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.precision.engine import import_cudart  # one cuda-python and one TensorRT import for build and run
 from efficientvis_trt.precision.engine import import_tensorrt as _import_tensorrt
-from efficientvis_trt.runtime.backends import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, check_precision
 
 log = logging.getLogger(__name__)
 

@@ -27,14 +27,16 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.serve.repository import FINGERPRINT_PARAMETER, INSTALL_HINT, MODEL_PREFERENCE, ServedContract
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("grpc", "http")
-INPUTS = (("frames", "UINT8"), ("query_in", "FP32"), ("boxes_in", "FP32"))
-OUTPUTS = ("logits", "boxes", "mask_logits", "query_out", "boxes_out")
+_TRITON_DTYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32"}
+INPUTS = tuple((name, _TRITON_DTYPES[INPUT_DTYPES[name]]) for name in INPUT_NAMES)  # (name, Triton dtype)
+OUTPUTS = OUTPUT_NAMES
 _RETRY_GRPC = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED")
 _RETRY_HTTP = ("502", "503", "504")
 # while a restarted server is still loading the model, it answers like this (both protocols)
@@ -260,9 +262,9 @@ class TritonClientBackend:
 
     def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
         arrays = {}
-        for name, dtype in INPUTS:
+        for name in INPUT_NAMES:
             value = np.asarray(inputs[name])
-            want = np.uint8 if dtype == "UINT8" else np.float32
+            want = INPUT_DTYPES[name]
             if value.dtype != want:
                 if name == "frames":
                     raise EvisError(f"frames must be uint8 BGR (as OpenCV decodes them), got {value.dtype}")

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import STATE_PAIRS
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 
 REPOSITORY_FORMAT = "efficientvis-trt-triton-repository"
@@ -47,8 +48,8 @@ STATEFUL_SUFFIX = "_stateful"
 BACKENDS = tuple(MODEL_NAMES)
 # A client that is not told which model to use takes the first of these that the server has ready.
 MODEL_PREFERENCE = (MODEL_NAMES["tensorrt"], MODEL_NAMES["onnxruntime"], MODEL_NAMES["python"])
-STATE_PAIRS = (("query_in", "query_out"), ("boxes_in", "boxes_out"))
 STATE_TENSORS = frozenset(n for pair in STATE_PAIRS for n in pair)
+STATE_FILES = {"query_in": "init_query", "boxes_in": "init_boxes"}  # initial_state/ of a --server-state model
 # Request parameter a client sets to the bundle fingerprint of the state it sends (checked by evis_python).
 FINGERPRINT_PARAMETER = "evis_fingerprint"
 _TRITON_TYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}
@@ -213,7 +214,8 @@ def _make_stateful(cfg, contract: ServedContract, queue_delay_us: int) -> None:
         seq.oldest.max_candidate_sequences = cfg.max_batch_size
         seq.oldest.max_queue_delay_microseconds = int(queue_delay_us)
     dims = {t["name"]: t["dims"] for t in contract.tensors}
-    for (inp, out), file in zip(STATE_PAIRS, ("init_query", "init_boxes")):
+    for out, inp in STATE_PAIRS:
+        file = STATE_FILES[inp]
         state = seq.state.add()
         state.input_name, state.output_name = inp, out
         state.data_type = mc.TYPE_FP32
@@ -269,10 +271,8 @@ def _write_model(root: Path, cfg, files: dict[str, Path], extra: dict[str, bytes
 
 
 def _state_files(contract: ServedContract) -> dict[str, bytes]:
-    return {
-        "initial_state/init_query": np.ascontiguousarray(contract.init_query, "<f4").tobytes(),
-        "initial_state/init_boxes": np.ascontiguousarray(contract.init_boxes, "<f4").tobytes(),
-    }
+    init = {"query_in": contract.init_query, "boxes_in": contract.init_boxes}
+    return {f"initial_state/{file}": np.ascontiguousarray(init[n], "<f4").tobytes() for n, file in STATE_FILES.items()}
 
 
 def _plugin_mode(engine_meta: dict) -> str | None:
@@ -362,6 +362,7 @@ def write_repository(
             cfg = _base_config(MODEL_NAMES["python"], contract, max_batch_size)
             cfg.backend = "python"
             cfg.parameters["evis_graph"].string_value = "model.onnx"
+            cfg.parameters["evis_state_inputs"].string_value = ",".join(inp for _, inp in STATE_PAIRS)
             cfg.parameters["evis_threads"].string_value = str(int(threads))
             _add_dynamic_batching(cfg, queue_delay_us)
             _add_instances(cfg, "cpu", instances)

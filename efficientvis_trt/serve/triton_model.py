@@ -22,8 +22,6 @@ import os
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-INPUTS = ("frames", "query_in", "boxes_in")
-STATE_INPUTS = ("query_in", "boxes_in")
 FINGERPRINT_PARAMETER = "evis_fingerprint"
 
 
@@ -46,9 +44,13 @@ class TritonPythonModel:
         if threads > 0:
             opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(graph, sess_options=opts, providers=["CPUExecutionProvider"])
-        frames = next(i for i in self.session.get_inputs() if i.name == "frames")
-        self.batched = len(frames.shape) == 5
+        # names come from config.pbtxt, written by `evis serve` from the bundle's I/O table
+        self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
+        self.state_inputs = [n for n in params.get("evis_state_inputs", "").split(",") if n]
+        first = config["input"][0]
+        graph_rank = len(next(i for i in self.session.get_inputs() if i.name == first["name"]).shape)
+        self.batched = graph_rank == len(first["dims"]) + 1  # the graph has the stream dimension itself
         self.fingerprint = params["evis_fingerprint"]
         pb_utils.Logger.log_info(
             f"evis_python: {graph} ({'batched' if self.batched else 'one stream per run'}), "
@@ -67,15 +69,15 @@ class TritonPythonModel:
                 f"this model serves {self.fingerprint[:16]}...): start the stream from this model's clip-0 state"
             )
         feeds = {}
-        for name in INPUTS:
+        for name in self.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, name)
             if tensor is None:
                 raise ValueError(f"input {name!r} is missing")
             feeds[name] = tensor.as_numpy()
-        streams = {feeds[n].shape[0] for n in INPUTS}
+        streams = {feeds[n].shape[0] for n in self.inputs}
         if len(streams) != 1:
-            raise ValueError(f"frames, query_in and boxes_in give different stream counts {sorted(streams)}")
-        for name in STATE_INPUTS:
+            raise ValueError(f"{', '.join(self.inputs)} give different stream counts {sorted(streams)}")
+        for name in self.state_inputs:
             if not np.isfinite(feeds[name]).all():
                 raise ValueError(f"{name} has NaN or infinite values: not a state this model produced")
         return feeds
@@ -85,7 +87,7 @@ class TritonPythonModel:
             values = self.session.run(self.outputs, feeds)
             return dict(zip(self.outputs, values))
         per_stream = []
-        for b in range(feeds["frames"].shape[0]):
+        for b in range(feeds[self.inputs[0]].shape[0]):
             values = self.session.run(self.outputs, {k: v[b] for k, v in feeds.items()})
             per_stream.append(values)
         return {name: np.stack([v[i] for v in per_stream]) for i, name in enumerate(self.outputs)}
@@ -100,11 +102,11 @@ class TritonPythonModel:
                 responses[i] = pb_utils.InferenceResponse(error=_error(f"evis_python: {exc}"))
         if good:
             try:
-                feeds = {n: np.concatenate([f[n] for _, f in good]) for n in INPUTS}
+                feeds = {n: np.concatenate([f[n] for _, f in good]) for n in self.inputs}
                 out = self._run(feeds)
                 start = 0
                 for i, f in good:
-                    stop = start + f["frames"].shape[0]
+                    stop = start + f[self.inputs[0]].shape[0]
                     tensors = [pb_utils.Tensor(n, np.ascontiguousarray(out[n][start:stop])) for n in self.outputs]
                     responses[i] = pb_utils.InferenceResponse(output_tensors=tensors)
                     start = stop

@@ -18,12 +18,13 @@ import pytest
 import torch
 from onnx import AttributeProto
 
+from efficientvis_trt.contract import IO_TABLE, PRECISIONS, io_dims, io_table
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.export import IO_TABLE, PRECISIONS, Bundle
-from efficientvis_trt.export.bundle import io_table, read_onnx_io
+from efficientvis_trt.export import Bundle
+from efficientvis_trt.export.bundle import read_onnx_io
 from efficientvis_trt.export.exporter import export_bundle
 from efficientvis_trt.export.roi_align_onnx import LEVEL_INPUTS, attach_function, custom_nodes, node_attributes
-from efficientvis_trt.export.verify import TOLERANCES, clips_from_frames, verify_bundle
+from efficientvis_trt.export.verify import TOLERANCES, verify_bundle
 from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
 
 T, HW = 3, (128, 224)
@@ -79,7 +80,7 @@ def _graph_io(model: onnx.ModelProto) -> list[tuple]:
 
 
 def _expected_io(t, hw, n, c, k) -> list[tuple]:
-    return [(r["name"], r["dir"], r["shape"], r["dtype"]) for r in io_table(t, hw, n, c, k)]
+    return [(r["name"], r["dir"], r["shape"], r["dtype"]) for r in io_table(io_dims(t, hw, n, c, k))]
 
 
 @pytest.mark.parametrize("fixture", ["plugin_bundle", "inline_bundle"])
@@ -239,7 +240,9 @@ def test_opset_16_plugin_graph(tmp_path):
     assert {o.domain: o.version for o in proto.functions[0].opset_import} == {"": 16}
     onnx.save(proto, str(tmp_path / "m.onnx"))
     attrs = RoIAlignAttrs.from_pooler(cfg.model.pooler).onnx_attributes()
-    got = check_graph(tmp_path / "m.onnx", io_table(2, (64, 96), 10, 64, 5), "plugin", attrs, 2, [2, 10, 64, 14, 14])
+    got = check_graph(
+        tmp_path / "m.onnx", io_table(io_dims(2, (64, 96), 10, 64, 5)), "plugin", attrs, 2, [2, 10, 64, 14, 14]
+    )
     assert got["nodes"] == 2
 
 
@@ -344,16 +347,6 @@ def test_simplified_graph_that_fails_verification_is_not_kept(tmp_path, monkeypa
 
 
 # ---- clips and padding ---------------------------------------------------------------------------
-def test_clips_pad_by_repeating_last_frame():
-    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(7)]
-    clips = list(clips_from_frames(frames, 3))
-    assert [v for _, v in clips] == [3, 3, 1]
-    assert all(c.shape == (3, 4, 4, 3) for c, _ in clips)
-    assert clips[2][0][:, 0, 0, 0].tolist() == [6, 6, 6]
-    assert clips[1][0][:, 0, 0, 0].tolist() == [3, 4, 5]
-    assert [v for _, v in clips_from_frames(frames[:6], 3)] == [3, 3]
-
-
 def test_video_length_not_multiple_of_clip_len(plugin_bundle, tmp_path):
     """A 5-frame video with T=3: 2 clips, the last padded with 1 repeated frame; graph == PyTorch on it."""
     import cv2
@@ -602,7 +595,7 @@ def _corrupt(kind: str, path: Path) -> None:
     elif kind == "other graph":
         from onnx import TensorProto, helper
 
-        io = io_table(T + 1, HW, 10, 64, 5)  # a graph exported with another clip length
+        io = io_table(io_dims(T + 1, HW, 10, 64, 5))  # a graph exported with another clip length
         vi = [
             helper.make_tensor_value_info(
                 r["name"], TensorProto.UINT8 if r["dtype"] == "uint8" else TensorProto.FLOAT, r["shape"]

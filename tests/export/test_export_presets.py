@@ -14,7 +14,7 @@ import onnx
 import pytest
 
 from efficientvis_trt.config import get_config
-from efficientvis_trt.export.bundle import io_table
+from efficientvis_trt.contract import io_table, model_io_dims
 from efficientvis_trt.export.exporter import check_graph, export_onnx
 from efficientvis_trt.export.roi_align_onnx import custom_nodes, node_attributes
 from efficientvis_trt.export.source import random_init_model
@@ -32,7 +32,7 @@ def test_io_contract_large_presets(preset, tmp_path):
     model = random_init_model(cfg, seed=0)
     proto, info = export_onnx(model, T, HW, "plugin", 18, "auto")
     assert info["exporter"] == "dynamo"
-    want = io_table(T, HW, m.num_queries, m.hidden_dim, m.num_classes)
+    want = io_table(model_io_dims(m, T, HW))
     got = [
         (
             v.name,

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from efficientvis_trt.config import get_config
+from efficientvis_trt.contract import INPUT_NAMES, OUTPUT_NAMES
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.model import build_model
-from efficientvis_trt.model.efficientvis import INPUT_NAMES, OUTPUT_NAMES
 
 
 @pytest.mark.parametrize("preset", ["tiny", "r18", "r50"])

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from efficientvis_trt.contract import split_into_clips
 from efficientvis_trt.runtime.postprocess import cxcywh_norm_to_xyxy, decode_rle, paste_mask
-from efficientvis_trt.runtime.predictor import Predictor, iter_clips
+from efficientvis_trt.runtime.predictor import Predictor
 from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
 
@@ -62,7 +63,7 @@ def test_query_carry_equals_manual_two_clips(tiny_model, bikes_video_2t):
 
 def test_last_clip_is_padded_and_trimmed(tiny_model, tmp_path):
     frames = read_frames(sample_video("bikes.mp4"), max_frames=7)
-    clips = list(iter_clips(frames, 5))
+    clips = list(split_into_clips(frames, 5))
     assert [v for _, v in clips] == [5, 2]
     assert all(c is clips[1][0][1] for c in clips[1][0][1:])  # padding repeats the last real frame
     video = _write_video(tmp_path / "seven.mp4", frames)

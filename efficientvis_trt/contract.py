@@ -1,0 +1,243 @@
+"""The per-clip contract: the one place that says what goes into and out of the graph.
+
+Every part that builds, runs or checks the per-clip graph (the PyTorch model, the
+exporter, the bundle, the precision builds, every backend, the clip loop, the
+benchmarks) reads its names, shapes, dtypes, the state carry and the clip rule from
+here (docs/contract.md, "I/O table"). Pure Python + numpy: importing it costs nothing.
+
+Shapes are symbolic: T clip length, H x W canvas, N queries, C hidden dim, K classes,
+S mask side (2 x pooler resolution: 28 for every preset).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+
+from efficientvis_trt.errors import EvisError
+
+# ---- the I/O table --------------------------------------------------------------------
+IO_TABLE: tuple[dict[str, Any], ...] = (
+    {
+        "name": "frames",
+        "dir": "in",
+        "shape": ("T", "H", "W", 3),
+        "dtype": "uint8",
+        "meaning": "BGR frames as OpenCV decodes them, already letterboxed; "
+        "normalisation and layout change happen inside the graph",
+    },
+    {
+        "name": "query_in",
+        "dir": "in",
+        "shape": ("N", "C"),
+        "dtype": "float32",
+        "meaning": "tracklet queries carried from the previous clip",
+    },
+    {
+        "name": "boxes_in",
+        "dir": "in",
+        "shape": ("N", 4),
+        "dtype": "float32",
+        "meaning": "proposal boxes for this clip (normalised cxcywh)",
+    },
+    {
+        "name": "logits",
+        "dir": "out",
+        "shape": ("N", "T", "K"),
+        "dtype": "float32",
+        "meaning": "class logits per instance and frame",
+    },
+    {
+        "name": "boxes",
+        "dir": "out",
+        "shape": ("N", "T", 4),
+        "dtype": "float32",
+        "meaning": "refined boxes (normalised cxcywh)",
+    },
+    {
+        "name": "mask_logits",
+        "dir": "out",
+        "shape": ("N", "T", "S", "S"),
+        "dtype": "float32",
+        "meaning": "mask logits in the frame of the output box",
+    },
+    {
+        "name": "query_out",
+        "dir": "out",
+        "shape": ("N", "C"),
+        "dtype": "float32",
+        "meaning": "queries for the next clip",
+    },
+    {
+        "name": "boxes_out",
+        "dir": "out",
+        "shape": ("N", 4),
+        "dtype": "float32",
+        "meaning": "proposals for the next clip",
+    },
+)
+INPUT_NAMES: tuple[str, ...] = tuple(r["name"] for r in IO_TABLE if r["dir"] == "in")
+OUTPUT_NAMES: tuple[str, ...] = tuple(r["name"] for r in IO_TABLE if r["dir"] == "out")
+DTYPES: dict[str, np.dtype] = {r["name"]: np.dtype(r["dtype"]) for r in IO_TABLE}
+INPUT_DTYPES: dict[str, np.dtype] = {n: DTYPES[n] for n in INPUT_NAMES}
+
+# State carry (docs/contract.md, "State carry"): (output of clip k, input of clip k + 1).
+STATE_PAIRS: tuple[tuple[str, str], ...] = (("query_out", "query_in"), ("boxes_out", "boxes_in"))
+STATE_OUTPUTS: tuple[str, ...] = tuple(o for o, _ in STATE_PAIRS)
+STATE_INPUT_OF: dict[str, str] = dict(STATE_PAIRS)
+# Outputs with a time axis (axis 1): what the runtime keeps of a clip, padded frames dropped.
+PER_FRAME_OUTPUTS: tuple[str, ...] = tuple(r["name"] for r in IO_TABLE if r["dir"] == "out" and "T" in r["shape"])
+
+
+def io_dims(
+    clip_len: int, input_hw: Sequence[int], num_queries: int, hidden_dim: int, num_classes: int, mask_size: int = 28
+) -> dict[str, int]:
+    """The values of the table's symbols for one graph."""
+    return {
+        "T": int(clip_len),
+        "H": int(input_hw[0]),
+        "W": int(input_hw[1]),
+        "N": int(num_queries),
+        "C": int(hidden_dim),
+        "K": int(num_classes),
+        "S": int(mask_size),
+    }
+
+
+def model_io_dims(model_config: Any, clip_len: int, input_hw: Sequence[int]) -> dict[str, int]:
+    """`io_dims` of a `config.ModelConfig` exported with graph clip length `clip_len` and canvas `input_hw`."""
+    m = model_config
+    return io_dims(clip_len, input_hw, m.num_queries, m.hidden_dim, m.num_classes, 2 * m.pooler.resolution)
+
+
+def io_table(dims: Mapping[str, int]) -> list[dict[str, Any]]:
+    """IO_TABLE with concrete shapes (what metadata.json stores and the graph must have)."""
+    missing = sorted({d for r in IO_TABLE for d in r["shape"] if isinstance(d, str)} - set(dims))
+    if missing:
+        raise EvisError(f"I/O table dimension(s) {', '.join(missing)} not given")
+    return [{**row, "shape": [dims[d] if isinstance(d, str) else d for d in row["shape"]]} for row in IO_TABLE]
+
+
+# ---- precisions and backends ---------------------------------------------------------------
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+# The backend vocabulary: short names on every command line; `Backend.name` is the long form.
+BACKENDS: tuple[str, ...] = ("torch", "ort", "trt")
+BUILD_BACKENDS: tuple[str, ...] = ("ort", "trt")  # the ones `evis build` builds for
+BACKEND_LONG_NAMES: dict[str, str] = {"torch": "torch", "ort": "onnxruntime", "trt": "tensorrt"}
+BACKEND_ALIASES: dict[str, str] = {
+    **BACKEND_LONG_NAMES,
+    **{long: long for long in BACKEND_LONG_NAMES.values()},
+    "pytorch": "torch",
+}
+BACKEND_CHOICES: tuple[str, ...] = ("auto", *BACKENDS, "onnxruntime", "tensorrt")  # what --backend accepts
+
+
+def check_precision(precision: str, what: str = "precision") -> str:
+    """`precision` if it is one of PRECISIONS, else one line naming them."""
+    if precision not in PRECISIONS:
+        raise EvisError(f"unknown {what} {precision!r}: use one of {', '.join(PRECISIONS)}")
+    return precision
+
+
+def canonical_backend(name: str) -> str:
+    """'ort' -> 'onnxruntime', 'trt' -> 'tensorrt'; 'auto' stays; anything else is one line."""
+    if name == "auto":
+        return name
+    try:
+        return BACKEND_ALIASES[name]
+    except KeyError:
+        raise EvisError(f"unknown backend {name!r}: use auto, torch, ort (onnxruntime) or trt (tensorrt)") from None
+
+
+# ---- clips ---------------------------------------------------------------------------------
+FrameT = TypeVar("FrameT")
+
+
+def pad_clip(frames: Sequence[FrameT], clip_len: int) -> tuple[list[FrameT], int]:
+    """(frames padded to `clip_len` by repeating the last one, number of real frames).
+
+    docs/contract.md, "Padding the last clip": the graph's T is fixed, so a short clip
+    repeats its last frame (the model sees a still scene, not a black one) and every
+    consumer drops the outputs of the padded frames (`drop_padded`).
+    """
+    if clip_len < 1:
+        raise EvisError(f"clip length must be >= 1, got {clip_len}")
+    if not len(frames):
+        raise EvisError("an empty clip cannot be padded")
+    if len(frames) > clip_len:
+        raise EvisError(f"a clip of {len(frames)} frames is longer than the clip length {clip_len}")
+    real = len(frames)
+    return list(frames) + [frames[-1]] * (clip_len - real), real
+
+
+def split_into_clips(frames: Iterable[FrameT], clip_len: int) -> Iterator[tuple[list[FrameT], int]]:
+    """Non-overlapping clips of `clip_len` frames, streamed; yields (frames, number of real frames).
+
+    Only the last clip can be short; it is padded by `pad_clip`. No frames, no clips.
+    """
+    if clip_len < 1:
+        raise EvisError(f"clip length must be >= 1, got {clip_len}")
+    buf: list[FrameT] = []
+    for frame in frames:
+        buf.append(frame)
+        if len(buf) == clip_len:
+            yield buf, clip_len
+            buf = []
+    if buf:
+        yield pad_clip(buf, clip_len)
+
+
+def drop_padded(outputs: Mapping[str, np.ndarray], real: int) -> dict[str, np.ndarray]:
+    """The per-frame outputs of a clip with the padded frames' rows cut (time is axis 1)."""
+    return {k: outputs[k][:, :real] for k in PER_FRAME_OUTPUTS}
+
+
+def letterbox_clip(frames: Sequence[np.ndarray], input_hw: Sequence[int], clip_len: int) -> tuple[np.ndarray, int]:
+    """Letterbox frames onto the graph's canvas and pad to `clip_len`: ([T, H, W, 3] uint8, real frames).
+
+    Each frame gets the letterbox of its own size, so a clip cut from a folder of mixed
+    sizes still sits on the canvas as `video.Letterbox` places it.
+    """
+    from efficientvis_trt.video import Letterbox
+
+    if not len(frames):
+        raise EvisError("an empty clip cannot be letterboxed")
+    boxes: dict[tuple[int, int], Letterbox] = {}
+    canvas = []
+    for f in frames:
+        hw = tuple(f.shape[:2])
+        if hw not in boxes:
+            boxes[hw] = Letterbox(hw, tuple(input_hw))
+        canvas.append(boxes[hw].apply(f))
+    padded, real = pad_clip(canvas, clip_len)
+    return np.ascontiguousarray(np.stack(padded)), real
+
+
+__all__ = [
+    "IO_TABLE",
+    "INPUT_NAMES",
+    "OUTPUT_NAMES",
+    "DTYPES",
+    "INPUT_DTYPES",
+    "STATE_PAIRS",
+    "STATE_OUTPUTS",
+    "STATE_INPUT_OF",
+    "PER_FRAME_OUTPUTS",
+    "io_dims",
+    "model_io_dims",
+    "io_table",
+    "PRECISIONS",
+    "BACKENDS",
+    "BUILD_BACKENDS",
+    "BACKEND_LONG_NAMES",
+    "BACKEND_ALIASES",
+    "BACKEND_CHOICES",
+    "check_precision",
+    "canonical_backend",
+    "pad_clip",
+    "split_into_clips",
+    "drop_padded",
+    "letterbox_clip",
+]

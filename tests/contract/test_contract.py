@@ -1,0 +1,130 @@
+"""The per-clip contract: the PyTorch model, the exported graph and `efficientvis_trt.contract` agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from efficientvis_trt import contract
+from efficientvis_trt.contract import (
+    INPUT_NAMES,
+    IO_TABLE,
+    OUTPUT_NAMES,
+    PER_FRAME_OUTPUTS,
+    STATE_PAIRS,
+    drop_padded,
+    io_table,
+    letterbox_clip,
+    model_io_dims,
+    pad_clip,
+    split_into_clips,
+)
+from efficientvis_trt.errors import EvisError
+
+T, HW = 2, (64, 96)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from efficientvis_trt.config import get_config
+    from efficientvis_trt.export.source import random_init_model
+
+    return random_init_model(get_config("tiny"), seed=0).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny_graph(tiny) -> onnx.ModelProto:
+    from efficientvis_trt.export.exporter import export_onnx
+
+    proto, _ = export_onnx(tiny, T, HW, "plugin", 18, "auto")
+    return proto
+
+
+def _table() -> list[dict]:
+    from efficientvis_trt.config import get_config
+
+    return io_table(model_io_dims(get_config("tiny").model, T, HW))
+
+
+def test_table_is_consistent():
+    assert tuple(r["name"] for r in IO_TABLE) == INPUT_NAMES + OUTPUT_NAMES
+    for out, inp in STATE_PAIRS:  # a carried output has its input's shape and dtype
+        o, i = (next(r for r in IO_TABLE if r["name"] == n) for n in (out, inp))
+        assert (o["dir"], i["dir"], o["shape"], o["dtype"]) == ("out", "in", i["shape"], i["dtype"])
+    assert PER_FRAME_OUTPUTS == ("logits", "boxes", "mask_logits")
+    with pytest.raises(EvisError, match="dimension"):
+        io_table({"T": 2})
+
+
+def test_pytorch_model_matches_table(tiny):
+    table = _table()
+    feeds = {r["name"]: torch.zeros(r["shape"], dtype=getattr(torch, r["dtype"])) for r in table if r["dir"] == "in"}
+    with torch.inference_mode():
+        out = tiny.forward_clip(*(feeds[n] for n in INPUT_NAMES))
+    assert tuple(out) == OUTPUT_NAMES
+    for r in table:
+        if r["dir"] == "out":
+            assert list(out[r["name"]].shape) == r["shape"], r["name"]
+            assert str(out[r["name"]].dtype) == f"torch.{r['dtype']}", r["name"]
+
+
+def test_exported_graph_matches_table(tiny_graph):
+    rows = []
+    for direction, values in (("in", tiny_graph.graph.input), ("out", tiny_graph.graph.output)):
+        for v in values:
+            tt = v.type.tensor_type
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
+            rows.append((v.name, direction, [d.dim_value for d in tt.shape.dim], dtype))
+    assert rows == [(r["name"], r["dir"], r["shape"], r["dtype"]) for r in _table()]
+
+
+def test_split_pads_last_clip_by_repeating_its_last_frame():
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(7)]
+    clips = list(split_into_clips(frames, 3))
+    assert [real for _, real in clips] == [3, 3, 1]
+    assert [int(f[0, 0, 0]) for f in clips[1][0]] == [3, 4, 5]
+    assert [int(f[0, 0, 0]) for f in clips[2][0]] == [6, 6, 6]
+    assert [real for _, real in split_into_clips(frames[:6], 3)] == [3, 3]
+    assert list(split_into_clips([], 3)) == []
+    with pytest.raises(EvisError, match="clip length must be >= 1"):
+        list(split_into_clips(frames, 0))
+    with pytest.raises(EvisError, match="longer than the clip length 2"):
+        pad_clip(frames[:3], 2)
+
+
+def test_drop_padded_keeps_real_frames_of_per_frame_outputs():
+    out = {"logits": np.arange(2 * 3 * 1).reshape(2, 3, 1), "boxes": np.zeros((2, 3, 4)), "query_out": np.zeros(5)}
+    out["mask_logits"] = np.zeros((2, 3, 2, 2))
+    kept = drop_padded(out, 2)
+    assert set(kept) == set(PER_FRAME_OUTPUTS)
+    assert kept["logits"].shape == (2, 2, 1) and kept["logits"][:, :, 0].tolist() == [[0, 1], [3, 4]]
+
+
+def test_letterbox_clip_pads_and_letterboxes_each_size():
+    from efficientvis_trt.video import Letterbox
+
+    a, b = np.full((20, 40, 3), 10, np.uint8), np.full((40, 20, 3), 200, np.uint8)
+    clip, real = letterbox_clip([a, b], (32, 32), 3)
+    assert clip.shape == (3, 32, 32, 3) and clip.dtype == np.uint8 and real == 2
+    assert np.array_equal(clip[0], Letterbox((20, 40), (32, 32)).apply(a))
+    assert np.array_equal(clip[1], Letterbox((40, 20), (32, 32)).apply(b))
+    assert np.array_equal(clip[2], clip[1])
+
+
+def test_vocabularies():
+    assert contract.PRECISIONS == ("fp32", "fp16", "int8")
+    assert set(contract.BUILD_BACKENDS) <= set(contract.BACKENDS)
+    assert [contract.canonical_backend(b) for b in contract.BACKEND_CHOICES] == [
+        "auto",
+        "torch",
+        "onnxruntime",
+        "tensorrt",
+        "onnxruntime",
+        "tensorrt",
+    ]
+    with pytest.raises(EvisError, match="unknown backend 'tf'"):
+        contract.canonical_backend("tf")
+    with pytest.raises(EvisError, match="use one of fp32, fp16, int8"):
+        contract.check_precision("bf16")
