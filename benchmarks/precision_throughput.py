@@ -85,10 +85,10 @@ def real_clips(bundle, fp32_session, video: str, count: int = 2) -> list[dict]:
 
     t = bundle.clip_len
     frames = read_frames(sample_video(video), max_frames=count * t)
-    q, b = bundle.init_state()
+    q, b = (s[None] for s in bundle.init_state())  # one stream: B = 1
     feeds = []
     for chunk, _ in split_into_clips(frames, t):
-        feed = {"frames": letterbox_clip(chunk, bundle.input_hw, t)[0], "query_in": q, "boxes_in": b}
+        feed = {"frames": letterbox_clip(chunk, bundle.input_hw, t)[0][None], "query_in": q, "boxes_in": b}
         feeds.append(feed)
         out = run(fp32_session, feed)
         q, b = (out[o] for o, _ in STATE_PAIRS)

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "make-synthetic": "efficientvis_trt.data.synthetic_cli",
     "train": "efficientvis_trt.train.cli",
     "plugins": "efficientvis_trt.plugins.cli",
+    "doctor": "efficientvis_trt.trt.doctor",
     "serve": "efficientvis_trt.serve.cli",
 }
 

@@ -5,8 +5,11 @@ exporter, the bundle, the precision builds, every backend, the clip loop, the
 benchmarks) reads its names, shapes, dtypes, the state carry and the clip rule from
 here (docs/contract.md, "I/O table"). Pure Python + numpy: importing it costs nothing.
 
-Shapes are symbolic: T clip length, H x W canvas, N queries, C hidden dim, K classes,
-S mask side (2 x pooler resolution: 28 for every preset).
+Shapes are symbolic: B streams, T clip length, H x W canvas, N queries, C hidden dim,
+K classes, S mask side (2 x pooler resolution: 28 for every preset). Every graph is
+batched (docs/contract.md, "Batched graph"): B leads every input and output, stays
+symbolic in the ONNX graph and in a bundle's table, and each of the B streams is computed
+as if it ran alone; one video is B = 1.
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ import numpy as np
 from efficientvis_trt.errors import EvisError
 
 # ---- the I/O table --------------------------------------------------------------------
+BATCH_DIM = "B"  # the leading, dynamic stream dimension of every input and output
 IO_TABLE: tuple[dict[str, Any], ...] = (
     {
         "name": "frames",
         "dir": "in",
-        "shape": ("T", "H", "W", 3),
+        "shape": ("B", "T", "H", "W", 3),
         "dtype": "uint8",
         "meaning": "BGR frames as OpenCV decodes them, already letterboxed; "
         "normalisation and layout change happen inside the graph",
@@ -31,49 +35,49 @@ IO_TABLE: tuple[dict[str, Any], ...] = (
     {
         "name": "query_in",
         "dir": "in",
-        "shape": ("N", "C"),
+        "shape": ("B", "N", "C"),
         "dtype": "float32",
         "meaning": "tracklet queries carried from the previous clip",
     },
     {
         "name": "boxes_in",
         "dir": "in",
-        "shape": ("N", 4),
+        "shape": ("B", "N", 4),
         "dtype": "float32",
         "meaning": "proposal boxes for this clip (normalised cxcywh)",
     },
     {
         "name": "logits",
         "dir": "out",
-        "shape": ("N", "T", "K"),
+        "shape": ("B", "N", "T", "K"),
         "dtype": "float32",
         "meaning": "class logits per instance and frame",
     },
     {
         "name": "boxes",
         "dir": "out",
-        "shape": ("N", "T", 4),
+        "shape": ("B", "N", "T", 4),
         "dtype": "float32",
         "meaning": "refined boxes (normalised cxcywh)",
     },
     {
         "name": "mask_logits",
         "dir": "out",
-        "shape": ("N", "T", "S", "S"),
+        "shape": ("B", "N", "T", "S", "S"),
         "dtype": "float32",
         "meaning": "mask logits in the frame of the output box",
     },
     {
         "name": "query_out",
         "dir": "out",
-        "shape": ("N", "C"),
+        "shape": ("B", "N", "C"),
         "dtype": "float32",
         "meaning": "queries for the next clip",
     },
     {
         "name": "boxes_out",
         "dir": "out",
-        "shape": ("N", 4),
+        "shape": ("B", "N", 4),
         "dtype": "float32",
         "meaning": "proposals for the next clip",
     },
@@ -87,7 +91,7 @@ INPUT_DTYPES: dict[str, np.dtype] = {n: DTYPES[n] for n in INPUT_NAMES}
 STATE_PAIRS: tuple[tuple[str, str], ...] = (("query_out", "query_in"), ("boxes_out", "boxes_in"))
 STATE_OUTPUTS: tuple[str, ...] = tuple(o for o, _ in STATE_PAIRS)
 STATE_INPUT_OF: dict[str, str] = dict(STATE_PAIRS)
-# Outputs with a time axis (axis 1): what the runtime keeps of a clip, padded frames dropped.
+# Outputs with a time axis (axis 2 of the graph's, axis 1 of one stream's): what the runtime keeps of a clip.
 PER_FRAME_OUTPUTS: tuple[str, ...] = tuple(r["name"] for r in IO_TABLE if r["dir"] == "out" and "T" in r["shape"])
 
 
@@ -113,7 +117,8 @@ def model_io_dims(model_config: Any, clip_len: int, input_hw: Sequence[int]) -> 
 
 
 def io_table(dims: Mapping[str, int]) -> list[dict[str, Any]]:
-    """IO_TABLE with concrete shapes (what metadata.json stores and the graph must have)."""
+    """IO_TABLE with concrete shapes (what metadata.json stores and the graph must have); B stays "B"."""
+    dims = {BATCH_DIM: BATCH_DIM, **dims}
     missing = sorted({d for r in IO_TABLE for d in r["shape"] if isinstance(d, str)} - set(dims))
     if missing:
         raise EvisError(f"I/O table dimension(s) {', '.join(missing)} not given")
@@ -190,7 +195,7 @@ def split_into_clips(frames: Iterable[FrameT], clip_len: int) -> Iterator[tuple[
 
 
 def drop_padded(outputs: Mapping[str, np.ndarray], real: int) -> dict[str, np.ndarray]:
-    """The per-frame outputs of a clip with the padded frames' rows cut (time is axis 1)."""
+    """One stream's per-frame outputs of a clip (B dimension taken off) with the padded frames cut (time is axis 1)."""
     return {k: outputs[k][:, :real] for k in PER_FRAME_OUTPUTS}
 
 
@@ -216,6 +221,7 @@ def letterbox_clip(frames: Sequence[np.ndarray], input_hw: Sequence[int], clip_l
 
 
 __all__ = [
+    "BATCH_DIM",
     "IO_TABLE",
     "INPUT_NAMES",
     "OUTPUT_NAMES",

@@ -46,11 +46,11 @@ def real_clips(bundle_dir):
     frames = read_frames(sample_video("bikes.mp4"), max_frames=2 * t)
     lb = Letterbox(frames[0].shape[:2], b.input_hw)
     canvas = np.stack([lb.apply(f) for f in frames])
-    q, bx = b.init_state()
+    q, bx = (s[None] for s in b.init_state())  # one stream: B = 1
     s32 = make_session(bundle_dir / "model.onnx")
     feeds = []
     for k in range(2):
-        feed = {"frames": canvas[k * t : (k + 1) * t], "query_in": q, "boxes_in": bx}
+        feed = {"frames": canvas[None, k * t : (k + 1) * t], "query_in": q, "boxes_in": bx}
         feeds.append(feed)
         out = run(s32, feed)
         q, bx = out["query_out"], out["boxes_out"]

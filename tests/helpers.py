@@ -19,3 +19,41 @@ def write_video(path, frames, fps=10, fourcc="mp4v", is_color=True, opencv_mjpeg
         writer.write(f)
     writer.release()
     return path
+
+
+REPO_ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, block: tuple[str, ...] = (), timeout: float = 300, env: dict | None = None):
+    """Run code in a fresh interpreter from the repo root, with some top-level modules made unimportable.
+
+    Blocking `tensorrt` (and friends) lets the no-TensorRT paths run on a machine that has TensorRT.
+    """
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    blocker = ""
+    if block:
+        blocker = textwrap.dedent(f"""
+            import sys
+            class _Block:
+                def find_spec(self, name, path=None, target=None):
+                    if any(name == b or name.startswith(b + '.') for b in {tuple(block)!r}):
+                        raise ImportError('blocked for the test: ' + name)
+            sys.meta_path.insert(0, _Block())
+        """)
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-c", blocker + textwrap.dedent(code)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )

@@ -195,7 +195,7 @@ def model_source(given: Path | None, cached: Path, shipped: Path | None, wants_t
 
 def _have_tensorrt() -> bool:
     """The full TensorRT builder (not just the bindings or the lean runtime) imports here."""
-    from efficientvis_trt.precision.engine import tensorrt_available
+    from efficientvis_trt.trt.env import tensorrt_available
 
     return tensorrt_available()
 

@@ -31,7 +31,7 @@ from efficientvis_trt.errors import EvisError
 from efficientvis_trt.io_utils import write_json_atomic
 
 BUNDLE_FORMAT = "efficientvis-trt-bundle"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: every graph is batched (a leading dynamic B; docs/contract.md, "Batched graph")
 ONNX_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 MODEL_FILE = ONNX_FILES["fp32"]
 # ONNX Runtime CPU-provider forms (written by `evis build`; TensorRT and GPU providers use ONNX_FILES)

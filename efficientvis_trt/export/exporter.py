@@ -108,21 +108,26 @@ def _quiet(verbose: bool) -> Iterator[io.StringIO]:
             lg.setLevel(lvl)
 
 
+EXAMPLE_STREAMS = 2  # the traced B: torch.export specialises a dimension whose example size is 0 or 1
+
+
 def _example_inputs(model, clip_len: int, input_hw: tuple[int, int]):
+    """B = EXAMPLE_STREAMS streams, each a different clip, all from the clip-0 state."""
     import torch
 
     g = torch.Generator().manual_seed(0)
-    frames = torch.randint(0, 256, (clip_len, *input_hw, 3), dtype=torch.uint8, generator=g)
+    b = EXAMPLE_STREAMS
+    frames = torch.randint(0, 256, (b, clip_len, *input_hw, 3), dtype=torch.uint8, generator=g)
     query, boxes = model.initial_state()
-    return frames, query, boxes
+    return frames, query[None].repeat(b, 1, 1), boxes[None].repeat(b, 1, 1)
 
 
 def torch_to_onnx(model, clip_len: int, input_hw: tuple[int, int], opset: int, route: str, verbose: bool = False):
-    """One exporter run -> ModelProto with the custom node (no local function yet)."""
+    """One exporter run -> ModelProto with the custom node (no local function yet); B is dynamic."""
     import onnx
     import torch
 
-    from efficientvis_trt.contract import INPUT_NAMES, OUTPUT_NAMES
+    from efficientvis_trt.contract import BATCH_DIM, INPUT_NAMES, OUTPUT_NAMES
     from efficientvis_trt.export.torch_ops import onnx_translation_table
 
     args = _example_inputs(model, clip_len, input_hw)
@@ -137,6 +142,7 @@ def torch_to_onnx(model, clip_len: int, input_hw: tuple[int, int], opset: int, r
                 input_names=list(INPUT_NAMES),
                 output_names=list(OUTPUT_NAMES),
                 custom_translation_table=onnx_translation_table(),
+                dynamic_shapes=tuple({0: torch.export.Dim(BATCH_DIM, min=1)} for _ in INPUT_NAMES),
                 external_data=False,
                 optimize=True,
                 verbose=False,
@@ -151,6 +157,7 @@ def torch_to_onnx(model, clip_len: int, input_hw: tuple[int, int], opset: int, r
             opset_version=opset,
             input_names=list(INPUT_NAMES),
             output_names=list(OUTPUT_NAMES),
+            dynamic_axes={name: {0: BATCH_DIM} for name in (*INPUT_NAMES, *OUTPUT_NAMES)},
             do_constant_folding=True,
             custom_opsets={"efficientvis": 1},
         )
@@ -206,7 +213,10 @@ def export_onnx(
 def check_graph(
     path: Path, expected_io: list[dict], flavour: str, attrs: dict, num_stages: int, roi_shape: list[int]
 ) -> dict[str, Any]:
-    """checker (full) + shape inference + the I/O contract + the RoIAlign node/function contract."""
+    """checker (full) + shape inference + the I/O contract + the RoIAlign node/function contract.
+
+    `roi_shape`: the RoIAlign output per image, [N, C, P, P]; its leading B*T dimension must stay symbolic.
+    """
     import onnx
 
     from efficientvis_trt.export.bundle import check_onnx_io
@@ -229,8 +239,11 @@ def check_graph(
             if len(node.input) != 5:
                 raise RuntimeError(f"node {node.name} has {len(node.input)} inputs, expected 5 (P2..P5, rois)")
             got = shapes.get(node.output[0])
-            if got != roi_shape:
-                raise RuntimeError(f"shape inference gives {got} for {node.name}'s output, expected {roi_shape}")
+            if not got or got[0] != 0 or got[1:] != list(roi_shape):
+                raise RuntimeError(
+                    f"shape inference gives {got} for {node.name}'s output, expected [B*T (symbolic), "
+                    f"{', '.join(map(str, roi_shape))}]"
+                )
         funcs = [f for f in model.functions if f.domain == DOMAIN and f.name == OP_TYPE]
         if len(funcs) != 1:
             raise RuntimeError(f"the model-local function {DOMAIN}::{OP_TYPE} is missing")
@@ -366,7 +379,7 @@ def export_bundle(
     hw = (int(m.input_size[0]), int(m.input_size[1]))
     expected_io = io_table(model_io_dims(m, t, hw))
     attrs = RoIAlignAttrs.from_pooler(m.pooler).onnx_attributes()
-    roi_shape = [t, m.num_queries, m.hidden_dim, m.pooler.resolution, m.pooler.resolution]
+    roi_shape = [m.num_queries, m.hidden_dim, m.pooler.resolution, m.pooler.resolution]
     state = tuple(s.numpy() for s in model.initial_state())
 
     steps = tqdm(total=4 if verify else 3, desc=f"export {out.name}", unit="step", disable=echo is None, leave=False)

@@ -2,9 +2,13 @@
 
 Both backends start from the bundle's clip-0 state and each carries its OWN query_out /
 boxes_out into the next clip, so drift that compounds across clips is measured, as the
-runtime will see it. The clips are read through `efficientvis_trt.video` (letterboxed to
-the graph's size), and the frame count is chosen so the last clip is padded by repeating
-its last frame (docs/contract.md, "Padding the last clip"): every verification exercises the padding path too.
+runtime will see it. ONNX Runtime runs several streams batched (B = `streams`, each the
+clips in another order with its own state slot) against PyTorch one stream at a time, so
+the check also proves that the batched graph keeps streams apart (docs/contract.md,
+"Batched graph"). The clips are read through `efficientvis_trt.video` (letterboxed to the
+graph's size), and the frame count is chosen so the last clip is padded by repeating its
+last frame (docs/contract.md, "Padding the last clip"): every verification exercises the
+padding path too.
 
 Tolerances (fp32 vs fp32; the two differ only by kernel summation order, ~1e-7 relative
 per op, compounded over M stages and the carried state). An output passes if
@@ -42,6 +46,8 @@ TOLERANCES: dict[str, tuple[float, float]] = {  # name -> (atol, rtol)
     "boxes_out": (1e-4, 0.0),
 }
 DEFAULT_VIDEO = "bikes.mp4"
+# Streams batched in the ONNX Runtime pass: B > 1 checks that streams stay apart (docs/contract.md, "Batched graph").
+VERIFY_STREAMS = 2
 
 
 def load_clips(
@@ -67,10 +73,19 @@ def load_clips(
     return clips, info
 
 
+def stream_clips(clips: Sequence[tuple[np.ndarray, int]], streams: int) -> list[list[tuple[np.ndarray, int]]]:
+    """The clips as `streams` streams: stream j sees them rotated by j, so at every step each stream has
+    a different clip (and its own state), and the padded clip comes at a different step in each."""
+    if streams < 1:
+        raise EvisError(f"verification needs at least 1 stream, got {streams}")
+    n = len(clips)
+    return [[clips[(i + j) % n] for i in range(n)] for j in range(streams)]
+
+
 def run_torch(
     model, clips: Sequence[tuple[np.ndarray, int]], state: tuple[np.ndarray, np.ndarray], progress: bool = False
 ) -> list[dict[str, np.ndarray]]:
-    """Eager PyTorch over the clips, carrying its own state."""
+    """Eager PyTorch over one stream's clips (unbatched), carrying its own state."""
     import torch
     from tqdm import tqdm
 
@@ -86,23 +101,33 @@ def run_torch(
 
 def run_onnxruntime(
     onnx_path: str | os.PathLike,
-    clips: Sequence[tuple[np.ndarray, int]],
+    streams: Sequence[Sequence[tuple[np.ndarray, int]]],
     state: tuple[np.ndarray, np.ndarray],
     progress: bool = False,
-) -> list[dict[str, np.ndarray]]:
-    """ONNX Runtime (CPU) over the clips, carrying its own state."""
+) -> list[list[dict[str, np.ndarray]]]:
+    """ONNX Runtime (CPU) over B = len(streams) equally long streams in one batch per step.
+
+    Every stream starts from `state` (one stream's [N, C] / [N, 4]) and carries its own
+    slot of query_out / boxes_out; returns each stream's per-clip outputs (B dimension dropped).
+    """
     import onnxruntime as ort
     from tqdm import tqdm
 
+    if len({len(s) for s in streams}) != 1:
+        raise EvisError("verification streams must have the same number of clips")
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
-    query, boxes = (np.array(s, dtype=np.float32) for s in state)
-    outs = []
-    for clip, _ in tqdm(clips, desc="verify: onnxruntime", unit="clip", disable=not progress, leave=False):
-        out = dict(zip(names, sess.run(None, {"frames": clip, "query_in": query, "boxes_in": boxes})))
-        outs.append(out)
+    b = len(streams)
+    query, boxes = (np.repeat(np.asarray(s, dtype=np.float32)[None], b, axis=0) for s in state)
+    outs: list[list[dict[str, np.ndarray]]] = [[] for _ in streams]
+    steps = range(len(streams[0]))
+    for step in tqdm(steps, desc=f"verify: onnxruntime B={b}", unit="clip", disable=not progress, leave=False):
+        frames = np.stack([s[step][0] for s in streams])
+        out = dict(zip(names, sess.run(None, {"frames": frames, "query_in": query, "boxes_in": boxes})))
+        for j in range(b):
+            outs[j].append({k: v[j] for k, v in out.items()})
         query, boxes = (out[o] for o, _ in STATE_PAIRS)
     return outs
 
@@ -163,17 +188,23 @@ def verify_model(
     video: str | os.PathLike | None = None,
     reference: list[dict[str, np.ndarray]] | None = None,
     progress: bool = True,
+    streams: int = VERIFY_STREAMS,
 ) -> dict[str, Any]:
-    """Compare `model` (eager) with `onnx_path` (ONNX Runtime); `reference` reuses earlier PyTorch outputs."""
+    """Compare `model` (eager, one stream at a time) with `onnx_path` (ONNX Runtime, `streams` streams batched).
+
+    `reference` reuses earlier PyTorch outputs (of the same `streams`).
+    """
     t0 = time.perf_counter()
     clips, info = load_clips(video, clip_len, input_hw, num_clips)
+    lanes = stream_clips(clips, streams)
     if reference is None:
-        reference = run_torch(model, clips, state, progress)
-    test = run_onnxruntime(onnx_path, clips, state, progress)
+        reference = [out for lane in lanes for out in run_torch(model, lane, state, progress)]
+    test = [out for lane in run_onnxruntime(onnx_path, lanes, state, progress) for out in lane]
     report = {
         **info,
-        "reference": "pytorch eager (reference RoIAlign)",
-        "backend": "onnxruntime CPUExecutionProvider",
+        "streams": streams,
+        "reference": "pytorch eager (reference RoIAlign), one stream at a time",
+        "backend": f"onnxruntime CPUExecutionProvider, {streams} streams batched (B={streams})",
         "onnx": Path(onnx_path).name,
         **compare(reference, test),
     }
@@ -191,6 +222,7 @@ def verify_bundle(
     num_clips: int = 3,
     video: str | os.PathLike | None = None,
     checkpoint: str | os.PathLike | None = None,
+    streams: int = VERIFY_STREAMS,
 ) -> dict[str, Any]:
     """Re-check an existing bundle's model.onnx against the PyTorch model it came from.
 
@@ -204,6 +236,13 @@ def verify_bundle(
     bundle = Bundle.open(path)
     model = rebuild_model(bundle.metadata, checkpoint)
     report = verify_model(
-        model, bundle.onnx_path("fp32"), bundle.init_state(), bundle.clip_len, bundle.input_hw, num_clips, video
+        model,
+        bundle.onnx_path("fp32"),
+        bundle.init_state(),
+        bundle.clip_len,
+        bundle.input_hw,
+        num_clips,
+        video,
+        streams=streams,
     )
     return public_report(report)

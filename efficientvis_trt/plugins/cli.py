@@ -21,32 +21,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _probe_cuda() -> dict:
-    info: dict = {"available": False}
+    from efficientvis_trt.errors import EvisError
+    from efficientvis_trt.trt.env import gpu_info
+
     try:
-        import torch
-    except Exception as exc:
-        info["detail"] = f"torch not importable ({exc})"
-        return info
-    try:
-        if torch.cuda.is_available():
-            idx = torch.cuda.current_device()
-            major, minor = torch.cuda.get_device_capability(idx)
-            info.update(available=True, name=torch.cuda.get_device_name(idx), compute_capability=f"{major}.{minor}")
-        else:
-            build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
-            info["detail"] = f"torch {torch.__version__} ({build}) sees no CUDA device"
-    except Exception as exc:
-        info["detail"] = f"CUDA probe failed ({exc})"
-    return info
+        gpu = gpu_info()
+    except EvisError as exc:
+        return {"available": False, "detail": str(exc)}
+    return {"available": True, "name": gpu.name, "compute_capability": gpu.cc_text}
 
 
 def _probe_trt() -> dict:
-    try:
-        import tensorrt
+    from efficientvis_trt.trt.env import INSTALL_HINT, installed_version
 
-        return {"installed": True, "version": str(tensorrt.__version__)}
-    except Exception as exc:
-        return {"installed": False, "detail": f"{type(exc).__name__}: {exc}"}
+    version = installed_version()
+    if version is None:
+        return {"installed": False, "detail": INSTALL_HINT}
+    return {"installed": True, "version": version}
 
 
 def _ptx_checks() -> list[dict]:
@@ -76,17 +67,17 @@ def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.plugins.triton_roi_align import triton_version
     from efficientvis_trt.plugins.trt_plugin import select_plugin_path, torch_cuda_available
 
-    trt = _probe_trt()
+    trt_info = _probe_trt()
     tv = triton_version()
     cuda = _probe_cuda()
     path = select_plugin_path(
-        trt.get("version"), triton_available=tv is not None, torch_cuda_available=torch_cuda_available()
+        trt_info.get("version"), triton_available=tv is not None, torch_cuda_available=torch_cuda_available()
     )
     report = {
         "path": path.mode,
         "reason": path.reason,
         "needs_python_at_load": path.needs_python_at_load,
-        "tensorrt": trt,
+        "tensorrt": trt_info,
         "triton": {"installed": tv is not None, "version": tv},
         "cuda": cuda,
     }
@@ -99,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"RoIAlign path: {path.mode}")
     print(f"  why: {path.reason}")
     print(f"  engine needs Python at load: {'yes' if path.needs_python_at_load else 'no'}")
-    print(f"TensorRT: {trt['version'] if trt['installed'] else 'not installed (' + trt['detail'] + ')'}")
+    print(f"TensorRT: {trt_info['version'] if trt_info['installed'] else 'not installed'}")
     print(f"Triton: {tv if tv else 'not installed'}")
     if cuda["available"]:
         print(f"CUDA device: {cuda['name']} (compute capability {cuda['compute_capability']})")

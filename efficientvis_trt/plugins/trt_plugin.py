@@ -38,20 +38,16 @@ annotations``: ``tensorrt.plugin`` inspects real annotation objects.
 """
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Optional
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.plugins.spec import PLUGIN_ID, RoIAlignAttrs
+from efficientvis_trt.trt.env import INSTALL_HINT, gpu_info_or_none, installed_version, parse_version
 
 log = logging.getLogger(__name__)
 
 MODES = ("aot", "jit", "builtin-roialign", "unavailable")
-TRT_INSTALL_HINT = (
-    "pip install 'efficientvis-trt[trt]' (TensorRT, cuda-python, Triton) on an NVIDIA GPU "
-    "machine; on Jetson use the TensorRT that ships with JetPack"
-)
 MIN_TRT = (10, 3)
 JIT_TRT = (10, 6)
 AOT_TRT = (10, 9)
@@ -71,14 +67,6 @@ class PluginPath:
         return self.mode in ("aot", "jit")
 
 
-def parse_trt_version(version: str) -> tuple[int, int]:
-    """``"10.9.0.34"`` -> ``(10, 9)``; ``"11.4"`` -> ``(11, 4)``."""
-    m = re.match(r"\s*(\d+)(?:\.(\d+))?", str(version))
-    if not m:
-        raise EvisError(f"cannot read TensorRT version {version!r}")
-    return int(m.group(1)), int(m.group(2) or 0)
-
-
 def select_plugin_path(
     trt_version: Optional[str] = None, *, triton_available: bool = True, torch_cuda_available: bool = True
 ) -> PluginPath:
@@ -89,8 +77,8 @@ def select_plugin_path(
     RoiAlign path and says why.
     """
     if trt_version is None:
-        return PluginPath("unavailable", f"TensorRT is not installed: {TRT_INSTALL_HINT}", False, None)
-    v = parse_trt_version(trt_version)
+        return PluginPath("unavailable", INSTALL_HINT, False, None)
+    v = parse_version(trt_version)[:2]
     tag = f"TensorRT {trt_version}"
     builtin_tail = (
         "the ONNX parser expands the node's model-local function (standard ops) into built-in "
@@ -100,7 +88,7 @@ def select_plugin_path(
         return PluginPath(
             "unavailable",
             f"{tag} is older than {MIN_TRT[0]}.{MIN_TRT[1]}, the oldest this toolkit "
-            f"supports: upgrade TensorRT ({TRT_INSTALL_HINT})",
+            f"supports: upgrade TensorRT ({INSTALL_HINT})",
             False,
             trt_version,
         )
@@ -119,28 +107,33 @@ def select_plugin_path(
             False,
             trt_version,
         )
+    if v == JIT_TRT:
+        # 10.6 has Python plugins, but its parser prefers a model-local function over a registered
+        # plugin (plugins win from 10.7: onnx-tensorrt docs/Changelog.md, 10.7 GA), and our graphs
+        # carry one, so a registered JIT plugin would never be used.
+        return PluginPath(
+            "builtin-roialign",
+            f"{tag}'s ONNX parser prefers the model-local function over a registered plugin (plugins win "
+            f"from 10.7): no plugin is registered and {builtin_tail}",
+            False,
+            trt_version,
+        )
     if v < AOT_TRT:
         if not torch_cuda_available:
             return PluginPath(
                 "builtin-roialign",
-                f"{tag} (10.6-10.8) only has JIT Python plugins, which run the "
+                f"{tag} (10.7-10.8) only has JIT Python plugins, which run the "
                 f"Triton kernel through torch, and torch with CUDA is not available: no plugin is "
                 f"registered and {builtin_tail}",
                 False,
                 trt_version,
             )
-        note = (
-            " (on 10.6 the parser may still prefer the model-local function over the plugin; plugins take "
-            "precedence from 10.7)"
-            if v == (10, 6)
-            else ""
-        )
         return PluginPath(
             "jit",
             f"{tag} has Python plugins but no AOT (from 10.9): JIT plugin running the Triton "
             f"kernel through torch at inference; engines need Python with torch (CUDA), triton and "
             f"efficientvis_trt, with register_trt_plugin() called before deserializing, and cannot "
-            f"run in trtexec or C++{note}",
+            f"run in trtexec or C++",
             True,
             trt_version,
         )
@@ -157,16 +150,6 @@ def select_plugin_path(
 # --------------------------------------------------------------------------------------
 # Environment probes (never raise)
 # --------------------------------------------------------------------------------------
-
-
-def installed_trt_version() -> Optional[str]:
-    """``tensorrt.__version__`` when TensorRT imports, else None."""
-    try:
-        import tensorrt
-
-        return str(tensorrt.__version__)
-    except Exception:
-        return None
 
 
 def triton_available() -> bool:
@@ -187,34 +170,9 @@ def torch_cuda_available() -> bool:
         return False
 
 
-def device_compute_capability(device: Optional[int] = None) -> Optional[tuple[int, int]]:
-    """Compute capability of the current (or given) CUDA device via cuda-python, torch or Triton; None if none."""
-    try:  # cuda-python, as the TensorRT runtime of this project (docs/tensorrt.md: check every error code)
-        from cuda.bindings import runtime as cudart
-
-        if device is None:
-            err, device = cudart.cudaGetDevice()
-            if int(err) != 0:
-                raise RuntimeError(err)
-        err, major = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMajor, device)
-        err2, minor = cudart.cudaDeviceGetAttribute(cudart.cudaDeviceAttr.cudaDevAttrComputeCapabilityMinor, device)
-        if int(err) == 0 and int(err2) == 0:
-            return int(major), int(minor)
-    except Exception:
-        pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return tuple(torch.cuda.get_device_capability(device))  # type: ignore[return-value]
-    except Exception:
-        pass
-    return None
-
-
 def detect_plugin_path() -> PluginPath:
     """`select_plugin_path` for this machine's TensorRT, Triton and torch."""
-    version = installed_trt_version()
+    version = installed_version()
     if version is None:
         return select_plugin_path(None)
     return select_plugin_path(version, triton_available=triton_available(), torch_cuda_available=torch_cuda_available())
@@ -273,14 +231,22 @@ def attrs_to_fields(attrs: RoIAlignAttrs) -> dict:
 _REGISTERED: Optional[PluginPath] = None
 
 
-def require_tensorrt():
-    """``import tensorrt`` or one clear BackendUnavailable."""
-    try:
-        import tensorrt
+_PLUGIN_ERRORS: list = []  # exceptions raised inside our plugin callbacks, newest last
 
-        return tensorrt
-    except Exception as exc:
-        raise BackendUnavailable(f"TensorRT is not usable here ({exc}): {TRT_INSTALL_HINT}") from exc
+
+def take_plugin_errors() -> list:
+    """The errors our plugin callbacks raised since the last call (and forget them).
+
+    TensorRT's bindings catch an exception raised inside ``aot_impl`` / ``autotune``, print it and
+    let the build return None with no other cause; the build reports these instead.
+    """
+    out = list(_PLUGIN_ERRORS)
+    _PLUGIN_ERRORS.clear()
+    return out
+
+
+def _record(where: str, exc: BaseException) -> None:
+    _PLUGIN_ERRORS.append(f"{where}: {type(exc).__name__}: {' '.join(str(exc).split())[:400]}")
 
 
 def register_trt_plugin() -> PluginPath:
@@ -347,6 +313,30 @@ def _define_plugin(trtp, aot: bool) -> None:
                 raise EvisError(f"MultiLevelRoIAlign: feature levels differ in dtype ({P2.dtype} vs {other.dtype})")
         return trtp.from_shape_expr((rois.shape_expr[0], rois.shape_expr[1], P2.shape_expr[1], p, p), dtype=P2.dtype)
 
+    # Supported type combinations (every NVIDIA AOT sample defines one: samples/python/
+    # quickly_deployable_plugins/qdp_defs.py). I/O order: P2..P5, rois, output. The kernel takes
+    # fp32 or fp16 features (all levels alike, output alike) with rois either fp32 or the features' type.
+    @trtp.autotune(PLUGIN_ID)
+    def multi_level_roi_align_autotune(
+        P2: trtp.TensorDesc,
+        P3: trtp.TensorDesc,
+        P4: trtp.TensorDesc,
+        P5: trtp.TensorDesc,
+        rois: trtp.TensorDesc,
+        output_size: I32,
+        sampling_ratio: I32,
+        canonical_box_size: F32,
+        canonical_level: I32,
+        aligned: I32,
+        min_level: I32,
+        outputs: tuple[trtp.TensorDesc],
+    ) -> list[trtp.AutoTuneCombination]:
+        try:
+            return [trtp.AutoTuneCombination(types, "LINEAR") for types in AUTOTUNE_TYPES]
+        except BaseException as exc:
+            _record("autotune", exc)
+            raise
+
     if aot:
         # Schema (tensorrt.plugin.aot_impl doc page): inputs, attributes, outputs, tactic ->
         # (kernel_name, ptx, KernelLaunchParams, SymIntExprs). The return annotation is required.
@@ -367,28 +357,14 @@ def _define_plugin(trtp, aot: bool) -> None:
             outputs,
             tactic,
         ) -> tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]:
-            from efficientvis_trt.plugins.triton_roi_align import compile_ptx
-
-            attrs = attrs_from_fields(
-                output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level
-            )
-            cc = device_compute_capability()
-            if cc is None:
-                raise BackendUnavailable(
-                    "MultiLevelRoIAlign AOT plugin: cannot read the CUDA device's compute "
-                    "capability (install cuda-python or torch with CUDA)"
-                )
-            kernel = compile_ptx(attrs, P2.dtype, cc, rois_dtype=rois.dtype)
-            launch = trtp.KernelLaunchParams()
-            launch.grid_x = rois.shape_expr[0] * rois.shape_expr[1]  # one program per box
-            launch.grid_y = trtp.cdiv(P2.shape_expr[1], kernel.block_c)  # channel blocks
-            launch.block_x = kernel.num_warps * 32
-            launch.shared_mem = kernel.shared_mem
-            dims = [rois.shape_expr[1], P2.shape_expr[1]]
-            for level in (P2, P3, P4, P5):
-                dims += [level.shape_expr[2], level.shape_expr[3]]
-            extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(d) for d in dims])
-            return kernel.kernel_name, kernel.ptx, launch, extra
+            try:
+                return _aot_kernel(
+                    trtp, P2, P3, P4, P5, rois, output_size, sampling_ratio, canonical_box_size, canonical_level,
+                    aligned, min_level,
+                )  # fmt: skip
+            except BaseException as exc:  # the bindings swallow it: keep the cause for the build's message
+                _record("aot_impl", exc)
+                raise
     else:
         # JIT (TensorRT 10.6-10.8): Python at inference; torch wraps TensorRT's buffers and stream,
         # as in NVIDIA's samples/python/quickly_deployable_plugins/qdp_defs.py.
@@ -420,3 +396,36 @@ def _define_plugin(trtp, aot: bool) -> None:
                 boxes = torch.as_tensor(rois, device="cuda")
                 out = torch.as_tensor(outputs[0], device="cuda")
                 _launch(feats, boxes, out, attrs)
+
+
+# I/O type combinations the kernel supports (see the autotune definition): '|' ties the choices together.
+AUTOTUNE_TYPES = (
+    "FP32|FP16, FP32|FP16, FP32|FP16, FP32|FP16, FP32|FP16, FP32|FP16",
+    "FP16, FP16, FP16, FP16, FP32, FP16",
+)
+
+
+def _aot_kernel(
+    trtp, P2, P3, P4, P5, rois, output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level
+):
+    """(kernel name, PTX, launch params, extra scalars) for the AOT plugin; see `_define_plugin`."""
+    from efficientvis_trt.plugins.triton_roi_align import compile_ptx
+
+    attrs = attrs_from_fields(output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level)
+    gpu = gpu_info_or_none()
+    if gpu is None:
+        raise BackendUnavailable(
+            "MultiLevelRoIAlign AOT plugin: cannot read the CUDA device's compute "
+            "capability (install cuda-python or torch with CUDA)"
+        )
+    kernel = compile_ptx(attrs, P2.dtype, gpu.compute_capability, rois_dtype=rois.dtype)
+    launch = trtp.KernelLaunchParams()
+    launch.grid_x = rois.shape_expr[0] * rois.shape_expr[1]  # one program per box
+    launch.grid_y = trtp.cdiv(P2.shape_expr[1], kernel.block_c)  # channel blocks
+    launch.block_x = kernel.num_warps * 32
+    launch.shared_mem = kernel.shared_mem
+    dims = [rois.shape_expr[1], P2.shape_expr[1]]
+    for level in (P2, P3, P4, P5):
+        dims += [level.shape_expr[2], level.shape_expr[3]]
+    extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(d) for d in dims])
+    return kernel.kernel_name, kernel.ptx, launch, extra

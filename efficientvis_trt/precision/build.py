@@ -259,15 +259,15 @@ def _update_bundle_metadata(bundle, precision: str, out_name: str, cpu_name: str
 def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
     """Build what `evis build` asks for; returns a summary for the CLI."""
     from efficientvis_trt.export.bundle import Bundle
-    from efficientvis_trt.precision import engine as E
+    from efficientvis_trt.trt import env
 
     if opts.precision not in PRECISIONS:
         raise EvisError(f"unknown --precision {opts.precision!r}: use one of {', '.join(PRECISIONS)}")
     if opts.backend not in BUILD_BACKENDS:
         raise EvisError(f"unknown --backend {opts.backend!r}: use one of {', '.join(BUILD_BACKENDS)}")
     if opts.backend == "trt":
-        E.import_tensorrt()  # before anything is read or written: one clear line when missing
-        E.cuda_device_info()
+        env.import_tensorrt("Builder")  # before anything is read or written: one clear line when missing
+        env.cuda_device_info()
     bundle = Bundle.open(bundle_path)
     summary: dict[str, Any] = {"bundle": str(bundle.path), "precision": opts.precision, "backend": opts.backend}
     if opts.precision != "fp32":
@@ -276,7 +276,9 @@ def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
             summary["graph"] = build_graph(bundle, opts.precision, opts)
     summary["onnx"] = str(bundle.onnx_path(opts.precision))
     if opts.backend == "trt":
-        result = E.build_engine(
+        from efficientvis_trt.trt.build import build_engine
+
+        result = build_engine(
             bundle, opts.precision, workspace_gb=opts.workspace_gb, opt_level=opts.opt_level, bundle_path=bundle.path
         )
         summary["engine"] = str(result.path)

@@ -108,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         meta = summary["engine_metadata"]
         print(
             f"wrote {summary['engine']} ({meta['precision']}, {meta['gpu']} sm{meta['compute_capability']}, "
-            f"TensorRT {meta['tensorrt_version']}, RoIAlign plugin path {meta['plugin_path']['mode']}, "
+            f"TensorRT {meta['tensorrt_version']}, RoIAlign {meta['plugin_path']['in_engine']}, "
+            f"layer precision {meta['layer_precision']['verdict']}, "
             f"{meta['build_time_s']} s)"
         )
     return 0

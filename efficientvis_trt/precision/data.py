@@ -225,7 +225,9 @@ def build_calibration_set(
         model, mapping = add_absmax_outputs(model, list(absmax_tensors))
     session = make_session(model)
     absmax = {t: 0.0 for t in mapping.values()}
-    q0, b0 = (np.ascontiguousarray(a, dtype=np.float32) for a in init_state)
+    # Calibration clips travel as batches of one stream (B = 1): ranges are per tensor over every element,
+    # so the batch a clip is in does not change them, and the graphs built from them run at any B.
+    q0, b0 = (np.ascontiguousarray(a, dtype=np.float32)[None] for a in init_state)
     feeds: list[dict[str, np.ndarray]] = []
     records: list[ClipRecord] = []
     bar = tqdm(total=num_clips, desc="calibration clips", unit="clip", disable=not progress, leave=False)
@@ -240,7 +242,7 @@ def build_calibration_set(
             if not chunk:
                 break
             clip, real = letterbox_clip(chunk, input_hw, clip_len)
-            feed = {"frames": clip, "query_in": query, "boxes_in": boxes}
+            feed = {"frames": clip[None], "query_in": query, "boxes_in": boxes}
             feeds.append(feed)
             records.append(ClipRecord(src.name, start + j * clip_len, seq, j, real))
             out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))

@@ -56,6 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="treat VIDEO as a live stream (per-clip latency, no results.json), even a file",
     )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=1,
+        metavar="K",
+        help="run up to K videos at once through the batched graph, a finished video's slot refilled by the "
+        "next (default: %(default)s, one after another); also writes DIR/<stem>.results.json per video",
+    )
     parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the clip as a CUDA graph")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     from efficientvis_trt.serve.client import add_server_arguments
@@ -122,6 +130,8 @@ def run(args: argparse.Namespace) -> int:
         raise EvisError(f"--top-k must be >= 1, got {args.top_k}")
     if args.max_frames is not None and args.max_frames < 1:
         raise EvisError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.streams < 1:
+        raise EvisError(f"--streams must be >= 1, got {args.streams}")
     served_bundle = None
     if args.server:  # the clips run on a Triton server (docs/serving.md); SOURCE may be the first video
         from efficientvis_trt.serve.client import split_server_args
@@ -130,8 +140,13 @@ def run(args: argparse.Namespace) -> int:
     if not args.videos:
         raise EvisError("give at least one VIDEO after SOURCE")
     live = args.live or any(is_live_spec(v) for v in args.videos)
-    if live and len(args.videos) > 1:
-        raise EvisError("a live source runs on its own: give exactly one VIDEO with a camera index, URL or --live")
+    if live and len(args.videos) > 1 and args.streams < len(args.videos):
+        raise EvisError(
+            f"{len(args.videos)} live sources run at once and never end: give --streams {len(args.videos)} "
+            "(or one VIDEO with a camera index, URL or --live)"
+        )
+    if args.streams > 1 and args.cuda_graph:
+        raise EvisError("--cuda-graph replays one fixed-shape clip: it cannot run with --streams > 1")
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise EvisError(f"--out {out} exists and is not a folder")
@@ -163,8 +178,12 @@ def run(args: argparse.Namespace) -> int:
         )
         for note in predictor.runtime.notes:
             print(f"note: {note}")
+        if live and len(sources) > 1:
+            return _run_live_streams(predictor, sources, out, args)
         if live:
             return _run_live(predictor, sources[0], out, args)
+        if args.streams > 1:
+            return _run_streams(predictor, sources, out, args)
         return _run_files(predictor, sources, out, args)
     finally:
         predictor.close()
@@ -266,4 +285,170 @@ def _run_live(predictor, src, out: Path, args) -> int:
         f"p90 {_fmt_s(lat.p90_ms / 1000)}, {fps(frames, run.timings.get('wall', 0.0)):.1f} FPS"
         + (f"; overlay {overlay}" if overlay else "")
     )
+    return 0
+
+
+# ---- --streams K: many videos at once through the batched graph (docs/multi-stream.md) ----------------------
+def _stream_bars(sources, args):
+    """Per-stream progress: one bar per video while it runs, plus the total frames."""
+    from tqdm import tqdm
+
+    bars: dict[int, object] = {}
+    positions: dict[int, int] = {}  # stream -> its bar's row (a finished stream's row is reused)
+    totals = [min(s.expected_frames or 0, args.max_frames or 1 << 60) or None for s in sources]
+    grand = sum(t for t in totals if t) or None
+    total_bar = tqdm(
+        total=grand,
+        unit="frame",
+        desc="all streams",
+        file=sys.stderr,
+        leave=False,
+        disable=args.no_progress,
+        dynamic_ncols=True,
+        position=0,
+    )
+
+    def update(event) -> None:
+        from efficientvis_trt.runtime.streams import StreamClip
+
+        if isinstance(event, StreamClip):
+            bar = bars.get(event.stream)
+            if bar is None:
+                row = positions[event.stream] = min(set(range(1, len(bars) + 2)) - set(positions.values()))
+                bar = bars[event.stream] = tqdm(
+                    total=totals[event.stream],
+                    unit="frame",
+                    desc=f"[{event.stream + 1}] {sources[event.stream].name}",
+                    file=sys.stderr,
+                    leave=False,
+                    disable=args.no_progress,
+                    dynamic_ncols=True,
+                    position=row,
+                )
+            bar.update(event.clip.valid)
+            total_bar.update(event.clip.valid)
+        else:
+            bar = bars.pop(event.stream, None)
+            positions.pop(event.stream, None)
+            if bar is not None:
+                bar.close()
+
+    def close() -> None:
+        for bar in bars.values():
+            bar.close()
+        total_bar.close()
+
+    return update, close
+
+
+def _run_streams(predictor, sources, out: Path, args) -> int:
+    from efficientvis_trt.io_utils import write_json_atomic, write_text_atomic
+    from efficientvis_trt.runtime.streams import MultiStreamRunner, StreamDone
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".evis-infer-", dir=out))
+    overlay_names = _overlay_names(sources) if args.overlay else []
+    result_names = [name.replace(".overlay.mp4", ".results.json") for name in _overlay_names(sources)]
+    runner = MultiStreamRunner(predictor, args.streams)
+    update, close_bars = _stream_bars(sources, args)
+    ok = False
+
+    def on_event(event) -> None:
+        update(event)
+        if isinstance(event, StreamDone):
+            from tqdm import tqdm
+
+            with tqdm.external_write_mode(file=sys.stdout):
+                _print_video(event.stream + 1, sources[event.stream], event.result)
+
+    try:
+        overlays = [staging / name for name in overlay_names] if args.overlay else None
+        try:
+            per_video = runner.predict_videos(sources, args.max_frames, overlays=overlays, on_event=on_event)
+        finally:
+            close_bars()
+        results, videos = [], []
+        for video_id, (src, result) in enumerate(zip(sources, per_video), 1):
+            results.extend(result.to_ytvis(video_id))
+            # what `evis infer BUNDLE VIDEO` alone writes as its results.json (video id 1)
+            write_text_atomic(
+                staging / result_names[video_id - 1],
+                json.dumps(result.to_ytvis(1), separators=(",", ":")) + "\n",
+            )
+            videos.append(
+                {
+                    "id": video_id,
+                    "path": os.path.abspath(src.spec),
+                    "name": src.name,
+                    "width": result.width,
+                    "height": result.height,
+                    "length": result.num_frames,
+                    "results": result_names[video_id - 1],
+                    **({"overlay": overlay_names[video_id - 1]} if args.overlay else {}),
+                }
+            )
+        for name in overlay_names + result_names:
+            os.replace(staging / name, out / name)
+        write_json_atomic(
+            out / "videos.json",
+            {
+                "videos": videos,
+                "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
+                "model": {
+                    "source": predictor.runtime.origin or os.path.abspath(str(args.source)),
+                    "backend": predictor.backend.name,
+                    "precision": args.precision,
+                    "device": predictor.backend.device,
+                    "streams": args.streams,
+                },
+            },
+        )
+        write_text_atomic(out / "results.json", json.dumps(results, separators=(",", ":")) + "\n")
+        ok = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not ok and created and not any(out.iterdir()):
+            out.rmdir()
+    frames = sum(r.num_frames for r in per_video)
+    wall = runner.timings.get("wall", 0.0)
+    sizes = runner.batch_sizes
+    print(
+        f"streams: {len(sources)} videos, up to {args.streams} at once, {frames} frames in {_fmt_s(wall)} = "
+        f"{frames / wall if wall else 0:.1f} FPS total ({len(sizes)} model calls, "
+        f"mean batch {sum(sizes) / max(len(sizes), 1):.2f})"
+    )
+    print(
+        f"wrote {out / 'results.json'} ({len(results)} tracks, {len(sources)} videos), "
+        f"{len(result_names)} per-video results"
+        + (f" and {len(overlay_names)} overlay video(s)" if overlay_names else "")
+    )
+    return 0
+
+
+def _run_live_streams(predictor, sources, out: Path, args) -> int:
+    from efficientvis_trt.runtime.streams import MultiStreamRunner, StreamClip
+
+    overlays = None
+    if args.overlay:
+        out.mkdir(parents=True, exist_ok=True)
+        overlays = [out / name for name in _overlay_names(sources)]
+    runner = MultiStreamRunner(predictor, args.streams)
+    frames = [0] * len(sources)
+    for event in runner.run(sources, args.max_frames, live=True, overlays=overlays):
+        if isinstance(event, StreamClip):
+            clip = event.clip
+            frames[event.stream] += clip.valid
+            last = clip.instances[-1] if clip.instances else []
+            shown = ", ".join(f"{i.class_name} {i.score:.2f}" for i in last[:3])
+            print(
+                f"[{event.stream + 1}] clip {clip.index}: frames {clip.first_frame}-{clip.first_frame + clip.valid - 1}"
+                f"  model {clip.latency * 1000:.1f} ms (batch {event.batch})"
+                f"  end-to-end {clip.end_to_end * 1000:.1f} ms" + (f"  [{shown}]" if shown else ""),
+                flush=True,
+            )
+        else:
+            print(f"[{event.stream + 1}] {event.name}: ended, {frames[event.stream]} frames, {event.fps:.1f} FPS")
+    wall = runner.timings.get("wall", 0.0)
+    print(f"live: {len(sources)} streams, {sum(frames)} frames, {sum(frames) / wall if wall else 0:.1f} FPS total")
     return 0

@@ -3,7 +3,9 @@
 The same loop serves every backend, `evis infer`, evaluation and benchmarks. The
 tracklet state lives only in the named tensors `query_in`/`boxes_in`, fed back from
 `query_out`/`boxes_out`; the predictor asks the backend to keep them on its device, so
-on a GPU the state never makes a host round trip between clips.
+on a GPU the state never makes a host round trip between clips. Every graph is batched
+(docs/contract.md, "Batched graph"): one video is a batch of one stream (B = 1); many
+videos at once go through `runtime.streams.MultiStreamRunner` (`predict_videos`).
 
 Decoding and post-processing run in their own threads (`pipeline.ThreadedClipLoop`),
 overlapped with the model; memory is flat in video length because frames and masks
@@ -15,7 +17,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,23 +116,38 @@ class Predictor:
 
     # ---- state ----------------------------------------------------------------------
     def reset(self) -> None:
-        """Start a new video: the learned clip-0 state."""
+        """Start a new video: the learned clip-0 state, as a batch of one stream ([1, N, C] / [1, N, 4])."""
         query, boxes = self.init_state
-        self.state = {"query_in": np.asarray(query, np.float32), "boxes_in": np.asarray(boxes, np.float32)}
+        self.state = {"query_in": np.asarray(query, np.float32)[None], "boxes_in": np.asarray(boxes, np.float32)[None]}
 
     def state_to_host(self) -> dict[str, np.ndarray]:
-        """The carried state as numpy (a device-to-host copy; the loop itself never needs one)."""
-        return {k: self.backend.to_host(v) for k, v in self.state.items()}
+        """The carried state of the one stream as numpy [N, C] / [N, 4] (a device-to-host copy)."""
+        return {k: self.backend.to_host(v)[0] for k, v in self.state.items()}
 
     def run_clip(self, canvas_frames: np.ndarray | list[np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-        """One letterboxed clip through the backend; carries the state on the device. Returns (outputs, seconds)."""
+        """One letterboxed clip [T, H, W, 3] through the backend as B = 1, carrying the state on the device.
+
+        Returns (per-frame outputs without the B dimension, seconds).
+        """
         frames = canvas_frames if isinstance(canvas_frames, np.ndarray) else np.stack(canvas_frames)
-        inputs = {"frames": frames, **self.state}
+        inputs = {"frames": frames[None], **self.state}
         start = time.perf_counter()
         out = self.backend.run(inputs, keep_on_device=STATE_OUTPUTS)
         latency = time.perf_counter() - start
         self.state = {STATE_INPUT_OF[k]: out.pop(k) for k in STATE_OUTPUTS}
-        return out, latency
+        return {k: v[0] for k, v in out.items()}, latency
+
+    def run_batch(
+        self, frames: np.ndarray, query: np.ndarray, boxes: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], float]:
+        """B streams' clips in one call: frames [B, T, H, W, 3], query [B, N, C], boxes [B, N, 4].
+
+        Every output comes back to the host with its B dimension (each stream's state slot is
+        split out by the caller). Returns (outputs, seconds).
+        """
+        start = time.perf_counter()
+        out = self.backend.run({"frames": frames, "query_in": query, "boxes_in": boxes})
+        return out, time.perf_counter() - start
 
     # ---- streaming -------------------------------------------------------------------
     def stream(
@@ -182,6 +199,19 @@ class Predictor:
             render_tracks(run.source, result.tracks, overlay, max_frames)
             result.timings["overlay"] = time.perf_counter() - t0
         return result
+
+    def predict_videos(
+        self,
+        sources: Sequence[str | os.PathLike | FrameSource],
+        streams: int,
+        max_frames: int | None = None,
+        *,
+        overlays: Sequence[str | os.PathLike | None] | None = None,
+    ) -> list[VideoResult]:
+        """Many videos, up to `streams` at once through the batched graph (`runtime.streams`), in input order."""
+        from efficientvis_trt.runtime.streams import MultiStreamRunner
+
+        return MultiStreamRunner(self, streams).predict_videos(sources, max_frames, overlays=overlays)
 
     def close(self) -> None:
         self.backend.close()
@@ -326,6 +356,10 @@ class VideoRun:
         finally:
             self.timings["wall"] = time.perf_counter() - start
             self.p._active = None
+        self._complete()
+
+    def _complete(self) -> None:
+        """The input ended: the run is finished (an input without a single frame is an error)."""
         if self.acc is None:
             raise EvisError(f"no frames in {self.name}")
         self._finished = True

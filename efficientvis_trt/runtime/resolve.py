@@ -190,15 +190,12 @@ def _make_ort(
 
 def _find_trt_engine(bundle, precision: str) -> tuple[Path | None, str]:
     """(engine path, '') or (None, why not)."""
-    from efficientvis_trt.runtime.trt_backend import tensorrt_runtime_available
+    from efficientvis_trt.trt.engine import find_engine
+    from efficientvis_trt.trt.env import runtime_available
 
-    ok, why = tensorrt_runtime_available()
+    ok, why = runtime_available()
     if not ok:
         return None, why
-    try:
-        from efficientvis_trt.precision.engine import find_engine
-    except ImportError as exc:
-        return None, f"engine lookup unavailable ({exc})"
     try:
         path = find_engine(bundle, precision)
     except BackendUnavailable as exc:
@@ -277,14 +274,16 @@ def load_runtime(
     else:
         if device == "cpu":
             raise EvisError("the TensorRT backend runs on a CUDA GPU: drop --device cpu or use --backend ort")
-        from efficientvis_trt.runtime.trt_backend import TensorRTBackend, import_cudart, import_tensorrt
+        from efficientvis_trt.runtime.trt_backend import TensorRTBackend
+        from efficientvis_trt.trt.engine import rebuild_hint
+        from efficientvis_trt.trt.env import import_cudart, import_tensorrt
 
-        import_tensorrt()
+        import_tensorrt("Runtime")
         import_cudart()
         engine, why = _find_trt_engine(bundle, precision)
         if engine is None:
             raise EvisError(
-                f"cannot use TensorRT: {why}; build it with `evis build {bundle.path} --precision {precision}`"
+                f"cannot use TensorRT: {why}; {rebuild_hint(bundle.path, precision).replace('rebuild', 'build')}"
             )
         be = TensorRTBackend(engine, precision, bundle_path=bundle.path, cuda_graph=cuda_graph)
         names = bundle.class_names

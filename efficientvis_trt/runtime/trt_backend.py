@@ -13,10 +13,9 @@ Why it looks like this:
   them device-to-device into the `query_in`/`boxes_in` buffers on the same stream, before
   the enqueue, so no host round trip happens between clips. Tensor addresses never
   change, which is also what a captured CUDA graph requires.
-- `register_trt_plugin()` runs before `deserialize_cuda_engine`: an engine that uses our
-  Python plugin cannot be deserialized otherwise (docs/tensorrt.md, "Plugin paths").
-- `deserialize_cuda_engine` returns None for a plan from another GPU/TensorRT version:
-  that becomes a one-line "rebuild" EvisError.
+- Loading goes through `efficientvis_trt.trt.engine.deserialize` (the one deserialize: sidecar
+  check, ``init_libnvinfer_plugins`` and our plugin, a one-line rebuild message;
+  docs/tensorrt.md, "The TensorRT layer").
 
 Everything TensorRT/CUDA is imported inside the constructor, so importing this module is
 free and a missing TensorRT is one BackendUnavailable line.
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import threading
@@ -37,89 +35,11 @@ from typing import Any
 import numpy as np
 
 from efficientvis_trt.contract import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, check_precision
-from efficientvis_trt.errors import BackendUnavailable, EvisError
-from efficientvis_trt.precision.engine import import_cudart  # one cuda-python and one TensorRT import for build and run
-from efficientvis_trt.precision.engine import import_tensorrt as _import_tensorrt
+from efficientvis_trt.errors import EvisError
+from efficientvis_trt.trt.env import cuda_check as _cuda
+from efficientvis_trt.trt.env import import_cudart, import_tensorrt, runtime_available
 
 log = logging.getLogger(__name__)
-
-TRT_INSTALL_HINT = (
-    "TensorRT is not installed: on a machine with an NVIDIA GPU run "
-    "`pip install 'efficientvis-trt[trt]'` (Jetson: use JetPack's TensorRT), or use --backend ort"
-)
-_PLUGIN_LOCK = threading.Lock()
-_PLUGIN_DONE: dict[str, Any] = {}
-
-
-def import_tensorrt():
-    """`tensorrt` (bindings + runtime are enough to run a plan; the builder is not needed)."""
-    return _import_tensorrt(needs="Runtime", hint=TRT_INSTALL_HINT)
-
-
-def tensorrt_runtime_available() -> tuple[bool, str]:
-    """(True, '') when TensorRT, cuda-python and a CUDA device are all usable, else (False, a short why)."""
-    try:
-        import_tensorrt()
-    except BackendUnavailable:
-        return False, "TensorRT is not installed"
-    try:
-        cudart = import_cudart()
-    except BackendUnavailable:
-        return False, "cuda-python is not installed"
-    try:
-        count = _cuda(cudart, cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
-    except EvisError as exc:
-        return False, str(exc)
-    if int(count) < 1:
-        return False, "no CUDA device found"
-    return True, ""
-
-
-def _cuda(cudart, result, what: str):
-    """Check a cuda-python call: result is (err, *values); raise on any error code, return the values."""
-    if isinstance(result, tuple):
-        err, values = result[0], result[1:]
-    else:
-        err, values = result, ()
-    if int(err) != int(cudart.cudaError_t.cudaSuccess):
-        name = str(err)
-        try:
-            got = cudart.cudaGetErrorName(err)
-            name = got[1].decode() if isinstance(got[1], bytes) else str(got[1])
-        except Exception:
-            pass
-        if "NoDevice" in name or "InsufficientDriver" in name:
-            raise BackendUnavailable(f"CUDA is not usable here ({what}: {name})")
-        raise EvisError(f"CUDA call {what} failed: {name}")
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else values
-
-
-def register_plugin_once(meta: dict | None = None) -> str:
-    """Register the MultiLevelRoIAlign TensorRT plugin (before any deserialize); returns how.
-
-    Engines built without the plugin (TensorRT 10.3, or the built-in ROIAlign_TRT path)
-    deserialize without it, so a missing plugin module is only an error when the engine's
-    metadata says the plugin is inside.
-    """
-    with _PLUGIN_LOCK:
-        if "mode" in _PLUGIN_DONE:
-            return _PLUGIN_DONE["mode"]
-        try:
-            from efficientvis_trt.plugins.trt_plugin import register_trt_plugin
-        except ImportError as exc:
-            uses_plugin = str((meta or {}).get("plugin_path", {}).get("mode", "")) in ("jit", "aot")
-            if uses_plugin:
-                raise EvisError(
-                    "this engine contains the efficientvis::MultiLevelRoIAlign plugin but "
-                    f"efficientvis_trt.plugins.trt_plugin cannot be imported ({exc})"
-                ) from None
-            _PLUGIN_DONE["mode"] = "none"
-            return "none"
-        info = register_trt_plugin()
-        _PLUGIN_DONE["mode"] = str(getattr(info, "mode", info))
-        return _PLUGIN_DONE["mode"]
 
 
 class TrtDeviceTensor:
@@ -163,7 +83,7 @@ class TensorRTBackend:
         self.precision = precision
         self.engine_path = Path(engine_path)
         self._closed = True
-        trt = import_tensorrt()
+        trt = import_tensorrt("Runtime")
         cudart = import_cudart()
         self.trt, self.cudart = trt, cudart
         if not self.engine_path.is_file():
@@ -173,21 +93,13 @@ class TensorRTBackend:
         _cuda(cudart, cudart.cudaFree(0), "cudaFree(0)")  # create the context before measuring memory
         self._free_before = int(_cuda(cudart, cudart.cudaMemGetInfo(), "cudaMemGetInfo")[0])
         self._thread = threading.get_ident()
-        meta = self._read_meta()
-        if meta.get("precision") and meta["precision"] != precision:
-            raise EvisError(f"engine {self.engine_path.name} is {meta['precision']}, not {precision}")
-        self._check_compat(meta, bundle_path)
-        register_plugin_once(meta)
+        from efficientvis_trt.trt.engine import deserialize
 
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
-        self._engine = self._runtime.deserialize_cuda_engine(self.engine_path.read_bytes())
-        if self._engine is None:
-            raise EvisError(
-                f"TensorRT {trt.__version__} cannot load {self.engine_path.name} (built for another GPU or "
-                f"TensorRT version, or corrupt): rebuild it here with `evis build "
-                f"{bundle_path or 'BUNDLE'} --precision {precision}`"
-            )
+        # The one deserialize: sidecar check, init_libnvinfer_plugins + our plugin, then the plan.
+        self._engine, self._runtime, self.metadata, self._logger = deserialize(
+            self.engine_path, bundle_path, precision=precision
+        )
+        self.gpu_name = str(self.metadata.get("gpu") or "")
         self._context = self._engine.create_execution_context()
         if self._context is None:
             raise EvisError(
@@ -224,24 +136,6 @@ class TensorRTBackend:
         self.device_bytes = max(0, self._free_before - free_after)  # engine weights + activations + I/O buffers
 
     # ---- setup --------------------------------------------------------------------------
-    def _read_meta(self) -> dict:
-        from efficientvis_trt.precision.engine import engine_metadata_path
-
-        path = engine_metadata_path(self.engine_path)
-        if not path.is_file():
-            return {}
-        try:
-            return json.loads(path.read_text())
-        except ValueError:
-            raise EvisError(f"engine metadata {path} is not valid JSON") from None
-
-    def _check_compat(self, meta: dict, bundle_path) -> None:
-        from efficientvis_trt.precision.engine import check_engine_compat, cuda_device_info
-
-        gpu_name, cc = cuda_device_info()
-        self.gpu_name = gpu_name
-        check_engine_compat(meta, gpu_name, cc, self.trt.__version__, self.engine_path, bundle_path)
-
     def _allocate(self) -> None:
         trt, cudart, engine = self.trt, self.cudart, self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -426,11 +320,4 @@ class TensorRTBackend:
             self.close()
 
 
-__all__ = [
-    "TensorRTBackend",
-    "TrtDeviceTensor",
-    "import_tensorrt",
-    "import_cudart",
-    "tensorrt_runtime_available",
-    "register_plugin_once",
-]
+__all__ = ["TensorRTBackend", "TrtDeviceTensor", "runtime_available"]

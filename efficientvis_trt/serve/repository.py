@@ -276,14 +276,28 @@ def _state_files(contract: ServedContract) -> dict[str, bytes]:
 
 
 def _plugin_mode(engine_meta: dict) -> str | None:
-    """The RoIAlign plugin path an engine was built with (`evis build` records {"mode": aot|jit|builtin-roialign})."""
+    """The RoIAlign path inside an engine (its sidecar's plugin_path: in_engine, else selected): aot|jit|builtin."""
     path = engine_meta.get("plugin_path")
-    return path.get("mode") if isinstance(path, dict) else path
+    if not isinstance(path, dict):
+        return path
+    found = path.get("in_engine")
+    return found if found and found != "unknown" else path.get("selected", path.get("mode"))
 
 
-def _pick_engines(bundle, precision: str, engine: str | None) -> tuple[dict[str, Path], str]:
-    """({compute capability: plan}, '') or ({}, why not); a JIT-plugin engine cannot run inside Triton."""
-    from efficientvis_trt.precision.engine import list_engines
+def _engine_batch(rows: list[dict]) -> int | None:
+    """The largest stream count every chosen engine's optimization profile accepts (None: a static engine)."""
+    maxes = []
+    for r in rows:
+        profile = r.get("batch_profile")
+        if not isinstance(profile, dict):
+            return None
+        maxes.append(int(profile.get("max", 1)))
+    return min(maxes) if maxes else None
+
+
+def _pick_engines(bundle, precision: str, engine: str | None) -> tuple[dict[str, Path], list[dict], str]:
+    """({compute capability: plan}, their sidecars, '') or ({}, [], why not); JIT-plugin engines cannot load."""
+    from efficientvis_trt.trt.engine import list_engines
 
     build = (
         f"build one on the serving GPU, with the TensorRT of the Triton container, with "
@@ -296,12 +310,17 @@ def _pick_engines(bundle, precision: str, engine: str | None) -> tuple[dict[str,
             raise EvisError(f"--engine {path}: no such file")
         rows = [r for r in rows if Path(r["path"]).resolve() == path.resolve()] or [{"path": str(path)}]
     if not rows:
-        return {}, f"no {precision} TensorRT engine in {bundle.engine_dir}: {build}"
+        return {}, [], f"no {precision} TensorRT engine in {bundle.engine_dir}: {build}"
     usable = [r for r in rows if _plugin_mode(r) != "jit"]
     if not usable:
-        return {}, (
-            f"the {precision} engine(s) in {bundle.engine_dir} use the JIT RoIAlign plugin, which runs Python "
-            f"inside TensorRT and cannot load in Triton's TensorRT backend: {build} on TensorRT >= 10.9 (AOT plugin)"
+        return (
+            {},
+            [],
+            (
+                f"the {precision} engine(s) in {bundle.engine_dir} use the JIT RoIAlign plugin, which runs Python "
+                f"inside TensorRT and cannot load in Triton's TensorRT backend: {build} "
+                "on TensorRT >= 10.9 (AOT plugin)"
+            ),
         )
     by_cc: dict[str, Path] = {}
     for r in usable:
@@ -312,7 +331,7 @@ def _pick_engines(bundle, precision: str, engine: str | None) -> tuple[dict[str,
                 "choose one with --engine PLAN"
             )
         by_cc[cc] = Path(r["path"])
-    return by_cc, ""
+    return by_cc, usable, ""
 
 
 def write_repository(
@@ -390,12 +409,22 @@ def write_repository(
                 )
 
         if "tensorrt" in backends:
-            plans, why = _pick_engines(bundle, precision, engine)
+            plans, sidecars, why = _pick_engines(bundle, precision, engine)
             if not plans:
                 report.notes.append(f"evis_tensorrt not written: {why}")
+            trt_batch = batch
+            if plans and batch:
+                accepts = _engine_batch(sidecars)
+                trt_batch = min(batch, accepts or 1)
+                if trt_batch < batch:
+                    report.notes.append(
+                        f"evis_tensorrt: max_batch_size {trt_batch}, what the engine's optimization profile accepts "
+                        f"(rebuild with `evis build {bundle.path} --precision {precision} --backend trt "
+                        f"--batch 1:{batch}:{batch}` for {batch} streams per execution)"
+                    )
             for stateful in (False, True) if (server_state and plans) else ((False,) if plans else ()):
                 name = MODEL_NAMES["tensorrt"] + (STATEFUL_SUFFIX if stateful else "")
-                cfg = _base_config(name, contract, batch, stateful)
+                cfg = _base_config(name, contract, trt_batch, stateful)
                 cfg.platform = "tensorrt_plan"
                 files = {}
                 for i, (cc, plan) in enumerate(sorted(plans.items())):
@@ -412,7 +441,7 @@ def write_repository(
                 _add_instances(cfg, "gpu", instances)
                 _write_model(tmp, cfg, files, _state_files(contract) if stateful else None)
                 report.models[name] = (
-                    f"tensorrt_plan, {', '.join(p.name for p in plans.values())}, max_batch_size {batch}"
+                    f"tensorrt_plan, {', '.join(p.name for p in plans.values())}, max_batch_size {trt_batch}"
                     + (", sequence batcher with implicit state" if stateful else "")
                 )
 

@@ -9,6 +9,7 @@ import torch
 
 from efficientvis_trt import contract
 from efficientvis_trt.contract import (
+    BATCH_DIM,
     INPUT_NAMES,
     IO_TABLE,
     OUTPUT_NAMES,
@@ -54,12 +55,17 @@ def test_table_is_consistent():
         o, i = (next(r for r in IO_TABLE if r["name"] == n) for n in (out, inp))
         assert (o["dir"], i["dir"], o["shape"], o["dtype"]) == ("out", "in", i["shape"], i["dtype"])
     assert PER_FRAME_OUTPUTS == ("logits", "boxes", "mask_logits")
+    assert all(r["shape"][0] == BATCH_DIM for r in IO_TABLE)
     with pytest.raises(EvisError, match="dimension"):
         io_table({"T": 2})
 
 
+def _with_streams(shape: list, streams: int) -> list[int]:
+    return [streams if d == BATCH_DIM else d for d in shape]
+
+
 def test_pytorch_model_matches_table(tiny):
-    table = _table()
+    table = [{**r, "shape": _with_streams(r["shape"], 3)} for r in _table()]  # B = 3 streams
     feeds = {r["name"]: torch.zeros(r["shape"], dtype=getattr(torch, r["dtype"])) for r in table if r["dir"] == "in"}
     with torch.inference_mode():
         out = tiny.forward_clip(*(feeds[n] for n in INPUT_NAMES))
@@ -76,8 +82,9 @@ def test_exported_graph_matches_table(tiny_graph):
         for v in values:
             tt = v.type.tensor_type
             dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
-            rows.append((v.name, direction, [d.dim_value for d in tt.shape.dim], dtype))
+            rows.append((v.name, direction, [d.dim_param or d.dim_value for d in tt.shape.dim], dtype))
     assert rows == [(r["name"], r["dir"], r["shape"], r["dtype"]) for r in _table()]
+    assert all(r["shape"][0] == BATCH_DIM for r in _table())  # every input and output leads with the streams
 
 
 def test_split_pads_last_clip_by_repeating_its_last_frame():

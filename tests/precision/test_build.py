@@ -191,11 +191,11 @@ def test_calibration_carries_state_and_is_deterministic(bundle_dir):
 
     b = Bundle.open(bundle_dir)
     cs = build_calibration_set(b.onnx_path("fp32"), b.init_state(), b.input_hw, b.clip_len, None, 3, 7, progress=False)
-    q0 = b.init_state()[0]
+    q0 = b.init_state()[0][None]  # calibration clips are batches of one stream
     for rec, feed in zip(cs.clips, cs.feeds):
         carried = not np.array_equal(feed["query_in"], q0)
         assert carried == (rec.index_in_sequence > 0)
-        assert feed["frames"].shape == (b.clip_len, *b.input_hw, 3) and feed["frames"].dtype == np.uint8
+        assert feed["frames"].shape == (1, b.clip_len, *b.input_hw, 3) and feed["frames"].dtype == np.uint8
     assert plan_sequences([250, 132, 120], 8, 5, 3) == plan_sequences([250, 132, 120], 8, 5, 3)
     assert plan_sequences([250, 132, 120], 8, 5, 3) != plan_sequences([250, 132, 120], 8, 5, 4)
 
@@ -268,9 +268,9 @@ def test_overflow_guard_on_the_tiny_model(models, real_clips):
     inits = {i.name: i for i in m.graph.initializer}
     backbone = set(roles.backbone)
 
-    def feeds_relu(node):  # through the Reshapes onnxslim puts around a Gemm
+    def feeds_relu(node):  # through the Reshapes onnxslim puts around a Gemm, or a MatMul's bias Add
         users = consumers[node.output[0]]
-        while len(users) == 1 and users[0].op_type == "Reshape":
+        while len(users) == 1 and users[0].op_type in ("Reshape", "Add"):
             users = consumers[users[0].output[0]]
         return any(u.op_type == "Relu" for u in users)
 
@@ -303,7 +303,7 @@ def _snapshot(folder):
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_trt_backend_without_tensorrt_says_how_to_install_and_writes_nothing(exported, tmp_path, capsys, precision):
     from efficientvis_trt.cli import main
-    from efficientvis_trt.precision.engine import tensorrt_available
+    from efficientvis_trt.trt.env import tensorrt_available
 
     if tensorrt_available():
         pytest.skip("TensorRT is installed here: the missing-TensorRT path cannot be exercised")
@@ -384,3 +384,18 @@ def test_vectorised_entropy_search_matches_onnxruntime():
         want = ref.get_entropy_threshold(h, 128)
         got = I.entropy_threshold(*h[:4], 128)
         assert (float(got[0]), float(got[1])) == (float(want[0]), float(want[1]))
+
+
+@pytest.mark.parametrize("graph", ["model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8.cpu.onnx"])
+def test_every_precision_runs_streams_batched_as_if_alone(bundle_dir, real_clips, graph):
+    """B = 3 streams (different clips and states) in one call equal three B = 1 runs, at every precision."""
+    third = {**real_clips[1], "query_in": real_clips[0]["query_in"], "boxes_in": real_clips[0]["boxes_in"]}
+    streams = [real_clips[0], real_clips[1], third]
+    session = make_session(bundle_dir / graph)
+    alone = [run(session, feed) for feed in streams]
+    batched = run(session, {k: np.concatenate([f[k] for f in streams]) for k in streams[0]})
+    assert not np.allclose(alone[1]["logits"], alone[2]["logits"], atol=1e-4)  # the streams differ
+    for name, got in batched.items():
+        assert got.shape[0] == 3
+        for i, ref in enumerate(alone):
+            np.testing.assert_allclose(got[i], ref[name][0], rtol=1e-5, atol=1e-5, err_msg=f"{graph} {name} stream {i}")

@@ -133,17 +133,23 @@ def test_tensorrt_model_uses_the_bundles_engine_else_says_what_to_build(repo, ti
     engines.mkdir()
     plan = engines / "model.fp32.NVIDIA_H200.sm90.trt10.13.0.plan"
     plan.write_bytes(b"not really a plan")
-    meta = {"precision": "fp32", "compute_capability": "9.0", "plugin_path": {"mode": "aot"}}
+    meta = {
+        "precision": "fp32",
+        "compute_capability": "9.0",
+        "plugin_path": {"selected": "aot", "in_engine": "aot"},
+        "batch_profile": {"min": 1, "opt": 2, "max": 2},
+    }
     (engines / "model.fp32.NVIDIA_H200.sm90.trt10.13.0.json").write_text(json.dumps(meta))
     out = tmp_path / "repo"
-    report = write_repository(bundle, out, backends=("tensorrt",))
+    report = write_repository(bundle, out, backends=("tensorrt",), max_batch_size=8)
     cfg = read_config(out / MODEL_NAMES["tensorrt"] / "config.pbtxt")
     assert cfg.platform == "tensorrt_plan" and cfg.default_model_filename == "model.plan"
+    assert cfg.max_batch_size == 2 and any("--batch 1:8:8" in n for n in report.notes)  # what the profile accepts
     assert cfg.instance_group[0].kind == mc.ModelInstanceGroup.KIND_GPU
     assert (out / MODEL_NAMES["tensorrt"] / "1" / "model.plan").read_bytes() == b"not really a plan"
     # a JIT-plugin engine runs Python inside TensorRT: Triton's TensorRT backend cannot load it
     (engines / "model.fp32.NVIDIA_H200.sm90.trt10.13.0.json").write_text(
-        json.dumps({**meta, "plugin_path": {"mode": "jit"}})
+        json.dumps({**meta, "plugin_path": {"selected": "jit", "in_engine": "jit"}})
     )
     report = write_repository(bundle, out, backends=("tensorrt", "python"))
     assert not (out / MODEL_NAMES["tensorrt"]).exists()  # the repository was replaced whole

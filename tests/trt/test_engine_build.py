@@ -7,17 +7,20 @@ import shutil
 
 import pytest
 
-from efficientvis_trt.precision import engine as E
+from efficientvis_trt.errors import EvisError
+from efficientvis_trt.io_utils import file_sha256
+from efficientvis_trt.trt import engine as E
+from efficientvis_trt.trt import env
 
 pytestmark = pytest.mark.tensorrt
 
 
 def _gpu_ready() -> str | None:
     """None when TensorRT and a CUDA GPU are usable, else why not."""
-    if not E.tensorrt_available():
+    if not env.tensorrt_available():
         return "TensorRT is not installed (pip install 'efficientvis-trt[trt]' on an NVIDIA GPU machine)"
     try:
-        E.cuda_device_info()
+        env.cuda_device_info()
     except Exception as exc:
         return f"no usable CUDA device: {exc}"
     return None
@@ -59,23 +62,21 @@ def test_build_engine_at_the_asked_precision(trt_bundle, precision):
         ]
     )
     assert rc == 0
-    gpu, cc = E.cuda_device_info()
+    gpu, cc = env.cuda_device_info()
+    version = env.import_tensorrt().__version__
     path = E.find_engine(trt_bundle, precision)
-    assert path is not None and path == E.engine_path(trt_bundle, precision, gpu, cc, E.tensorrt_version())
-    meta = json.loads(E.engine_metadata_path(path).read_text())
+    assert path is not None and path == E.engine_path(trt_bundle, precision, gpu, cc, version)
+    meta = json.loads(E.sidecar_path(path).read_text())
     assert meta["precision"] == precision and meta["gpu"] == gpu
-    assert meta["source_onnx_sha256"] == E._sha256(Bundle.open(trt_bundle).onnx_path(precision))
-    assert meta["plugin_path"]["mode"] in ("aot", "jit", "builtin-roialign")
-    counts = meta["layers"]["compute_by_precision"]
-    if precision == "fp32":
-        assert not {"fp16", "int8"} & set(counts)
-    else:
-        assert counts.get(precision, 0) > 0
+    assert meta["source_onnx_sha256"] == file_sha256(Bundle.open(trt_bundle).onnx_path(precision))
+    assert meta["plugin_path"]["selected"] in ("aot", "jit", "builtin-roialign")
+    assert meta["plugin_path"]["in_engine"] in ("aot", "jit", "builtin-roialign"), meta["plugin_path"]
+    assert meta["layer_precision"]["verdict"] in ("pass", "unknown"), meta["layer_precision"]
     # A bare plan (no header): TensorRT deserializes the file as is.
-    engine, runtime, _ = E.load_engine(path, trt_bundle)
+    engine, _runtime, _meta, _logger = E.deserialize(path, trt_bundle)
     names = {engine.get_tensor_name(i) for i in range(engine.num_io_tensors)}
     assert {"frames", "query_in", "boxes_in", "logits", "boxes", "mask_logits", "query_out", "boxes_out"} == names
-    assert E.timing_cache_path(trt_bundle, gpu, cc, E.tensorrt_version()).stat().st_size > 0
+    assert E.timing_cache_path(trt_bundle, gpu, cc, version).stat().st_size > 0
 
 
 @skip_without_trt
@@ -85,8 +86,8 @@ def test_engine_from_another_gpu_asks_for_rebuild(trt_bundle, tmp_path):
         pytest.skip("the fp16 engine test did not run first")
     copy = tmp_path / path.name
     shutil.copy(path, copy)
-    meta = json.loads(E.engine_metadata_path(path).read_text())
+    meta = json.loads(E.sidecar_path(path).read_text())
     meta["compute_capability"] = "1.0"
-    E.engine_metadata_path(copy).write_text(json.dumps(meta))
-    with pytest.raises(E.EvisError, match="rebuild"):
-        E.load_engine(copy)
+    E.sidecar_path(copy).write_text(json.dumps(meta))
+    with pytest.raises(EvisError, match="--backend trt"):
+        E.deserialize(copy)

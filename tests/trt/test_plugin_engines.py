@@ -1,11 +1,11 @@
 """TensorRT engines with the MultiLevelRoIAlign node, against the PyTorch reference.
 
-Needs TensorRT and a CUDA GPU (torch with CUDA provides the buffers); skipped otherwise,
-with the reason. The ONNX file holds one ``efficientvis::MultiLevelRoIAlign`` node with
-``plugin_namespace``, parsed by TensorRT's ONNX parser after `register_trt_plugin()`:
-TensorRT >= 10.9 binds it to the AOT plugin (PTX in the engine), 10.6-10.8 to the JIT
-plugin; below 10.6 the model also carries the standard-op function body, which the
-parser expands into built-in RoiAlign.
+The engine tests need TensorRT and a CUDA GPU (torch with CUDA provides the buffers) and skip
+otherwise, with the reason. The ONNX file holds one ``efficientvis::MultiLevelRoIAlign`` node with
+``plugin_namespace``, parsed after `env.prepare_plugins` (``init_libnvinfer_plugins`` + our plugin):
+TensorRT >= 10.9 binds it to the AOT plugin (PTX in the engine), 10.7-10.8 to the JIT plugin; on
+the built-in path (< 10.7) the model also carries the standard-op function body, which the parser
+expands into ROIAlign_TRT. The built-in-path models themselves are checked on ONNX Runtime on any CPU.
 """
 
 from __future__ import annotations
@@ -15,23 +15,26 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from onnx import TensorProto, helper
 
-try:
-    import tensorrt as trt
-except Exception as exc:  # the PyPI source stub without builder libraries fails here too
-    pytest.skip(f"TensorRT not installed ({exc})", allow_module_level=True)
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    pytest.skip("no CUDA GPU (TensorRT needs one to build engines)", allow_module_level=True)
+from efficientvis_trt.model.roi_align import multi_level_roi_align_reference
+from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
+from efficientvis_trt.trt import env
 
-from onnx import TensorProto, helper  # noqa: E402
 
-from efficientvis_trt.model.roi_align import multi_level_roi_align_reference  # noqa: E402
-from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs  # noqa: E402
-from efficientvis_trt.plugins.trt_plugin import register_trt_plugin, select_plugin_path  # noqa: E402
+def _why_no_trt() -> str | None:
+    if not env.tensorrt_available():
+        return "TensorRT not installed (pip install 'efficientvis-trt[trt]' on an NVIDIA GPU machine)"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU (TensorRT needs one to build engines)"
+    return None
 
-pytestmark = pytest.mark.tensorrt
+
+WHY = _why_no_trt()
+needs_trt = pytest.mark.skipif(WHY is not None, reason=WHY or "")
 
 B, R, C = 2, 6, 8
 IMAGE = (256, 320)
@@ -40,38 +43,65 @@ ONNX_DTYPE = {torch.float32: TensorProto.FLOAT, torch.float16: TensorProto.FLOAT
 
 @pytest.fixture(scope="module")
 def plugin_path():
-    path = register_trt_plugin()
-    assert register_trt_plugin() is path  # idempotent
+    from efficientvis_trt.plugins.trt_plugin import select_plugin_path
+
+    trt = env.import_tensorrt("Builder")
+    path = env.prepare_plugins(trt, env.make_logger(trt))
+    assert env.prepare_plugins(trt, env.make_logger(trt)) is path  # registered once per process
     assert path.mode == select_plugin_path(trt.__version__).mode or path.mode == "builtin-roialign"
     return path
 
 
-def make_model(attrs: RoIAlignAttrs, dtype, with_function: bool) -> bytes:
+def make_model(attrs: RoIAlignAttrs, dtype, builtin: bool) -> bytes:
+    """One MultiLevelRoIAlign node. On the built-in path the node expands to ONNX RoiAlign, which (like
+    ROIAlign_TRT) needs rois of the features' type; the function body is fp32, so fp16 features are cast
+    to fp32 around the node, as the precision graphs keep RoIAlign in fp32."""
     levels = [(IMAGE[0] >> lvl, IMAGE[1] >> lvl) for lvl in range(2, 6)]
     fdt = ONNX_DTYPE[dtype]
     inputs = [helper.make_tensor_value_info(f"P{lvl + 2}", fdt, [B, C, h, w]) for lvl, (h, w) in enumerate(levels)]
     inputs.append(helper.make_tensor_value_info("rois", TensorProto.FLOAT, [B, R, 4]))
     p = attrs.output_size
     output = helper.make_tensor_value_info("pooled", fdt, [B, R, C, p, p])
-    node = helper.make_node(
-        OP_TYPE,
-        ["P2", "P3", "P4", "P5", "rois"],
-        ["pooled"],
-        name="roi_align",
-        domain=DOMAIN,
-        **attrs.onnx_attributes(),
+    nodes, feats, pooled = [], [f"P{i}" for i in range(2, 6)], "pooled"
+    if builtin and fdt != TensorProto.FLOAT:
+        nodes += [helper.make_node("Cast", [f], [f"{f}_f32"], to=TensorProto.FLOAT) for f in feats]
+        feats, pooled = [f"{f}_f32" for f in feats], "pooled_f32"
+    nodes.append(
+        helper.make_node(
+            OP_TYPE, [*feats, "rois"], [pooled], name="roi_align", domain=DOMAIN, **attrs.onnx_attributes()
+        )
     )
-    graph = helper.make_graph([node], "one_roi_align", inputs, [output])
+    if pooled != "pooled":
+        nodes.append(helper.make_node("Cast", [pooled], ["pooled"], to=fdt))
+    graph = helper.make_graph(nodes, "one_roi_align", inputs, [output])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(DOMAIN, 1)])
-    if with_function:
+    if builtin:
         from efficientvis_trt.export.roi_align_onnx import attach_function
 
         model = attach_function(model, 17)
     return model.SerializeToString()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_builtin_path_models_are_valid_onnx_and_match_the_reference_on_onnxruntime(dtype):
+    """What TensorRT's parser gets on the built-in path, run by ONNX Runtime (same RoiAlign type rules)."""
+    import onnxruntime as ort
+
+    attrs = RoIAlignAttrs(output_size=7, sampling_ratio=2)
+    sess = ort.InferenceSession(make_model(attrs, dtype, builtin=True), providers=["CPUExecutionProvider"])
+    feats, rois = make_inputs(dtype)
+    feeds = {f"P{i + 2}": f.numpy() for i, f in enumerate(feats)}
+    feeds["rois"] = rois.numpy()
+    (got,) = sess.run(["pooled"], feeds)
+    assert got.dtype == np.dtype(np.float32 if dtype == torch.float32 else np.float16)
+    want = multi_level_roi_align_reference([f.float() for f in feats], rois, 7, 2).numpy()
+    np.testing.assert_allclose(got.astype(np.float32), want, rtol=0, atol=1e-4 if dtype == torch.float32 else 3e-3)
+
+
 def build_engine(model: bytes):
+    trt = env.import_tensorrt("Builder")
     logger = trt.Logger(trt.Logger.WARNING)
+    env.prepare_plugins(trt, logger)  # init_libnvinfer_plugins: ROIAlign_TRT must be in the registry
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
@@ -87,7 +117,10 @@ def build_engine(model: bytes):
 
 
 def run_engine(plan: bytes, feeds: dict, out: torch.Tensor) -> torch.Tensor:
-    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
+    trt = env.import_tensorrt("Runtime")
+    logger = trt.Logger(trt.Logger.WARNING)
+    env.prepare_plugins(trt, logger)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     assert engine is not None
     context = engine.create_execution_context()
     for name, tensor in feeds.items():
@@ -112,11 +145,12 @@ def make_inputs(dtype):
     return feats, rois
 
 
+@needs_trt
+@pytest.mark.tensorrt
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_engine_matches_reference(plugin_path, dtype):
     attrs = RoIAlignAttrs(output_size=7, sampling_ratio=2)
-    use_function = plugin_path.mode == "builtin-roialign"
-    plan, num_layers = build_engine(make_model(attrs, dtype, with_function=use_function))
+    plan, num_layers = build_engine(make_model(attrs, dtype, builtin=not plugin_path.registers_plugin))
     if plugin_path.registers_plugin:
         assert num_layers == 1, "the node was not bound to the plugin"
     feats, rois = make_inputs(dtype)
@@ -124,17 +158,19 @@ def test_engine_matches_reference(plugin_path, dtype):
     feeds["rois"] = rois.cuda().contiguous()
     out = torch.full((B, R, C, 7, 7), float("nan"), dtype=dtype, device="cuda")
     got = run_engine(plan, feeds, out).cpu()
-    want = multi_level_roi_align_reference(feats, rois, 7, 2)
+    want = multi_level_roi_align_reference([f.float() for f in feats], rois, 7, 2)
     if dtype == torch.float32:
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5 if plugin_path.registers_plugin else 1e-4)
     else:
         torch.testing.assert_close(got.float(), want.float(), rtol=2e-3, atol=2e-3)
 
 
+@needs_trt
+@pytest.mark.tensorrt
 def test_aot_engine_loads_without_python_plugin(plugin_path, tmp_path):
     if plugin_path.mode != "aot":
         pytest.skip(f"path is {plugin_path.mode}, not aot: {plugin_path.reason}")
-    plan, _ = build_engine(make_model(RoIAlignAttrs(output_size=7), torch.float32, with_function=False))
+    plan, _ = build_engine(make_model(RoIAlignAttrs(output_size=7), torch.float32, builtin=False))
     engine_file = tmp_path / "roi_align.plan"
     engine_file.write_bytes(plan)
     code = textwrap.dedent(f"""

@@ -1,0 +1,410 @@
+"""``evis doctor``: the whole chain, proved in one command on this machine (docs/tensorrt.md, "evis doctor").
+
+It reports the versions, the GPU and the RoIAlign plugin path, then really runs every step it can on
+a tiny random-init bundle in a temporary folder. Each check is pass, fail (with the cause) or skipped
+(with the reason); the exit code is non-zero when a check that could run failed. Nothing is faked: a
+check whose backend is missing is skipped and says which.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from efficientvis_trt.errors import EvisError
+
+HELP = "check this machine end to end: versions, GPU, plugin path, and a real export/build/run of a tiny model"
+CLIPS = 3
+OUTPUTS = ("logits", "boxes", "mask_logits")
+
+
+class Skip(Exception):
+    """Raised by a check that cannot run here; the message is the reason."""
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # "pass" | "fail" | "skipped"
+    detail: str
+    seconds: float
+
+
+# ---- versions -------------------------------------------------------------------------------------
+
+
+def _version_of(module: str) -> str | None:
+    try:
+        mod = __import__(module)
+        return str(getattr(mod, "__version__", "installed"))
+    except Exception:
+        return None
+
+
+def versions() -> dict[str, Any]:
+    """Python, torch, ONNX Runtime (+ providers), TensorRT, Triton, cuda-python, Polygraphy."""
+    from efficientvis_trt.trt.env import installed_version
+
+    out: dict[str, Any] = {"python": platform.python_version()}
+    try:
+        import torch
+
+        out["torch"] = f"{torch.__version__} (CUDA {torch.version.cuda})" if torch.version.cuda else torch.__version__
+    except Exception:
+        out["torch"] = None
+    try:
+        import onnxruntime as ort
+
+        out["onnxruntime"] = ort.__version__
+        out["onnxruntime_providers"] = list(ort.get_available_providers())
+    except Exception:
+        out["onnxruntime"], out["onnxruntime_providers"] = None, []
+    out["tensorrt"] = installed_version()
+    out["triton"] = _version_of("triton")
+    cuda_python = None
+    for name in ("cuda.bindings", "cuda"):
+        try:
+            cuda_python = str(getattr(__import__(name, fromlist=["x"]), "__version__", "installed"))
+            break
+        except Exception:
+            continue
+    out["cuda-python"] = cuda_python
+    out["polygraphy"] = _version_of("polygraphy")
+    return out
+
+
+# ---- the checks -------------------------------------------------------------------------------------
+
+
+class Doctor:
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.checks: list[Check] = []
+        self.bundle_path = workdir / "tiny"
+        self.bundle: Any = None
+        self.clips: list[np.ndarray] = []
+        self.ort_outputs: list[dict] = []
+        self.engines: dict[str, Path] = {}
+
+    def run(self, name: str, fn: Callable[[], str]) -> Check:
+        start = time.perf_counter()
+        try:
+            status, detail = "pass", fn()
+        except Skip as exc:
+            status, detail = "skipped", str(exc)
+        except Exception as exc:  # a failed check is reported, never raised
+            cause = " ".join(str(exc).split()) or type(exc).__name__
+            status, detail = "fail", f"{type(exc).__name__}: {cause}"[:600]
+            if not isinstance(exc, EvisError):
+                detail += " @ " + traceback.format_exc(limit=-1).strip().splitlines()[-2].strip()[:200]
+        check = Check(name, status, detail, round(time.perf_counter() - start, 2))
+        self.checks.append(check)
+        return check
+
+    # -- requirements ----------------------------------------------------------------------------------
+    def _need_bundle(self) -> None:
+        if self.bundle is None:
+            raise Skip("the export check did not pass")
+
+    @staticmethod
+    def _need_cuda_torch():
+        try:
+            import torch
+        except ImportError:
+            raise Skip("torch is not installed") from None
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
+            raise Skip(f"no CUDA device (torch {torch.__version__}, {build})")
+        return torch
+
+    @staticmethod
+    def _need_tensorrt() -> None:
+        from efficientvis_trt.trt import env
+
+        if not env.tensorrt_available("Builder"):
+            raise Skip("TensorRT not available (not installed: pip install 'efficientvis-trt[trt]' on a GPU machine)")
+        ok, why = env.runtime_available()
+        if not ok:
+            raise Skip(f"TensorRT runtime not usable here: {why}")
+
+    # -- steps -----------------------------------------------------------------------------------------
+    def export(self) -> str:
+        from efficientvis_trt.export.bundle import Bundle
+        from efficientvis_trt.export.exporter import export_bundle
+
+        # The default exporter route; onnxslim is skipped to stay within a minute on a CPU.
+        export_bundle(
+            self.bundle_path,
+            config="tiny",
+            init="random",
+            seed=0,
+            verify=True,
+            num_clips=CLIPS,
+            simplify_graph=False,
+            echo=None,
+        )
+        self.bundle = Bundle.open(self.bundle_path)
+        report = self.bundle.metadata.get("verification", {})
+        worst = report.get("max_abs_diff") if isinstance(report, dict) else None
+        return f"tiny bundle exported and verified against PyTorch on {CLIPS} clips" + (
+            f" (max |diff| {worst})" if worst is not None else ""
+        )
+
+    def _frames(self) -> list[np.ndarray]:
+        if not self.clips:
+            from efficientvis_trt.video import Letterbox, read_frames, sample_video
+
+            t = self.bundle.clip_len
+            frames = read_frames(sample_video("bikes.mp4"), max_frames=t * CLIPS)
+            lb = Letterbox(frames[0].shape[:2], self.bundle.input_hw)
+            canvas = np.stack([lb.apply(f) for f in frames])
+            self.clips = [canvas[i * t : (i + 1) * t] for i in range(CLIPS)]
+        return self.clips
+
+    def _run_clips(self, backend, keep_on_device: tuple = ()) -> tuple[list[dict], list[float]]:
+        """3 clips with the tracklet state carried; returns the per-clip outputs and wall times (ms)."""
+        q, b = self.bundle.init_state()
+        state: dict[str, Any] = {"query_in": q, "boxes_in": b}
+        outs, times = [], []
+        for clip in self._frames():
+            start = time.perf_counter()
+            got = backend.run({"frames": clip, **state}, keep_on_device=keep_on_device)
+            times.append((time.perf_counter() - start) * 1e3)
+            state = {"query_in": got.pop("query_out"), "boxes_in": got.pop("boxes_out")}
+            outs.append({k: np.asarray(got[k]) for k in OUTPUTS})
+        return outs, times
+
+    def ort(self) -> str:
+        self._need_bundle()
+        from efficientvis_trt.runtime.resolve import load_runtime
+
+        rt = load_runtime(self.bundle, backend="ort", precision="fp32", device="cpu")
+        try:
+            self.ort_outputs, times = self._run_clips(rt.backend)
+        finally:
+            rt.backend.close()
+        bad = [k for o in self.ort_outputs for k, v in o.items() if not np.isfinite(v).all()]
+        if bad:
+            raise EvisError(f"non-finite outputs: {sorted(set(bad))}")
+        return f"{CLIPS} carried clips, per-clip latency {', '.join(f'{t:.0f}' for t in times)} ms (CPU)"
+
+    def _compare(self, got: list[dict], atol: float, what: str) -> str:
+        worst = 0.0
+        for a, b in zip(got, self.ort_outputs):
+            for k in OUTPUTS:
+                worst = max(worst, float(np.max(np.abs(a[k].astype(np.float32) - b[k].astype(np.float32)))))
+        if not worst <= atol:
+            raise EvisError(f"{what} differs from ONNX Runtime by {worst:.3g} (> {atol}) over {CLIPS} carried clips")
+        return f"max |diff| vs ONNX Runtime {worst:.3g} (<= {atol}) over {CLIPS} carried clips"
+
+    def torch_cuda(self, precision: str) -> str:
+        self._need_bundle()
+        self._need_cuda_torch()
+        if not self.ort_outputs:
+            raise Skip("no ONNX Runtime reference (that check did not pass)")
+        from efficientvis_trt.runtime.resolve import load_runtime
+
+        rt = load_runtime(self.bundle, backend="torch", precision=precision, device="cuda")
+        try:
+            outs, times = self._run_clips(rt.backend)
+        finally:
+            rt.backend.close()
+        detail = self._compare(outs, 1e-2 if precision == "fp32" else 0.25, f"PyTorch CUDA {precision}")
+        return f"{detail}; per-clip latency {', '.join(f'{t:.1f}' for t in times)} ms"
+
+    def triton_kernel(self) -> str:
+        torch = self._need_cuda_torch()
+        from efficientvis_trt.plugins.spec import RoIAlignAttrs
+        from efficientvis_trt.plugins.triton_roi_align import multi_level_roi_align_triton, triton_version
+
+        if triton_version() is None:
+            raise Skip("Triton is not installed")
+        from efficientvis_trt.model.roi_align import multi_level_roi_align_reference
+
+        g = torch.Generator().manual_seed(0)
+        feats = [torch.randn(2, 8, 64 >> i, 80 >> i, generator=g) for i in range(4)]
+        xy = torch.rand(2, 6, 2, generator=g) * 200
+        rois = torch.cat([xy, xy + 8 + torch.rand(2, 6, 2, generator=g) * 120], -1)
+        want = multi_level_roi_align_reference(feats, rois, 7, 2)
+        got = multi_level_roi_align_triton([f.cuda() for f in feats], rois.cuda(), RoIAlignAttrs(output_size=7))
+        diff = float((got.cpu() - want).abs().max())
+        if not diff <= 1e-4:
+            raise EvisError(f"Triton kernel differs from the reference by {diff:.3g}")
+        return f"max |diff| vs the PyTorch reference {diff:.3g} on CUDA"
+
+    def trt_build(self, precision: str) -> str:
+        self._need_bundle()
+        self._need_tensorrt()
+        from efficientvis_trt.precision.build import BuildOptions, build
+
+        summary = build(
+            self.bundle_path, BuildOptions(precision=precision, backend="trt", calib_clips=4, progress=False)
+        )
+        meta = summary["engine_metadata"]
+        self.engines[precision] = Path(summary["engine"])
+        plugin = meta["plugin_path"]
+        return (
+            f"{Path(summary['engine']).name}: RoIAlign {plugin['in_engine']} (selected {plugin['selected']}), "
+            f"built in {meta['build_time_s']} s"
+        )
+
+    def layer_precision(self) -> str:
+        self._need_tensorrt()
+        if not self.engines:
+            raise Skip("no engine was built")
+        from efficientvis_trt.trt.engine import read_sidecar
+
+        verdicts = {p: read_sidecar(path)["layer_precision"] for p, path in self.engines.items()}
+        failed = {p: v["why"] for p, v in verdicts.items() if v["verdict"] == "fail"}
+        if failed:
+            raise EvisError(f"layer-precision check failed: {failed}")
+        unknown = {p: v["why"] for p, v in verdicts.items() if v["verdict"] == "unknown"}
+        if unknown and len(unknown) == len(verdicts):
+            raise Skip(f"the engine inspector cannot tell: {unknown}")
+        return "; ".join(f"{p}: {v['verdict']} ({v['why']})" for p, v in verdicts.items())
+
+    def _trt_backend(self, cuda_graph: bool):
+        from efficientvis_trt.runtime.trt_backend import TensorRTBackend
+
+        return TensorRTBackend(self.engines["fp32"], "fp32", bundle_path=self.bundle_path, cuda_graph=cuda_graph)
+
+    def _need_fp32_engine(self) -> None:
+        self._need_tensorrt()
+        if "fp32" not in self.engines:
+            raise Skip("the fp32 engine build did not pass")
+        if not self.ort_outputs:
+            raise Skip("no ONNX Runtime reference (that check did not pass)")
+
+    def trt_vs_ort(self) -> str:
+        self._need_fp32_engine()
+        be = self._trt_backend(False)
+        try:
+            outs, times = self._run_clips(be, keep_on_device=("query_out", "boxes_out"))
+        finally:
+            be.close()
+        self.trt_plain = outs
+        return (
+            f"{self._compare(outs, 1e-2, 'TensorRT fp32')}; per-clip latency {', '.join(f'{t:.2f}' for t in times)} ms"
+        )
+
+    def cuda_graph(self) -> str:
+        self._need_fp32_engine()
+        if not getattr(self, "trt_plain", None):
+            raise Skip("the TensorRT run did not pass")
+        be = self._trt_backend(True)
+        try:
+            outs, _ = self._run_clips(be, keep_on_device=("query_out", "boxes_out"))
+            status = be.graph_status
+        finally:
+            be.close()
+        if status != "on":
+            raise EvisError(f"CUDA graph not used: {status}")
+        worst = max(float(np.max(np.abs(a[k] - b[k]))) for a, b in zip(outs, self.trt_plain) for k in OUTPUTS)
+        if worst > 1e-5:
+            raise EvisError(f"CUDA-graph replay differs from plain execution by {worst:.3g}")
+        return f"replay equals plain execution (max |diff| {worst:.3g}) over {CLIPS} clips"
+
+    def reload(self) -> str:
+        self._need_tensorrt()
+        if not self.engines:
+            raise Skip("no engine was built")
+        code = (
+            "import sys\nfrom efficientvis_trt.trt.engine import deserialize\n"
+            "for p in sys.argv[1:]:\n    deserialize(p)\n    print('loaded', p)\n"
+        )
+        paths = [str(p) for p in self.engines.values()]
+        proc = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise EvisError(f"a fresh process cannot load the engines: {proc.stderr.strip().splitlines()[-1:]}")
+        return f"{len(paths)} engine(s) deserialized in a fresh process (plugins registered at load)"
+
+
+def run_doctor(workdir: Path) -> dict:
+    """Every check in order; returns the report (what doctor.json holds)."""
+    from efficientvis_trt.plugins.trt_plugin import detect_plugin_path
+    from efficientvis_trt.trt.env import gpu_info_or_none
+
+    gpu = gpu_info_or_none()
+    path = detect_plugin_path()
+    d = Doctor(workdir)
+    d.run("export + ONNX Runtime parity (tiny, random init)", d.export)
+    d.run("ONNX Runtime: 3 carried clips, per-clip latency", d.ort)
+    for p in ("fp32", "fp16"):
+        d.run(f"PyTorch CUDA {p} vs ONNX Runtime", lambda p=p: d.torch_cuda(p))
+    d.run("Triton RoIAlign kernel vs reference (CUDA)", d.triton_kernel)
+    for p in ("fp32", "fp16", "int8"):
+        d.run(f"TensorRT {p} engine build", lambda p=p: d.trt_build(p))
+    d.run("TensorRT layer-precision check", d.layer_precision)
+    d.run("TensorRT vs ONNX Runtime: 3 carried clips, per-clip latency", d.trt_vs_ort)
+    d.run("TensorRT CUDA-graph replay == plain execution", d.cuda_graph)
+    d.run("TensorRT engines reload in a fresh process", d.reload)
+    failed = [c.name for c in d.checks if c.status == "fail"]
+    return {
+        "versions": versions(),
+        "gpu": None if gpu is None else {"name": gpu.name, "compute_capability": gpu.cc_text, "via": gpu.source},
+        "plugin_path": {"mode": path.mode, "reason": path.reason, "needs_python_at_load": path.needs_python_at_load},
+        "checks": [asdict(c) for c in d.checks],
+        "failed": failed,
+        "ok": not failed,
+    }
+
+
+def format_table(report: dict) -> str:
+    v = report["versions"]
+    lines = [
+        "versions: "
+        + ", ".join(f"{k} {v[k] if v[k] is not None else 'not installed'}" for k in v if k != "onnxruntime_providers"),
+        f"ONNX Runtime providers: {', '.join(v['onnxruntime_providers']) or 'none'}",
+        "GPU: "
+        + (
+            f"{report['gpu']['name']} (compute capability {report['gpu']['compute_capability']})"
+            if report["gpu"]
+            else "none"
+        ),
+        f"RoIAlign plugin path: {report['plugin_path']['mode']} ({report['plugin_path']['reason']})",
+        "",
+    ]
+    width = max(len(c["name"]) for c in report["checks"])
+    for c in report["checks"]:
+        lines.append(f"{c['status'].upper():8} {c['name']:<{width}}  {c['seconds']:6.1f} s  {c['detail']}")
+    counts = {s: sum(c["status"] == s for c in report["checks"]) for s in ("pass", "fail", "skipped")}
+    lines.append(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", metavar="DIR", default=".", help="where doctor.json is written (default: .)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary bundle and engines (path printed)")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="evis-doctor-")
+    try:
+        report = run_doctor(Path(tmp))
+    finally:
+        if not args.keep:
+            import shutil
+
+            shutil.rmtree(tmp, ignore_errors=True)
+    from efficientvis_trt.io_utils import write_json_atomic
+
+    write_json_atomic(out / "doctor.json", report)
+    print(format_table(report))
+    print(f"wrote {out / 'doctor.json'}" + (f"; bundle and engines kept in {tmp}" if args.keep else ""))
+    return 0 if report["ok"] else 1
+
+
+__all__ = ["run_doctor", "format_table", "versions"]
