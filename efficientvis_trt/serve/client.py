@@ -202,7 +202,10 @@ def connect(
                 f"model {name!r} on {url} serves other weights than {bundle.path} (fingerprint "
                 f"{contract.fingerprint[:16]}... vs {str(want)[:16]}...): its state would be meaningless here"
             )
-    return ServerModel(url, protocol, name, int(config.get("max_batch_size", 0)), contract)
+    limit = int(config.get("max_batch_size", 0))
+    if limit < 1:
+        raise EvisError(f"model {name!r} on {url} has max_batch_size {limit}: rewrite its repository with `evis serve`")
+    return ServerModel(url, protocol, name, limit, contract)
 
 
 class TritonClientBackend:
@@ -270,14 +273,8 @@ class TritonClientBackend:
                     raise EvisError(f"frames must be uint8 BGR (as OpenCV decodes them), got {value.dtype}")
                 value = value.astype(want)
             arrays[name] = np.ascontiguousarray(value)
-        batched = arrays["frames"].ndim == 5
         limit = self.served.max_batch_size
-        if limit == 0:  # the served graph has no stream dimension: one stream per request
-            if not batched:
-                return self._infer(arrays)
-            parts = [self._infer({k: v[b] for k, v in arrays.items()}) for b in range(arrays["frames"].shape[0])]
-            return {n: np.stack([p[n] for p in parts]) for n in OUTPUTS}
-        if not batched:
+        if arrays["frames"].ndim == 4:  # one stream without its stream dimension
             out = self._infer({k: v[None] for k, v in arrays.items()})
             return {n: v[0] for n, v in out.items()}
         total = arrays["frames"].shape[0]

@@ -90,7 +90,6 @@ class ServedContract:
     class_names: list[str]
     init_query: np.ndarray  # [N, C]
     init_boxes: np.ndarray  # [N, 4]
-    batched_graph: bool  # the graph itself has the stream dimension (else evis_python loops over it)
     tensors: list[dict[str, Any]] = field(default_factory=list)  # name, dir, dims (no batch dim), dtype
 
     def parameters(self) -> dict[str, str]:
@@ -103,7 +102,6 @@ class ServedContract:
             "evis_class_names": json.dumps(self.class_names),
             "evis_init_query": _b64(self.init_query),
             "evis_init_boxes": _b64(self.init_boxes),
-            "evis_batched_graph": "true" if self.batched_graph else "false",
         }
 
     @classmethod
@@ -130,23 +128,26 @@ class ServedContract:
             class_names=list(json.loads(params["evis_class_names"])),
             init_query=_unb64(params["evis_init_query"], q_shape),
             init_boxes=_unb64(params["evis_init_boxes"], b_shape),
-            batched_graph=params.get("evis_batched_graph") == "true",
         )
 
 
-def _graph_is_batched(graph: Path) -> bool:
-    """True when the graph's `frames` has the leading stream dimension (B x T x H x W x 3)."""
+def _check_batched(graph: Path) -> None:
+    """Triton's max_batch_size > 0 needs the stream dimension B first on every tensor (docs/contract.md)."""
+    from efficientvis_trt.contract import BATCH_DIM
     from efficientvis_trt.export.bundle import read_onnx_io
 
-    frames = next((r for r in read_onnx_io(graph) if r["name"] == "frames"), None)
-    if frames is None:
-        raise EvisError(f"{graph} has no 'frames' input")
-    return len(frames["shape"]) == 5
+    rows = read_onnx_io(graph)
+    flat = [r["name"] for r in rows if not r["shape"] or r["shape"][0] not in (BATCH_DIM, None)]
+    if flat:
+        raise EvisError(
+            f"{graph}: {', '.join(flat)} have no leading stream dimension {BATCH_DIM}: re-export the bundle "
+            "with this toolkit (`evis export`) for the batched graph that Triton's batching needs"
+        )
 
 
 def contract_of(bundle, precision: str, graph: Path) -> ServedContract:
     """The served contract of a bundle (the per-clip I/O table without its stream dimension)."""
-    batched = _graph_is_batched(graph)
+    _check_batched(graph)
     tensors = []
     for row in bundle.metadata["io"]:
         dims = list(row["shape"])
@@ -167,7 +168,6 @@ def contract_of(bundle, precision: str, graph: Path) -> ServedContract:
         class_names=bundle.class_names,
         init_query=query,
         init_boxes=boxes,
-        batched_graph=batched,
         tensors=tensors,
     )
 
@@ -184,15 +184,14 @@ def _base_config(name: str, contract: ServedContract, max_batch_size: int, state
         entry = cfg.input.add() if t["dir"] == "in" else cfg.output.add()
         entry.name = t["name"]
         entry.data_type = getattr(mc, _TRITON_TYPES[t["dtype"]])
-        entry.dims.extend(t["dims"])  # max_batch_size 0: the graph's own (stream-less) shape
+        entry.dims.extend(t["dims"])  # without the stream dimension: Triton's batch dimension is implicit
     for key, value in contract.parameters().items():
         cfg.parameters[key].string_value = value
     return cfg
 
 
 def _add_dynamic_batching(cfg, queue_delay_us: int) -> None:
-    if cfg.max_batch_size > 0:
-        cfg.dynamic_batching.max_queue_delay_microseconds = int(queue_delay_us)
+    cfg.dynamic_batching.max_queue_delay_microseconds = int(queue_delay_us)
 
 
 def _add_instances(cfg, kind: str, count: int) -> None:
@@ -210,9 +209,8 @@ def _make_stateful(cfg, contract: ServedContract, queue_delay_us: int) -> None:
     mc = model_config_pb2()
     seq = cfg.sequence_batching
     seq.max_sequence_idle_microseconds = 60_000_000
-    if cfg.max_batch_size > 0:
-        seq.oldest.max_candidate_sequences = cfg.max_batch_size
-        seq.oldest.max_queue_delay_microseconds = int(queue_delay_us)
+    seq.oldest.max_candidate_sequences = cfg.max_batch_size
+    seq.oldest.max_queue_delay_microseconds = int(queue_delay_us)
     dims = {t["name"]: t["dims"] for t in contract.tensors}
     for out, inp in STATE_PAIRS:
         file = STATE_FILES[inp]
@@ -369,12 +367,7 @@ def write_repository(
     cpu_graph = bundle.onnx_path(precision, target="ort-cpu")  # says how to build a missing precision
     contract = contract_of(bundle, precision, cpu_graph)
     report = RepositoryReport(repo)
-    batch = max_batch_size if contract.batched_graph else 0
-    if not contract.batched_graph:
-        report.notes.append(
-            f"{cpu_graph.name} has no stream dimension: the onnxruntime and tensorrt models get max_batch_size 0 "
-            "(one stream per execution, no dynamic batching); evis_python batches by looping over the streams"
-        )
+    batch = max_batch_size
 
     with atomic_dir(repo) as tmp:
         if "python" in backends:
@@ -386,9 +379,7 @@ def write_repository(
             _add_dynamic_batching(cfg, queue_delay_us)
             _add_instances(cfg, "cpu", instances)
             _write_model(tmp, cfg, {"model.onnx": cpu_graph, "model.py": Path(__file__).with_name("triton_model.py")})
-            report.models[cfg.name] = (
-                f"python backend, ONNX Runtime CPU, {cpu_graph.name}, max_batch_size {batch or max_batch_size}"
-            )
+            report.models[cfg.name] = f"python backend, ONNX Runtime CPU, {cpu_graph.name}, max_batch_size {batch}"
 
         if "onnxruntime" in backends:
             graph = cpu_graph if onnx_device == "cpu" else bundle.onnx_path(precision)
@@ -413,7 +404,7 @@ def write_repository(
             if not plans:
                 report.notes.append(f"evis_tensorrt not written: {why}")
             trt_batch = batch
-            if plans and batch:
+            if plans:
                 accepts = _engine_batch(sidecars)
                 trt_batch = min(batch, accepts or 1)
                 if trt_batch < batch:

@@ -5,9 +5,9 @@ Triton's Python backend stub, so it imports only numpy, onnxruntime and Triton's
 `triton_python_backend_utils` (never efficientvis_trt). Triton's python backend needs
 numpy < 2 in the stub's environment (with numpy 2 its tensors come back wrong).
 
-A dynamic batch is a list of requests, each with its own streams (leading dimension):
-they are concatenated, run through the graph in one call when the graph has the stream
-dimension (else one stream at a time), and split back. A bad request gets its own error
+A dynamic batch is a list of requests, each with its own streams (the leading stream
+dimension of the batched graph): they are concatenated, run through the graph in one call,
+and split back. A bad request gets its own error
 response and never takes the model or the other requests of its batch down: Triton has
 already checked names, dtypes and shapes against config.pbtxt; this checks what it cannot
 (the bundle fingerprint the client says its state belongs to, finite state values).
@@ -48,14 +48,8 @@ class TritonPythonModel:
         self.inputs = [i["name"] for i in config["input"]]
         self.outputs = [o["name"] for o in config["output"]]
         self.state_inputs = [n for n in params.get("evis_state_inputs", "").split(",") if n]
-        first = config["input"][0]
-        graph_rank = len(next(i for i in self.session.get_inputs() if i.name == first["name"]).shape)
-        self.batched = graph_rank == len(first["dims"]) + 1  # the graph has the stream dimension itself
         self.fingerprint = params["evis_fingerprint"]
-        pb_utils.Logger.log_info(
-            f"evis_python: {graph} ({'batched' if self.batched else 'one stream per run'}), "
-            f"numpy {np.__version__}, onnxruntime {ort.__version__}"
-        )
+        pb_utils.Logger.log_info(f"evis_python: {graph}, numpy {np.__version__}, onnxruntime {ort.__version__}")
 
     # ---- per request -----------------------------------------------------------------------------
     def _inputs(self, request) -> dict:
@@ -83,14 +77,7 @@ class TritonPythonModel:
         return feeds
 
     def _run(self, feeds: dict) -> dict:
-        if self.batched:
-            values = self.session.run(self.outputs, feeds)
-            return dict(zip(self.outputs, values))
-        per_stream = []
-        for b in range(feeds[self.inputs[0]].shape[0]):
-            values = self.session.run(self.outputs, {k: v[b] for k, v in feeds.items()})
-            per_stream.append(values)
-        return {name: np.stack([v[i] for v in per_stream]) for i, name in enumerate(self.outputs)}
+        return dict(zip(self.outputs, self.session.run(self.outputs, feeds)))
 
     def execute(self, requests):
         responses = [None] * len(requests)

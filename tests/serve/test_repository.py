@@ -53,9 +53,10 @@ def test_every_config_round_trips_through_tritons_schema(repo, tiny_random_bundl
         tensors = {t.name: t for t in [*cfg.input, *cfg.output]}
         expected = {n for n in io if not (stateful and n in ("query_in", "boxes_in", "query_out", "boxes_out"))}
         assert set(tensors) == expected
-        batch_dim = 1 if cfg.max_batch_size > 0 and len(io["frames"]["shape"]) == 5 else 0
+        assert cfg.max_batch_size == 4
         for tname, t in tensors.items():
-            assert list(t.dims) == list(io[tname]["shape"])[batch_dim:], tname
+            assert io[tname]["shape"][0] == "B"  # the batched graph's stream dimension is Triton's batch dimension
+            assert list(t.dims) == list(io[tname]["shape"])[1:], tname
             want = mc.TYPE_UINT8 if io[tname]["dtype"] == "uint8" else mc.TYPE_FP32
             assert t.data_type == want, tname
         assert (out / name / "1" / "model.onnx").read_bytes() == (tiny_random_bundle / "model.onnx").read_bytes()
@@ -70,10 +71,7 @@ def test_python_model_batches_dynamically_and_onnxruntime_model_is_the_platform(
     assert (out / MODEL_NAMES["python"] / "1" / "model.py").read_text().startswith('"""Triton python-backend model')
     ort = read_config(out / MODEL_NAMES["onnxruntime"] / "config.pbtxt")
     assert ort.platform == "onnxruntime_onnx" and ort.default_model_filename == "model.onnx"
-    # Triton needs the batch dimension first for max_batch_size > 0: only a graph with the stream dimension gets it
-    batched = ort.parameters["evis_batched_graph"].string_value == "true"
-    assert (ort.max_batch_size > 0) == batched
-    assert ort.HasField("dynamic_batching") == batched
+    assert ort.max_batch_size == 4 and ort.dynamic_batching.max_queue_delay_microseconds == 1500
 
 
 def test_stateful_model_keeps_the_state_in_the_server_from_the_clip0_files(repo, tiny_random_bundle):

@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 import pytest
+import tritonclient.grpc
+import tritonclient.http
 from helpers import write_video
 
 from efficientvis_trt.cli import main as evis_main
@@ -88,6 +90,9 @@ def test_four_concurrent_client_streams_equal_local_results(server, tiny_random_
     for t in threads:
         t.join(timeout=120)
     assert not errors, errors
+    stats = tritonclient.http.InferenceServerClient(server.http_url)
+    batches = stats.get_inference_statistics(MODEL_NAMES["python"])["model_stats"][0]["batch_stats"]
+    assert max(int(b["batch_size"]) for b in batches) > 1  # requests of different streams ran as one batch
     for i, want in enumerate(local_results):
         result, backend = results[i]
         assert result.num_frames == LENGTHS[i]
@@ -173,7 +178,7 @@ def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(server, tin
 
     from efficientvis_trt.export.bundle import Bundle
 
-    module = __import__(f"tritonclient.{protocol}", fromlist=["InferenceServerClient"])
+    module = {"grpc": tritonclient.grpc, "http": tritonclient.http}[protocol]
     client = module.InferenceServerClient(server.url(protocol))
     bundle = Bundle.open(tiny_random_bundle)
     q, b = (s[None] for s in bundle.init_state())
