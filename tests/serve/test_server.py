@@ -103,20 +103,24 @@ def test_four_concurrent_client_streams_equal_local_results(server, tiny_random_
 def test_cli_through_the_server_writes_the_local_results_and_overlays(
     server, tiny_random_bundle, videos, tmp_path, capsys
 ):
-    two = [str(v) for v in videos[:2]]
-    assert evis_main(["infer", str(tiny_random_bundle), *two, "--backend", "ort", "--top-k", "5", "--overlay",
-                      "--out", str(tmp_path / "local"), "--no-progress"]) == 0  # fmt: skip
+    three = [str(v) for v in videos[:3]]
+    common = ["--top-k", "5", "--no-progress"]
+    assert evis_main(["infer", str(tiny_random_bundle), *three, "--backend", "ort", "--overlay",
+                      "--out", str(tmp_path / "local"), *common]) == 0  # fmt: skip
     # no BUNDLE: the served model's config carries clip length, canvas, classes and the clip-0 state
-    assert evis_main(["infer", *two, "--server", server.http_url, "--protocol", "http", "--top-k", "5",
-                      "--overlay", "--out", str(tmp_path / "served"), "--no-progress"]) == 0  # fmt: skip
-    out = capsys.readouterr().out
-    assert "triton: model evis_python" in out
+    assert evis_main(["infer", *three, "--server", server.http_url, "--protocol", "http", "--overlay",
+                      "--out", str(tmp_path / "served"), *common]) == 0  # fmt: skip
+    assert "triton: model evis_python" in capsys.readouterr().out
+    # the multi-stream runner with the server as its backend: 2 streams' clips go as one request of batch 2
+    assert evis_main(["infer", str(tiny_random_bundle), *three, "--server", server.grpc_url, "--streams", "2",
+                      "--out", str(tmp_path / "streams"), *common]) == 0  # fmt: skip
     local = json.loads((tmp_path / "local" / "results.json").read_text())
-    served = json.loads((tmp_path / "served" / "results.json").read_text())
-    assert served == local and len(served) > 0
+    assert len(local) > 0
+    for name in ("served", "streams"):
+        assert json.loads((tmp_path / name / "results.json").read_text()) == local, name
     meta = json.loads((tmp_path / "served" / "videos.json").read_text())
     assert meta["model"]["backend"] == "triton" and meta["model"]["source"].startswith("http://127.0.0.1:")
-    for v in videos[:2]:
+    for v in videos[:3]:
         name = f"{v.stem}.overlay.mp4"
         a, b = read_frames(tmp_path / "local" / name), read_frames(tmp_path / "served" / name)
         assert len(a) == len(b) > 0 and all(np.array_equal(x, y) for x, y in zip(a, b))
