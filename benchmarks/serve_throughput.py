@@ -234,22 +234,24 @@ def main() -> int:
         print(msg, flush=True)
 
     load0 = os.getloadavg()[0]
-    configs = {c: bench_config(c, args, log) for c in args.configs}
-    report = {
-        "command": "python benchmarks/serve_throughput.py " + " ".join(sys.argv[1:]),
-        "date": datetime.date.today().isoformat(),
-        "machine": _machine(),
-        "load": [load0, os.getloadavg()[0]],
-        "rounds": args.rounds,
-        "streams": args.streams,
-        "precisions": args.precisions,
-        "configs": configs,
-    }
-    (Path(args.workdir) / "serve_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = markdown(report)
-    print(text)
-    if not args.no_results_md:
-        write_results_md(text)
+    configs: dict[str, dict] = {}
+    for config in args.configs:  # the report is rewritten after each config: a long run keeps what it measured
+        configs[config] = bench_config(config, args, log)
+        report = {
+            "command": "python benchmarks/serve_throughput.py " + " ".join(sys.argv[1:]),
+            "date": datetime.date.today().isoformat(),
+            "machine": _machine(),
+            "load": [load0, os.getloadavg()[0]],
+            "rounds": args.rounds,
+            "streams": args.streams,
+            "precisions": args.precisions,
+            "configs": configs,
+        }
+        (Path(args.workdir) / "serve_throughput.json").write_text(json.dumps(report, indent=2) + "\n")
+        text = markdown(report)
+        print(text)
+        if not args.no_results_md:
+            write_results_md(text)
     return 0
 
 
