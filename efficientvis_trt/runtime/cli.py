@@ -23,7 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from efficientvis_trt.contract import BACKEND_CHOICES, PRECISIONS
 
     parser.add_argument(
-        "source", metavar="SOURCE", help="bundle folder from `evis export` (or a checkpoint .pt, torch backend only)"
+        "source",
+        metavar="SOURCE",
+        help="bundle folder from `evis export` (or a checkpoint .pt, torch backend only); optional with --server",
     )
     parser.add_argument(
         "videos",
