@@ -40,7 +40,7 @@ OUTPUTS = OUTPUT_NAMES
 _RETRY_GRPC = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED", "CANCELLED")
 _RETRY_HTTP = ("502", "503", "504")
 # while a restarted server is still loading the model, it answers like this (both protocols)
-_RETRY_WORDS = ("not ready", "unknown model", "not found", "connection", "socket closed", "failed to connect")
+_RETRY_WORDS = ("not ready", "unknown model", "connection", "socket closed", "failed to connect")
 
 
 def _tritonclient(protocol: str):
@@ -67,19 +67,21 @@ def parse_server(spec: str) -> str:
 
 
 def is_retryable(exc: BaseException) -> bool:
-    """Whether resending the same request may succeed (server down, restarting or overloaded)."""
-    if isinstance(exc, (OSError, TimeoutError)):
-        return True
-    status = getattr(exc, "status", None)
-    status = str(status() if callable(status) else status or "")
-    if any(s in status for s in _RETRY_GRPC) or status in _RETRY_HTTP:
-        return True
-    if status and ("INVALID_ARGUMENT" in status or status.startswith("4")) and "not ready" not in str(exc).lower():
-        return False
+    """Whether resending the same request may succeed: the server is down, restarting or overloaded.
+
+    An answer of the model itself (a bad request, a failing graph) is final.
+    """
     text = str(exc).lower()
-    if "evis_python:" in text:  # the model answered: a bad request, or a failing graph; not transient
+    if "evis_python:" in text:
         return False
-    return any(w in text for w in _RETRY_WORDS) or type(exc).__module__.split(".")[0] in ("gevent", "geventhttpclient")
+    if isinstance(exc, (OSError, TimeoutError)):  # refused, reset, timed out (the HTTP client raises these)
+        return True
+    if type(exc).__module__.split(".")[0] in ("gevent", "geventhttpclient"):  # connection closed mid-reply
+        return True
+    status = exc.status() if callable(getattr(exc, "status", None)) else None
+    if status and (any(code in str(status) for code in _RETRY_GRPC) or str(status) in _RETRY_HTTP):
+        return True
+    return any(words in text for words in _RETRY_WORDS)
 
 
 @dataclass

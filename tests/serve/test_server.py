@@ -126,8 +126,9 @@ def test_cli_through_the_server_writes_the_local_results_and_overlays(
         assert len(a) == len(b) > 0 and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
-def test_server_killed_mid_video_client_retries_and_resumes(server, videos, local_results):
-    served = connect(server.grpc_url, "grpc")
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_server_killed_mid_video_client_retries_and_resumes(server, videos, local_results, protocol):
+    served = connect(server.url(protocol), protocol)
     video, want = videos[-1], local_results[-1]
     replies, killed = threading.Event(), threading.Event()
     killed_after: list[int] = []
