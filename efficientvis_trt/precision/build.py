@@ -51,6 +51,7 @@ class BuildOptions:
     headroom: float = 2.0  # fp16 overflow guard margin
     rebuild_graph: bool = True  # for --backend trt: rebuild an existing fp16/int8 graph
     progress: bool = True
+    batch: str = "1:1:1"  # TensorRT optimisation profile of the streams dimension B, MIN:OPT:MAX
 
 
 def tool_versions() -> dict[str, str]:
@@ -265,6 +266,14 @@ def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
         raise EvisError(f"unknown --precision {opts.precision!r}: use one of {', '.join(PRECISIONS)}")
     if opts.backend not in BUILD_BACKENDS:
         raise EvisError(f"unknown --backend {opts.backend!r}: use one of {', '.join(BUILD_BACKENDS)}")
+    from efficientvis_trt.trt.build import BatchProfile
+
+    batch = BatchProfile.parse(opts.batch)  # a bad profile is one line before anything is read or written
+    if opts.backend != "trt" and batch != BatchProfile():
+        raise EvisError(
+            f"--batch {batch.text} is a TensorRT optimisation profile: add --backend trt "
+            "(ONNX Runtime runs the batched graph at any B as it is)"
+        )
     if opts.backend == "trt":
         env.import_tensorrt("Builder")  # before anything is read or written: one clear line when missing
         env.cuda_device_info()
@@ -279,7 +288,12 @@ def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
         from efficientvis_trt.trt.build import build_engine
 
         result = build_engine(
-            bundle, opts.precision, workspace_gb=opts.workspace_gb, opt_level=opts.opt_level, bundle_path=bundle.path
+            bundle,
+            opts.precision,
+            workspace_gb=opts.workspace_gb,
+            opt_level=opts.opt_level,
+            bundle_path=bundle.path,
+            batch=batch,
         )
         summary["engine"] = str(result.path)
         summary["engine_metadata"] = result.metadata

@@ -55,6 +55,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="TensorRT builder workspace limit in GiB (default 4)",
     )
     parser.add_argument(
+        "--batch",
+        default="1:1:1",
+        metavar="MIN:OPT:MAX",
+        help="TensorRT: optimisation profile of the streams dimension B (default %(default)s, a single-stream "
+        "engine; e.g. 1:4:8 for `evis infer --streams 8`); N alone means N:N:N",
+    )
+    parser.add_argument(
         "--opt-level",
         type=int,
         default=3,
@@ -79,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         workspace_gb=args.workspace_gb,
         opt_level=args.opt_level,
         rebuild_graph=bool(given),
+        batch=args.batch,
     )
     summary = build(args.bundle, opts)
     graph = summary.get("graph")

@@ -112,7 +112,9 @@ class TensorRTBackend:
         self._device: dict[str, int] = {}
         self._host: dict[str, np.ndarray] = {}
         self._host_ptr: dict[str, int] = {}
-        self.shapes: dict[str, tuple[int, ...]] = {}
+        self._raw: dict[str, np.ndarray] = {}  # the whole pinned buffer (sized for the largest B)
+        self._batch_shapes: dict[str, tuple[int, ...]] = {}  # shapes at the current B
+        self.shapes: dict[str, tuple[int, ...]] = {}  # shapes at the largest B
         self.dtypes: dict[str, np.dtype] = {}
         self._generation = 0
         self._want_graph = bool(cuda_graph)
@@ -137,20 +139,44 @@ class TensorRTBackend:
 
     # ---- setup --------------------------------------------------------------------------
     def _allocate(self) -> None:
+        """Device + pinned host buffers for every tensor, sized for the engine's largest B.
+
+        Every graph is batched (docs/contract.md, "Batched graph"): the engine's leading
+        dimension is dynamic, its optimisation profile (`evis build --batch MIN:OPT:MAX`)
+        bounds B, and `run` sets the B of each call (`_set_batch`). Buffers are allocated
+        once for MAX, so changing B never reallocates. A static engine keeps its one shape.
+        """
         trt, cudart, engine = self.trt, self.cudart, self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         if sorted(names) != sorted(INPUT_NAMES + OUTPUT_NAMES):
             raise EvisError(f"engine {self.engine_path.name} does not have the per-clip I/O: {names}")
+        declared: dict[str, tuple[int, ...]] = {}
         for name in names:
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             if is_input != (name in INPUT_NAMES):
                 raise EvisError(f"engine {self.engine_path.name}: {name!r} has the wrong direction")
             shape = tuple(int(d) for d in engine.get_tensor_shape(name))
-            if any(d < 0 for d in shape):
+            if any(d < 0 for d in shape[1:]):
                 raise EvisError(
-                    f"engine {self.engine_path.name}: {name!r} has a dynamic shape {list(shape)}; "
-                    "build it from the bundle's static per-clip graph"
+                    f"engine {self.engine_path.name}: {name!r} has a dynamic shape {list(shape)}; only the "
+                    "leading streams dimension B may be dynamic (rebuild it from the bundle's graph)"
                 )
+            declared[name] = shape
+        self.dynamic_batch = any(s[0] < 0 for s in declared.values())
+        if self.dynamic_batch:
+            lows, highs = zip(
+                *(
+                    (int(engine.get_tensor_profile_shape(n, 0)[0][0]), int(engine.get_tensor_profile_shape(n, 0)[2][0]))
+                    for n in INPUT_NAMES
+                )
+            )
+            self.batch_range = (max(lows), min(highs))
+        else:
+            self.batch_range = (declared["frames"][0], declared["frames"][0])
+        top = self.batch_range[1]
+        for name in names:
+            shape = declared[name]
+            full = (top, *shape[1:]) if shape[0] < 0 else shape
             dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             want = INPUT_DTYPES.get(name, np.dtype(np.float32))
             if dtype != want:
@@ -158,16 +184,45 @@ class TensorRTBackend:
                     f"engine {self.engine_path.name}: {name!r} is {dtype}, expected {want} "
                     "(I/O types are the same at every precision)"
                 )
-            nbytes = int(np.prod(shape)) * dtype.itemsize
-            self.shapes[name], self.dtypes[name] = shape, dtype
+            nbytes = int(np.prod(full)) * dtype.itemsize
+            self.shapes[name], self.dtypes[name] = full, dtype
             self._device[name] = int(_cuda(cudart, cudart.cudaMalloc(nbytes), f"cudaMalloc({name})"))
             # Pinned host memory so the async copies really are async (as the NVIDIA samples do).
             host_ptr = int(_cuda(cudart, cudart.cudaMallocHost(nbytes), f"cudaMallocHost({name})"))
             self._host_ptr[name] = host_ptr
-            raw = np.ctypeslib.as_array(ctypes.cast(host_ptr, ctypes.POINTER(ctypes.c_uint8)), (nbytes,))
-            self._host[name] = raw.view(dtype).reshape(shape)
+            self._raw[name] = np.ctypeslib.as_array(ctypes.cast(host_ptr, ctypes.POINTER(ctypes.c_uint8)), (nbytes,))
             if not self._context.set_tensor_address(name, self._device[name]):
                 raise EvisError(f"TensorRT rejected the address of {name!r}")
+        self._batch = 0
+        self._set_batch(self.batch_range[0])
+
+    def _set_batch(self, b: int) -> None:
+        """Make the next enqueue run B = `b` streams (input shapes on the context, host views of that size)."""
+        if b == self._batch:
+            return
+        lo, hi = self.batch_range
+        if not lo <= b <= hi:
+            profile = f"{lo}:{hi}" if self.dynamic_batch else f"{lo} (static)"
+            raise EvisError(
+                f"engine {self.engine_path.name} runs B = {profile} streams, got {b}: rebuild it with "
+                f"`evis build BUNDLE --backend trt --batch 1:{b}:{b}` (or fewer --streams)"
+            )
+        if self._graph_exec is not None:
+            raise EvisError("a captured CUDA graph fixes B: --cuda-graph runs one stream (no --streams)")
+        for name in INPUT_NAMES:
+            shape = (b, *self.shapes[name][1:])
+            if self.dynamic_batch and not self._context.set_input_shape(name, shape):
+                raise EvisError(f"TensorRT rejected the shape {list(shape)} of {name!r}")
+        for name in INPUT_NAMES + OUTPUT_NAMES:
+            shape = (b, *self.shapes[name][1:])
+            if name in OUTPUT_NAMES and self.dynamic_batch:
+                got = tuple(int(d) for d in self._context.get_tensor_shape(name))
+                if got != shape:
+                    raise EvisError(f"engine output {name!r} is {list(got)} for B = {b}, expected {list(shape)}")
+            nbytes = int(np.prod(shape)) * self.dtypes[name].itemsize
+            self._host[name] = self._raw[name][:nbytes].view(self.dtypes[name]).reshape(shape)
+            self._batch_shapes[name] = shape
+        self._batch = b
 
     # ---- running ------------------------------------------------------------------------
     def _copy(self, dst: int, src: int, nbytes: int, kind: str) -> None:
@@ -184,10 +239,10 @@ class TensorRTBackend:
                 raise EvisError(f"{name}: a device tensor from another TensorRT backend cannot be used here")
             if value.generation != self._generation:
                 raise EvisError(f"{name}: stale device tensor (it was overwritten by a later clip)")
-            if value.shape != self.shapes[name] or value.dtype != self.dtypes[name]:
+            if value.shape != self._batch_shapes[name] or value.dtype != self.dtypes[name]:
                 raise EvisError(
                     f"{name}: device tensor is {list(value.shape)} {value.dtype}, "
-                    f"expected {list(self.shapes[name])} {self.dtypes[name]}"
+                    f"expected {list(self._batch_shapes[name])} {self.dtypes[name]}"
                 )
             if value.ptr != self._device[name]:
                 self._copy(self._device[name], value.ptr, nbytes, "DeviceToDevice")
@@ -195,8 +250,10 @@ class TensorRTBackend:
         arr = np.asarray(value)
         if name == "frames" and arr.dtype != np.uint8:
             raise EvisError(f"frames must be uint8 BGR, got {arr.dtype}")
-        if tuple(arr.shape) != self.shapes[name]:
-            raise EvisError(f"input {name!r} has shape {list(arr.shape)}, the engine expects {list(self.shapes[name])}")
+        if tuple(arr.shape) != self._batch_shapes[name]:
+            raise EvisError(
+                f"input {name!r} has shape {list(arr.shape)}, the engine expects {list(self._batch_shapes[name])}"
+            )
         np.copyto(self._host[name], arr, casting="same_kind")
         self._copy(self._device[name], self._host_ptr[name], nbytes, "HostToDevice")
 
@@ -245,6 +302,7 @@ class TensorRTBackend:
         if threading.get_ident() != self._thread:  # the current device is per host thread
             _cuda(self.cudart, self.cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
             self._thread = threading.get_ident()
+        self._set_batch(int(np.shape(inputs["frames"])[0]))  # B of this call (frames always come from the host)
         for name in INPUT_NAMES:
             self._stage_input(name, inputs[name])
         start, end = self._events
@@ -256,7 +314,7 @@ class TensorRTBackend:
         for name in OUTPUT_NAMES:
             if name in keep_on_device:
                 out[name] = TrtDeviceTensor(
-                    name, self._device[name], self.shapes[name], self.dtypes[name], self, self._generation
+                    name, self._device[name], self._batch_shapes[name], self.dtypes[name], self, self._generation
                 )
             else:
                 self._copy(self._host_ptr[name], self._device[name], self._host[name].nbytes, "DeviceToHost")

@@ -173,13 +173,14 @@ class Doctor:
         return self.clips
 
     def _run_clips(self, backend, keep_on_device: tuple = ()) -> tuple[list[dict], list[float]]:
-        """3 clips with the tracklet state carried; returns the per-clip outputs and wall times (ms)."""
+        """3 clips of one stream (B = 1) with the tracklet state carried; returns the per-clip outputs and wall
+        times (ms)."""
         q, b = self.bundle.init_state()
-        state: dict[str, Any] = {"query_in": q, "boxes_in": b}
+        state: dict[str, Any] = {"query_in": q[None], "boxes_in": b[None]}
         outs, times = [], []
         for clip in self._frames():
             start = time.perf_counter()
-            got = backend.run({"frames": clip, **state}, keep_on_device=keep_on_device)
+            got = backend.run({"frames": clip[None], **state}, keep_on_device=keep_on_device)
             times.append((time.perf_counter() - start) * 1e3)
             state = {"query_in": got.pop("query_out"), "boxes_in": got.pop("boxes_out")}
             outs.append({k: np.asarray(got[k]) for k in OUTPUTS})

@@ -72,7 +72,7 @@ def _graph_io(model: onnx.ModelProto) -> list[tuple]:
                 (
                     v.name,
                     direction,
-                    [d.dim_value for d in tt.shape.dim],
+                    [d.dim_param or d.dim_value for d in tt.shape.dim],
                     onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name,
                 )
             )
@@ -91,14 +91,14 @@ def test_io_contract_tiny(request, fixture):
         _graph_io(model)
         == _expected_io(T, HW, TINY["N"], TINY["C"], TINY["K"])
         == [  # docs/contract.md, "I/O table", literally
-            ("frames", "in", [3, 128, 224, 3], "uint8"),
-            ("query_in", "in", [10, 64], "float32"),
-            ("boxes_in", "in", [10, 4], "float32"),
-            ("logits", "out", [10, 3, 5], "float32"),
-            ("boxes", "out", [10, 3, 4], "float32"),
-            ("mask_logits", "out", [10, 3, 28, 28], "float32"),
-            ("query_out", "out", [10, 64], "float32"),
-            ("boxes_out", "out", [10, 4], "float32"),
+            ("frames", "in", ["B", 3, 128, 224, 3], "uint8"),
+            ("query_in", "in", ["B", 10, 64], "float32"),
+            ("boxes_in", "in", ["B", 10, 4], "float32"),
+            ("logits", "out", ["B", 10, 3, 5], "float32"),
+            ("boxes", "out", ["B", 10, 3, 4], "float32"),
+            ("mask_logits", "out", ["B", 10, 3, 28, 28], "float32"),
+            ("query_out", "out", ["B", 10, 64], "float32"),
+            ("boxes_out", "out", ["B", 10, 4], "float32"),
         ]
     )
     assert [r["name"] for r in IO_TABLE] == [
@@ -268,10 +268,10 @@ def test_state_is_carried_and_matters(plugin_bundle):
     bundle = Bundle.open(plugin_bundle)
     clips, _ = load_clips(None, T, HW, 2)
     sess = ort.InferenceSession(str(bundle.onnx_path()), providers=["CPUExecutionProvider"])
-    q, b = bundle.init_state()
-    first = sess.run(None, {"frames": clips[0][0], "query_in": q, "boxes_in": b})
-    carried = sess.run(None, {"frames": clips[1][0], "query_in": first[3], "boxes_in": first[4]})
-    fresh = sess.run(None, {"frames": clips[1][0], "query_in": q, "boxes_in": b})
+    q, b = (s[None] for s in bundle.init_state())  # one stream: B = 1
+    first = sess.run(None, {"frames": clips[0][0][None], "query_in": q, "boxes_in": b})
+    carried = sess.run(None, {"frames": clips[1][0][None], "query_in": first[3], "boxes_in": first[4]})
+    fresh = sess.run(None, {"frames": clips[1][0][None], "query_in": q, "boxes_in": b})
     assert np.abs(carried[0] - fresh[0]).max() > 1e-3
     assert not np.allclose(first[4], b)  # boxes moved: random init has non-zero box deltas
 

@@ -399,3 +399,23 @@ def test_every_precision_runs_streams_batched_as_if_alone(bundle_dir, real_clips
         assert got.shape[0] == 3
         for i, ref in enumerate(alone):
             np.testing.assert_allclose(got[i], ref[name][0], rtol=1e-5, atol=1e-5, err_msg=f"{graph} {name} stream {i}")
+
+
+@pytest.mark.parametrize(
+    "batch, backend, words",
+    [
+        ("1:8:4", "trt", "1 <= MIN <= OPT <= MAX"),
+        ("two", "trt", "--batch must be MIN:OPT:MAX"),
+        ("1:4:8", "ort", "is a TensorRT optimisation profile: add --backend trt"),
+    ],
+)
+def test_build_batch_profile_is_checked_before_anything_is_written(exported, tmp_path, capsys, batch, backend, words):
+    from efficientvis_trt.cli import main
+
+    bundle = tmp_path / "b"
+    shutil.copytree(exported, bundle)
+    before = _snapshot(bundle)
+    rc = main(["build", str(bundle), "--precision", "fp32", "--backend", backend, "--batch", batch])
+    err = capsys.readouterr().err
+    assert rc == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    assert _snapshot(bundle) == before

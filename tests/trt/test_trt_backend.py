@@ -83,19 +83,21 @@ def test_state_stays_on_the_gpu_and_stale_handles_are_refused(trt_bundle):
     from efficientvis_trt.trt.engine import find_engine
 
     bundle, canvas = _canvas(trt_bundle, 10)
-    q, b = bundle.init_state()
+    canvas = canvas[None]  # one stream: B = 1
+    q, b = (s[None] for s in bundle.init_state())
     be = TensorRTBackend(find_engine(bundle, "fp32"), "fp32", bundle_path=trt_bundle)
     try:
         keep = ("query_out", "boxes_out")
-        first = be.run({"frames": canvas[:5], "query_in": q, "boxes_in": b}, keep_on_device=keep)
+        first = be.run({"frames": canvas[:, :5], "query_in": q, "boxes_in": b}, keep_on_device=keep)
         assert isinstance(first["query_out"], TrtDeviceTensor) and isinstance(first["logits"], np.ndarray)
         host_q, host_b = be.to_host(first["query_out"]), be.to_host(first["boxes_out"])
         on_gpu = be.run(
-            {"frames": canvas[5:], "query_in": first["query_out"], "boxes_in": first["boxes_out"]}, keep_on_device=keep
+            {"frames": canvas[:, 5:], "query_in": first["query_out"], "boxes_in": first["boxes_out"]},
+            keep_on_device=keep,
         )
         with pytest.raises(EvisError, match="stale"):
-            be.run({"frames": canvas[5:], "query_in": first["query_out"], "boxes_in": first["boxes_out"]})
-        via_host = be.run({"frames": canvas[5:], "query_in": host_q, "boxes_in": host_b})
+            be.run({"frames": canvas[:, 5:], "query_in": first["query_out"], "boxes_in": first["boxes_out"]})
+        via_host = be.run({"frames": canvas[:, 5:], "query_in": host_q, "boxes_in": host_b})
         for name in ("logits", "boxes", "mask_logits"):
             np.testing.assert_array_equal(on_gpu[name], via_host[name])
     finally:
@@ -109,7 +111,8 @@ def test_cuda_graph_replay_equals_plain_enqueue(trt_bundle):
     from efficientvis_trt.trt.engine import find_engine
 
     bundle, canvas = _canvas(trt_bundle, 15)
-    q, b = bundle.init_state()
+    canvas = canvas[None]  # one stream: B = 1
+    q, b = (s[None] for s in bundle.init_state())
     engine = find_engine(bundle, "fp32")
     outs = {}
     for graph in (False, True):
@@ -117,7 +120,7 @@ def test_cuda_graph_replay_equals_plain_enqueue(trt_bundle):
         state = {"query_in": q, "boxes_in": b}
         got = []
         for i in range(3):
-            o = be.run({"frames": canvas[5 * i : 5 * i + 5], **state}, keep_on_device=("query_out", "boxes_out"))
+            o = be.run({"frames": canvas[:, 5 * i : 5 * i + 5], **state}, keep_on_device=("query_out", "boxes_out"))
             state = {"query_in": o.pop("query_out"), "boxes_in": o.pop("boxes_out")}
             got.append(o)
         if graph:
