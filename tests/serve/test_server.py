@@ -210,8 +210,8 @@ def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(server, tin
 
 
 def test_client_with_another_bundles_state_fails_at_once_with_one_line(server, tiny_random_bundle, tmp_path):
-    import shutil
     from dataclasses import replace
+    from types import SimpleNamespace
 
     from efficientvis_trt.export.bundle import Bundle
 
@@ -223,9 +223,9 @@ def test_client_with_another_bundles_state_fails_at_once_with_one_line(server, t
         p.predict_video(sample_video("bikes.mp4"), max_frames=5)
     assert time.monotonic() - start < 30  # not retried for the whole budget: the server's answer is final
     assert "\n" not in str(info.value)
-    # and a bundle whose weights the server does not serve is refused before any clip
-    shutil.copytree(tiny_random_bundle, tmp_path / "other")
-    other_bundle = Bundle.open(tmp_path / "other")
-    other_bundle.update_metadata(weights_sha256="0" * 64)  # as another export of the same config would have
+    # and a bundle whose weights the server does not serve is refused before any clip (as another export of
+    # the same config would be: same shapes, other weights_sha256)
+    bundle = Bundle.open(tiny_random_bundle)
+    other_bundle = SimpleNamespace(path=tmp_path / "other", metadata={**bundle.metadata, "weights_sha256": "0" * 64})
     with pytest.raises(EvisError, match="serves other weights"):
         connect(server.grpc_url, "grpc", bundle=other_bundle)
