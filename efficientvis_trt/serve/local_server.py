@@ -5,8 +5,9 @@ bundles has only the Python backend, and that backend needs numpy < 2 (with nump
 tensors come back silently wrong), while this package runs on numpy 2. So the server
 side lives in its own virtualenv, made once and cached under
 ~/.cache/efficientvis-trt/serve-venv-<hash of SERVER_REQUIREMENTS and the Python version>
-(`EVIS_SERVE_VENV` overrides the folder). It holds nvidia-pytriton, numpy < 2 and
-onnxruntime, and the python-backend model (`triton_model.py`) imports nothing else.
+(`EVIS_SERVE_VENV` overrides the folder). It holds nvidia-pytriton, numpy < 2 and the
+onnxruntime version installed here (same numbers on both sides), and the python-backend
+model (`triton_model.py`) imports nothing else.
 
 The server is started straight from the bundled binary (not through PyTriton's Python
 API): the model repository is the one `evis serve` writes, and only its python-backend
@@ -34,7 +35,18 @@ from pathlib import Path
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 
-SERVER_REQUIREMENTS = ("nvidia-pytriton==0.7.0", "numpy>=1.26,<2", "onnxruntime>=1.20")
+
+def _onnxruntime_requirement() -> str:
+    """The client's ONNX Runtime version, so that the server computes exactly what local inference computes."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"onnxruntime=={version('onnxruntime')}"
+    except PackageNotFoundError:
+        return "onnxruntime>=1.20"
+
+
+SERVER_REQUIREMENTS = ("nvidia-pytriton==0.7.0", "numpy>=1.26,<2", _onnxruntime_requirement())
 LOOPBACK = "127.0.0.1"
 _READY_MARKER = "evis-serve-env-ready"
 

@@ -44,7 +44,7 @@ def server(server_env, tiny_random_bundle, tmp_path_factory):
 
     repo = tmp_path_factory.mktemp("triton") / "repo"
     write_repository(tiny_random_bundle, repo, backends=("python",), max_batch_size=4, queue_delay_us=20000)
-    srv = LocalTritonServer(repo, MODEL_NAMES["python"], env=server_env, lifetime_s=300)
+    srv = LocalTritonServer(repo, MODEL_NAMES["python"], env=server_env, lifetime_s=600)
     srv.start(timeout_s=120)
     yield srv
     srv.kill()
