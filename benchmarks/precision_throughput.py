@@ -58,16 +58,18 @@ def cpu_flags() -> list[str]:
 
 def ensure_bundle(config: str, workdir: Path, calib_clips: int, seed: int, log, rebuild: bool = False) -> Path:
     """Export (random init) and build fp16/int8 if missing (or always, with `rebuild`)."""
+    from efficientvis_trt.export.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES, Bundle, is_our_bundle
     from efficientvis_trt.export.exporter import export_bundle
     from efficientvis_trt.precision.build import BuildOptions, build
 
     path = workdir / config
-    if not (path / "model.onnx").is_file():
+    if not is_our_bundle(path):
         log(f"[{config}] exporting (random init) ...")
         export_bundle(path, config=config, init="random", seed=0, verify=False, echo=None)
+    files = Bundle.open(path).files
     for precision in ("fp16", "int8"):
-        missing = not (path / f"model.{precision}.onnx").is_file()
-        if precision == "int8" and not (path / "model.int8.cpu.onnx").is_file():
+        missing = ONNX_FILES[precision] not in files
+        if precision == "int8" and ORT_CPU_ONNX_FILES["int8"] not in files:
             missing = True  # bundles built before `evis build` wrote the ORT-CPU graph
         if rebuild or missing:
             log(f"[{config}] building {precision} ({calib_clips} calibration clips) ...")
@@ -136,7 +138,7 @@ def variant_models(bundle, workdir: Path, config: str, log) -> dict:
     from efficientvis_trt.precision.build import read_record
     from efficientvis_trt.precision.data import build_calibration_set
 
-    rec = read_record(bundle.path)["int8"]
+    rec = read_record(bundle)["int8"]
     model = onnx.load(str(bundle.onnx_path("fp32")))
     G.ensure_node_names(model)
     roles = G.classify(model)

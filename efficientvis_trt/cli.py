@@ -48,7 +48,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`timeout`, `docker stop`, a job scheduler), raised like Ctrl-C so every clean-up runs."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+# errno values of writes that fail for a reason outside the program: one line, not a traceback
+_WRITE_ERRNOS = {"ENOSPC", "EDQUOT", "EROFS", "EACCES", "EPERM", "EFBIG", "ENOTDIR", "EISDIR", "EEXIST"}
+
+
+def _is_write_error(exc: OSError) -> bool:
+    import errno
+
+    return exc.errno is not None and errno.errorcode.get(exc.errno) in _WRITE_ERRNOS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -65,9 +88,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"evis {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"evis {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except OSError as exc:
+        if args.verbose or not _is_write_error(exc):
+            raise
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"evis {args.command}: error: cannot write{where}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"evis {args.command}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return 143 if terminated else 130
 
 
 if __name__ == "__main__":

@@ -149,9 +149,10 @@ class Config:
 
     def validate(self) -> Config:
         """Reject a config that cannot build, train or export, with one line naming the field."""
+        from efficientvis_trt.contract import check_clip_len, check_input_size
+
         m = self.model
-        if len(m.input_size) != 2:
-            raise EvisError(f"input_size must be [H, W], got {m.input_size}")
+        check_input_size(list(m.input_size) if isinstance(m.input_size, (list, tuple)) else m.input_size)
         for name in (
             "hidden_dim",
             "num_queries",
@@ -169,13 +170,7 @@ class Config:
                 f"pooler levels {m.pooler.min_level}..{m.pooler.max_level} must span the 4 FPN levels "
                 "P2..P5 the backbone produces"
             )
-        h, w = m.input_size
-        if h % 32 or w % 32 or h <= 0 or w <= 0:
-            raise EvisError(f"input size {h}x{w} must be positive multiples of 32 (the FPN stride)")
-        if m.clip_len < 2:
-            raise EvisError(
-                f"clip length {m.clip_len} must be at least 2 (temporal attention and dynamic conv need frames)"
-            )
+        check_clip_len(m.clip_len)
         if m.backbone.depth not in (18, 34, 50, 101):
             raise EvisError(f"backbone depth {m.backbone.depth} not supported (18, 34, 50, 101)")
         if m.hidden_dim % m.num_heads:

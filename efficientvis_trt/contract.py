@@ -23,6 +23,12 @@ from efficientvis_trt.errors import EvisError
 
 # ---- the I/O table --------------------------------------------------------------------
 BATCH_DIM = "B"  # the leading, dynamic stream dimension of every input and output
+# What a bundle's metadata says about it (written by the bundle's writer, checked on open).
+BATCH_METADATA: dict[str, Any] = {
+    "dim": BATCH_DIM,
+    "dynamic": True,
+    "streams": "independent: each of the B streams is computed as if it ran alone (B = 1 for one video)",
+}
 IO_TABLE: tuple[dict[str, Any], ...] = (
     {
         "name": "frames",
@@ -125,6 +131,42 @@ def io_table(dims: Mapping[str, int]) -> list[dict[str, Any]]:
     return [{**row, "shape": [dims[d] if isinstance(d, str) else d for d in row["shape"]]} for row in IO_TABLE]
 
 
+# Bounds of the per-clip graph, checked before any work: T frames of H x W x 3 uint8 in, and
+# activations that grow with T x H x W (a 100000-frame clip would ask for ~14 GB).
+MIN_CLIP_LEN = 2  # temporal attention and the dynamic conv need frames
+MAX_CLIP_LEN = 64
+MAX_INPUT_SIDE = 2048  # pixels per canvas side; sides are multiples of 32 (the FPN stride)
+
+
+def check_clip_len(clip_len: Any, what: str = "clip length") -> int:
+    """`clip_len` if it is an integer in [MIN_CLIP_LEN, MAX_CLIP_LEN], else one line naming the limit."""
+    if not isinstance(clip_len, int) or isinstance(clip_len, bool):
+        raise EvisError(f"{what} must be an integer, got {clip_len!r}")
+    if clip_len < MIN_CLIP_LEN:
+        raise EvisError(
+            f"{what} {clip_len} must be at least {MIN_CLIP_LEN} (temporal attention and dynamic conv need frames)"
+        )
+    if clip_len > MAX_CLIP_LEN:
+        raise EvisError(f"{what} {clip_len} is above the limit of {MAX_CLIP_LEN} frames per clip")
+    return clip_len
+
+
+def check_input_size(hw: Any, what: str = "input size") -> tuple[int, int]:
+    """(H, W) if both are integers, multiples of 32, in [32, MAX_INPUT_SIDE]; else one line naming the limit."""
+    if (
+        not isinstance(hw, (list, tuple))
+        or len(hw) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in hw)
+    ):
+        raise EvisError(f"{what} must be [H, W] (two integers), got {hw!r}")
+    h, w = hw
+    if h <= 0 or w <= 0 or h % 32 or w % 32:
+        raise EvisError(f"{what} {h}x{w} must be positive multiples of 32 (the FPN stride)")
+    if max(h, w) > MAX_INPUT_SIDE:
+        raise EvisError(f"{what} {h}x{w} is above the limit of {MAX_INPUT_SIDE} pixels per side")
+    return int(h), int(w)
+
+
 # ---- precisions and backends ---------------------------------------------------------------
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
 # The backend vocabulary: short names on every command line; `Backend.name` is the long form.
@@ -222,6 +264,7 @@ def letterbox_clip(frames: Sequence[np.ndarray], input_hw: Sequence[int], clip_l
 
 __all__ = [
     "BATCH_DIM",
+    "BATCH_METADATA",
     "IO_TABLE",
     "INPUT_NAMES",
     "OUTPUT_NAMES",
@@ -234,6 +277,11 @@ __all__ = [
     "io_dims",
     "model_io_dims",
     "io_table",
+    "MIN_CLIP_LEN",
+    "MAX_CLIP_LEN",
+    "MAX_INPUT_SIDE",
+    "check_clip_len",
+    "check_input_size",
     "PRECISIONS",
     "BACKENDS",
     "BUILD_BACKENDS",

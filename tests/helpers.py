@@ -57,3 +57,31 @@ def run_python(code: str, block: tuple[str, ...] = (), timeout: float = 300, env
         timeout=timeout,
         env=full_env,
     )
+
+
+def export_small_bundle(out):
+    """The cheapest real bundle: tiny, T=2, 64x96 canvas, TorchScript exporter, no simplifier, no verification."""
+    from efficientvis_trt.export.exporter import export_bundle
+
+    return export_bundle(
+        out,
+        config="tiny",
+        init="random",
+        seed=0,
+        clip_len=2,
+        size=(64, 96),
+        verify=False,
+        exporter="torchscript",
+        simplify_graph=False,
+        echo=None,
+    )
+
+
+def our_temporaries(folder) -> list[str]:
+    """Names of our temporaries (`.evis-tmp-*`) and commit journals left in `folder` and its engines/."""
+    from pathlib import Path
+
+    folder = Path(folder)
+    found = [p for p in folder.glob(".evis-tmp-*")] + [p for p in folder.glob("engines/.evis-tmp-*")]
+    found += [p for p in folder.glob(".evis-commit.json")]
+    return sorted(str(p.relative_to(folder)) for p in found)

@@ -48,13 +48,22 @@ def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.bench.machine import machine_info
     from efficientvis_trt.bench.report import write_reports
     from efficientvis_trt.bench.runner import BenchSettings, run_bench
+    from efficientvis_trt.data.ytvis import resolve_annotations
     from efficientvis_trt.errors import EvisError
     from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.io_utils import check_writable_dir
     from efficientvis_trt.video import list_videos, sample_video
 
     Bundle.open(args.bundle)  # fail early, one line, on a bad bundle
     if args.iters < 1:
         raise EvisError("--iters must be >= 1")
+    if args.warmup < 0:
+        raise EvisError("--warmup must be >= 0")
+    if args.data is not None:
+        resolve_annotations(args.data, "--data")  # the trainer's rule: annotations.json, or the only JSON
+    if args.out.exists() and not args.out.is_dir():
+        raise EvisError(f"--out {args.out} exists and is not a folder")
+    check_writable_dir(args.out, "--out")
     videos = list_videos(args.videos) if args.videos else [sample_video("bikes.mp4")]
     settings = BenchSettings(
         backends=args.backends,
@@ -72,4 +81,6 @@ def run(args: argparse.Namespace) -> int:
     paths = write_reports(rows, machine_info(), args.out, title=f"EfficientVIS-TRT bench: {args.bundle.name}")
     print(paths["markdown"].read_text())
     print("written: " + ", ".join(str(p) for p in paths.values()))
+    if rows and not any(r.available for r in rows):
+        raise EvisError(f"every bench row failed (first: {rows[0].backend} {rows[0].precision}: {rows[0].reason})")
     return 0

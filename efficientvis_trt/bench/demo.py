@@ -57,9 +57,13 @@ def run(args: argparse.Namespace) -> int:
     import shutil
 
     from efficientvis_trt.errors import EvisError
+    from efficientvis_trt.io_utils import check_writable_dir
     from efficientvis_trt.video import sample_video
 
     out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise EvisError(f"--out {out} exists and is not a folder")
+    check_writable_dir(out if out.is_dir() else out.parent, "--out", creating=None if out.is_dir() else out.name)
     if args.fresh and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)

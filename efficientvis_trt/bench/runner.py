@@ -133,22 +133,12 @@ def evaluate_split(
     predictor, data_dir: Path, max_videos: int | None = None, progress: bool = False
 ) -> dict[str, float]:
     """AP/AP50/AP75 (0-1) of `predictor` on a YouTube-VIS-format split through the same evaluator as `evis eval`."""
+    from efficientvis_trt.data.ytvis import resolve_annotations
     from efficientvis_trt.eval import evaluate
 
-    gt, results = predict_split(predictor, annotations_path(data_dir), max_videos, progress)
+    gt, results = predict_split(predictor, resolve_annotations(data_dir, "--data"), max_videos, progress)
     stats = evaluate(gt, results).stats
     return {"AP": stats["AP"], "AP50": stats["AP50"], "AP75": stats["AP75"]}
-
-
-def annotations_path(data_dir: Path) -> Path:
-    """The split's YouTube-VIS JSON: the path itself, or the (first) JSON in the folder."""
-    data_dir = Path(data_dir)
-    if data_dir.is_file():
-        return data_dir
-    candidates = sorted(data_dir.glob("*.json"))
-    if not candidates:
-        raise EvisError(f"no YouTube-VIS JSON in {data_dir}")
-    return candidates[0]
 
 
 def subset_ground_truth(json_path: Path, video_ids: set[int]) -> dict:

@@ -45,6 +45,14 @@ def run(args: argparse.Namespace) -> int:
         raise EvisError(f"--jpeg-quality must be 1..100, got {args.jpeg_quality}")
     if args.no_sample_backgrounds and not args.backgrounds:
         raise EvisError("--no-sample-backgrounds needs --backgrounds")
+    from pathlib import Path
+
+    from efficientvis_trt.io_utils import check_writable_dir
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise EvisError(f"{out} exists and is not a folder")
+    check_writable_dir(out if out.is_dir() else out.parent, "OUT", creating=None if out.is_dir() else out.name)
     started = time.perf_counter()
     path = make_synthetic(
         args.out,

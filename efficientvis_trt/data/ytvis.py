@@ -55,6 +55,27 @@ from efficientvis_trt.video import PAD_VALUE, Letterbox
 _RESIZE_CHANNELS = 64  # OpenCV resizes at most this many mask channels at once reliably
 
 
+def resolve_annotations(path: str | os.PathLike, what: str = "data") -> Path:
+    """The one rule (trainer, bench, evaluation): a YouTube-VIS JSON file, or a folder holding
+    `annotations.json` (or exactly one *.json); several candidates are an error, never a guess."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise EvisError(f"{what} not found: {p} (expected a YouTube-VIS folder or JSON file)")
+    if (p / "annotations.json").is_file():
+        return p / "annotations.json"
+    found = sorted(p.glob("*.json"))
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise EvisError(f"{what} folder {p} has no annotations.json (not a YouTube-VIS data set?)")
+    raise EvisError(
+        f"{what} folder {p} has several JSON files ({', '.join(f.name for f in found[:4])}); "
+        "pass the annotation file itself"
+    )
+
+
 @dataclass(frozen=True)
 class YTVISVideo:
     id: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from efficientvis_trt.errors import EvisError
 
@@ -47,8 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.eval.ytvis_eval import evaluate, evaluate_fidelity
-    from efficientvis_trt.io_utils import write_json_atomic
+    from efficientvis_trt.io_utils import check_writable_dir, write_json_atomic
 
+    if args.output:  # before the evaluation: a wrong -o costs nothing
+        out = Path(args.output)
+        if out.is_dir():
+            raise EvisError(f"-o {out} is a folder: give a file path (e.g. {out / 'eval.json'})")
+        check_writable_dir(out.parent, "-o", creating=out.name)
     if args.reference is not None:
         if len(args.files) != 1:
             raise EvisError("with --reference give only RESULTS.json (the run to compare)")

@@ -377,6 +377,7 @@ def _parse_ground_truth(data: Any) -> tuple[dict[Any, _Video], list, dict, list[
         raise EvisError("ground truth: 'annotations' must be a list")
     tracks: list[_Track] = []
     seen_ids: set = set()
+    dropped_gt = 0
     for i, ann in enumerate(anns):
         if not isinstance(ann, dict):
             raise EvisError(f"ground truth: annotations[{i}] is not an object")
@@ -391,7 +392,8 @@ def _parse_ground_truth(data: Any) -> tuple[dict[Any, _Video], list, dict, list[
             raise EvisError(f"{where}: duplicate annotation id {ann_id}")
         seen_ids.add(ann_id)
         if not _hashable(ann.get("category_id")) or ann.get("category_id") not in cat_set:
-            continue  # the reference only loads annotations of listed categories
+            dropped_gt += 1
+            continue  # the reference only loads annotations of listed categories (said below)
         if "segmentations" not in ann:
             raise EvisError(f"{where}: no 'segmentations'")
         rles = _normalize_segmentations(ann["segmentations"], videos[vid], where)
@@ -409,6 +411,8 @@ def _parse_ground_truth(data: Any) -> tuple[dict[Any, _Video], list, dict, list[
                 where=where,
             )
         )
+    if dropped_gt:
+        log.warning("ground truth: %d track(s) of categories not in 'categories' ignored", dropped_gt)
     return videos, cat_ids, cat_names, tracks
 
 

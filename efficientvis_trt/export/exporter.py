@@ -4,9 +4,10 @@ Exporter choice: the dynamo exporter (torch.export + onnxscript) first, the Torc
 exporter as fallback (torch deprecates it); `exporter="dynamo"|"torchscript"` forces one
 and the bundle records which ran. Both write the same custom node (see `torch_ops`).
 
-The bundle is assembled in a temp sibling folder and swapped in whole
-(`io_utils.atomic_dir`): an interrupted or failed export (verification over tolerance
-included) leaves no half bundle and an existing bundle untouched.
+The bundle is written as one transaction (`Bundle.create`, docs/bundle.md, "Transactions
+and locking"): an interrupted or failed export (verification over tolerance included)
+leaves no half bundle and an existing bundle untouched, and only a bundle of ours (its
+format tag) is ever replaced.
 """
 
 from __future__ import annotations
@@ -204,6 +205,9 @@ def export_onnx(
     attach_function(proto, opset)
     if flavour == "inline":
         proto = inline_function(proto)
+    from efficientvis_trt.contract import io_table, model_io_dims
+
+    stamp_io(proto, io_table(model_io_dims(model.config.model, clip_len, input_hw)))
     proto.producer_name = "efficientvis-trt"
     info = {"exporter": route, "exporter_fallback_reason": errors or None}
     return proto, info
@@ -265,6 +269,27 @@ def check_graph(
     return info
 
 
+def stamp_io(proto, expected_io: list[dict]) -> None:
+    """Declare the graph's inputs and outputs exactly as the I/O table says (B symbolic, the rest static).
+
+    Inlining the RoIAlign function and the simplifier re-infer output shapes and can leave
+    derived symbols ('Addlogits_dim_1') where the contract has numbers; the graph checks'
+    strict shape inference afterwards proves the declared shapes consistent with the graph.
+    """
+    rows = {r["name"]: r["shape"] for r in expected_io}
+    for vi in list(proto.graph.input) + list(proto.graph.output):
+        if vi.name not in rows:
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        del dims[:]
+        for d in rows[vi.name]:
+            dim = dims.add()
+            if isinstance(d, str):
+                dim.dim_param = d
+            else:
+                dim.dim_value = int(d)
+
+
 def simplify(proto):
     """onnxslim (constant folding, fusions). Returns (model, tool string) or (None, reason)."""
     try:
@@ -305,21 +330,10 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _file_record(path: Path) -> dict[str, Any]:
-    from efficientvis_trt.io_utils import file_sha256
-
-    return {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
-
-
-def _write_state(path: Path, state: tuple[np.ndarray, np.ndarray]) -> None:
-    with open(path, "wb") as fh:
-        np.savez(fh, query=np.ascontiguousarray(state[0], np.float32), boxes=np.ascontiguousarray(state[1], np.float32))
-
-
-def _write_metadata(path: Path, metadata: dict[str, Any]) -> None:
-    from efficientvis_trt.io_utils import write_json_atomic
-
-    write_json_atomic(path, metadata)
+def _state_bytes(state: tuple[np.ndarray, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, query=np.ascontiguousarray(state[0], np.float32), boxes=np.ascontiguousarray(state[1], np.float32))
+    return buf.getvalue()
 
 
 def export_bundle(
@@ -346,17 +360,9 @@ def export_bundle(
     from tqdm import tqdm
 
     from efficientvis_trt.contract import io_table, model_io_dims
-    from efficientvis_trt.export.bundle import (
-        BUNDLE_FORMAT,
-        METADATA_FILE,
-        MODEL_FILE,
-        SCHEMA_VERSION,
-        STATE_FILE,
-        Bundle,
-    )
+    from efficientvis_trt.export.bundle import MODEL_FILE, STATE_FILE, Bundle, check_export_target
     from efficientvis_trt.export.source import load_source, parse_size, weights_fingerprint
     from efficientvis_trt.export.verify import format_report, public_report, verify_model
-    from efficientvis_trt.io_utils import atomic_dir
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
     from efficientvis_trt.video import PAD_VALUE
 
@@ -366,11 +372,9 @@ def export_bundle(
         size = parse_size(size)
     if verify and num_clips < 1:
         raise EvisError(f"verification needs at least 1 clip, got {num_clips}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise EvisError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / METADATA_FILE).is_file():
-        raise EvisError(f"--out {out} is a non-empty folder that is not a bundle; refusing to replace it")
+    out = check_export_target(out)  # before the long work: a wrong --out costs nothing
+    if video is not None and verify and not Path(video).is_file():
+        raise EvisError(f"--video {video} not found")
 
     t_start = time.perf_counter()
     src = load_source(checkpoint, config, init, seed, clip_len, size)
@@ -401,13 +405,14 @@ def export_bundle(
     candidates.append((None, raw))
     steps.update()
 
-    with atomic_dir(out) as tmp:
-        _write_state(tmp / STATE_FILE, state)
-        model_path = tmp / MODEL_FILE
+    with Bundle.create(out) as tx:
+        tx.add_file(STATE_FILE, _state_bytes(state), role="state")
+        model_path = tx.staging_path(MODEL_FILE)
         reference = None
         report: dict[str, Any] | None = None
         chosen = None
         for tool, proto in candidates:
+            stamp_io(proto, expected_io)
             onnx.save(proto, str(model_path))
             try:
                 graph_info = check_graph(model_path, expected_io, flavour, attrs, m.num_stages, roi_shape)
@@ -440,55 +445,52 @@ def export_bundle(
         if verify:
             say(format_report(report))
 
-        metadata = {
-            "format": BUNDLE_FORMAT,
-            "schema_version": SCHEMA_VERSION,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": _versions(),
-            "config": cfg.to_dict(),
-            "class_names": src.class_names,
-            "clip_len": t,
-            "input_size": list(hw),
-            "io": expected_io,
-            "letterbox": {
-                "rule": "fit inside (keep aspect), pad bottom-right",
-                "pad_value": PAD_VALUE,
-                "canvas_hw": list(hw),
-                "interpolation": "INTER_AREA when shrinking, else INTER_LINEAR",
-                "implementation": "efficientvis_trt.video.Letterbox",
-            },
-            "preprocessing": "in the graph: uint8 BGR NHWC -> float RGB NCHW, (x - pixel_mean) / pixel_std",
-            "clip_padding": "a video whose length is not a multiple of clip_len pads its last clip by repeating "
-            "the last frame; outputs of padded frames are dropped",
-            "onnx": {
-                "file": MODEL_FILE,
-                "opset": int(opset),
-                "flavour": flavour,
-                **info,
-                "simplifier": tool,
-                "simplifier_note": "; ".join(notes) or None,
-                "roi_align": {
-                    "domain": DOMAIN if flavour == "plugin" else None,
-                    "op_type": OP_TYPE,
-                    "attributes": attrs,
-                    **graph_info,
+        tx.add_file(MODEL_FILE, model_path, role="graph", precision="fp32")
+        tx.metadata.update(
+            {
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "versions": _versions(),
+                "config": cfg.to_dict(),
+                "class_names": src.class_names,
+                "clip_len": t,
+                "input_size": list(hw),
+                "io": expected_io,
+                "letterbox": {
+                    "rule": "fit inside (keep aspect), pad bottom-right",
+                    "pad_value": PAD_VALUE,
+                    "canvas_hw": list(hw),
+                    "interpolation": "INTER_AREA when shrinking, else INTER_LINEAR",
+                    "implementation": "efficientvis_trt.video.Letterbox",
                 },
-            },
-            "source": src.meta,
-            "weights_sha256": weights_fingerprint(model),
-            "init_state": {"file": STATE_FILE, "query": [m.num_queries, m.hidden_dim], "boxes": [m.num_queries, 4]},
-            "precisions": {"fp32": MODEL_FILE},
-            "files": {MODEL_FILE: _file_record(model_path), STATE_FILE: _file_record(tmp / STATE_FILE)},
-            "verification": public_report(report) if verify else {"skipped": True, "reason": "--no-verify"},
-            "timing_s": {"export": round(export_s, 2), "total": round(time.perf_counter() - t_start, 2)},
-        }
+                "preprocessing": "in the graph: uint8 BGR NHWC -> float RGB NCHW, (x - pixel_mean) / pixel_std",
+                "clip_padding": "a video whose length is not a multiple of clip_len pads its last clip by repeating "
+                "the last frame; outputs of padded frames are dropped",
+                "onnx": {
+                    "file": MODEL_FILE,
+                    "opset": int(opset),
+                    "flavour": flavour,
+                    **info,
+                    "simplifier": tool,
+                    "simplifier_note": "; ".join(notes) or None,
+                    "roi_align": {
+                        "domain": DOMAIN if flavour == "plugin" else None,
+                        "op_type": OP_TYPE,
+                        "attributes": attrs,
+                        **graph_info,
+                    },
+                },
+                "source": src.meta,
+                "weights_sha256": weights_fingerprint(model),
+                "verification": public_report(report) if verify else {"skipped": True, "reason": "--no-verify"},
+                "timing_s": {"export": round(export_s, 2), "total": round(time.perf_counter() - t_start, 2)},
+            }
+        )
         if src.meta["kind"] == "checkpoint" and t != m.clip_len:
-            metadata["notes"] = [
+            tx.metadata["notes"] = [
                 f"graph clip length {t} < the checkpoint's clip_len {m.clip_len}: "
                 f"frames use the first {t} rows of the time embedding, as forward_clip does"
             ]
-        _write_metadata(tmp / METADATA_FILE, metadata)
-        Bundle.open(tmp)  # the bundle must open with the same checks every consumer runs
+        # the commit runs the checks every consumer's open runs, on the staged files
     say(
         f"wrote {out} ({flavour} flavour, opset {opset}, {info['exporter']} exporter, "
         f"{'simplified by ' + tool if tool else 'not simplified'}) in {time.perf_counter() - t_start:.1f} s"

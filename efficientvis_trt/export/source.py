@@ -37,15 +37,16 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
     parts = str(text).lower().replace("×", "x").split("x")
     if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
         raise EvisError(f"--size must look like HxW (e.g. 384x640), got {text!r}")
-    h, w = (int(p) for p in parts)
-    if h <= 0 or w <= 0 or h % 32 or w % 32:
-        raise EvisError(f"size {h}x{w} must be positive multiples of 32 (the FPN stride)")
-    return h, w
+    from efficientvis_trt.contract import check_input_size
+
+    return check_input_size([int(p) for p in parts], "--size")
 
 
 def _check_clip_len(clip_len: int | None) -> None:
-    if clip_len is not None and clip_len < 2:
-        raise EvisError(f"clip length {clip_len} must be at least 2 (temporal attention and dynamic conv need frames)")
+    from efficientvis_trt.contract import check_clip_len
+
+    if clip_len is not None:
+        check_clip_len(clip_len, "--clip-len")
 
 
 def _check_exportable(m: ModelConfig) -> None:

@@ -113,8 +113,8 @@ class _SymbolicRoIAlign(torch.autograd.Function):
             plugin_namespace_s=PLUGIN_NAMESPACE,
             plugin_version_s=PLUGIN_VERSION,
         )
-        b, r = rois.type().sizes()[:2]
-        c = p2.type().sizes()[1]
+        b, r = rois.type().varyingSizes()[:2]  # B*T is dynamic (None) in the batched graph
+        c = p2.type().varyingSizes()[1]
         out.setType(p2.type().with_sizes([b, r, c, output_size, output_size]))
         return out
 

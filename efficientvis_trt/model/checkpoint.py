@@ -62,11 +62,14 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise EvisError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise EvisError(f"checkpoint {path} is empty (0 bytes): an interrupted copy or save?")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
         raise EvisError(
-            f"checkpoint {path} is corrupt or not a torch file ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})"
+            f"checkpoint {path} is corrupt or not a torch file ({type(exc).__name__}{': ' + first if first else ''})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise EvisError(f"{path} is not an EfficientVIS-TRT checkpoint (no '{FORMAT}' format tag)")
@@ -99,6 +102,16 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], source: 
     model.load_state_dict(state, strict=True)
 
 
+def check_finite_weights(state: dict[str, Any], source: str) -> None:
+    """NaN/inf weights (a diverged run) are one error naming the first such tensor, before anything runs on them."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        more = f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise EvisError(
+            f"{source} has NaN/inf weights in '{bad[0]}'{more}: a diverged training run? use an earlier one"
+        )
+
+
 def load_checkpoint(path: str | os.PathLike, expect_config: Config | None = None):
     """Build the model the checkpoint describes and load its weights.
 
@@ -108,11 +121,17 @@ def load_checkpoint(path: str | os.PathLike, expect_config: Config | None = None
     from efficientvis_trt.model.efficientvis import EfficientVIS
 
     payload = read_checkpoint(path)
-    cfg = Config.from_dict(payload["config"]).validate()
+    try:
+        cfg = Config.from_dict(payload["config"]).validate()
+    except EvisError as exc:
+        raise EvisError(f"checkpoint {path}: bad config ({exc})") from None
     if expect_config is not None and expect_config.model != cfg.model:
         diff = _first_difference(expect_config.model.__dict__, cfg.model.__dict__)
         raise EvisError(f"checkpoint {path} is another architecture than the requested config ({diff})")
     model = EfficientVIS(cfg)
+    if not isinstance(payload["model"], dict):
+        raise EvisError(f"checkpoint {path}: 'model' is not a state dict")
+    check_finite_weights(payload["model"], f"checkpoint {path}")
     load_state_strict(model, payload["model"], f"checkpoint {path}")
     names = payload["class_names"]
     if len(names) != cfg.model.num_classes:

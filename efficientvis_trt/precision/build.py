@@ -9,7 +9,6 @@ method, calibrated ranges, what was kept in fp32 and why, tool versions.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -26,12 +25,10 @@ import numpy as np
 
 from efficientvis_trt.contract import BUILD_BACKENDS, PRECISIONS
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.export.bundle import ORT_CPU_ONNX_FILES
-from efficientvis_trt.io_utils import file_sha256, write_bytes_atomic, write_json_atomic
+from efficientvis_trt.export.bundle import CALIBRATION_FILE, MODEL_FILE, ONNX_FILES, ORT_CPU_ONNX_FILES
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_FILE = "calibration.json"
 RECORD_SCHEMA = 1
 DEFAULT_CLIPS = 16
 CHECK_CLIPS = 2
@@ -76,15 +73,9 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def read_record(bundle_path: Path) -> dict:
-    path = bundle_path / CALIBRATION_FILE
-    if not path.is_file():
-        return {"schema_version": RECORD_SCHEMA}
-    try:
-        record = json.loads(path.read_text())
-    except ValueError:
-        raise EvisError(f"{path} is not valid JSON (delete it and rebuild)") from None
-    return record if isinstance(record, dict) else {"schema_version": RECORD_SCHEMA}
+def read_record(bundle) -> dict:
+    """The bundle's calibration record (calibration.json), verified like every bundle file."""
+    return bundle.read_json(CALIBRATION_FILE) or {"schema_version": RECORD_SCHEMA}
 
 
 def compare_outputs(ref_session, test_session, feeds: Sequence[dict]) -> dict[str, dict[str, float]]:
@@ -109,12 +100,6 @@ def compare_outputs(ref_session, test_session, feeds: Sequence[dict]) -> dict[st
 
 def _serialize(model) -> bytes:
     return model.SerializeToString(deterministic=True)
-
-
-def _share_like(path: Path, like: Path) -> None:
-    """Atomic writes create 0600 files; give new bundle files the mode of the bundle's model.onnx."""
-    with contextlib.suppress(OSError):
-        os.chmod(path, like.stat().st_mode & 0o777)
 
 
 def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
@@ -160,7 +145,7 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
         "sources": calib.sources,
         "clips": [vars(c) for c in calib.clips],
         "source_onnx": src_path.name,
-        "source_onnx_sha256": file_sha256(src_path),
+        "source_onnx_sha256": bundle.files[MODEL_FILE]["sha256"],
         "roles": {k: v for k, v in roles.to_dict().items() if k not in ("backbone", "weighted")},
         "fp16": {
             "kept_fp32_by_rule": r16.rule_blocked,
@@ -213,24 +198,34 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
             "check_vs_fp32": cpu_check,
         }
 
-    out_name = f"model.{precision}.onnx"
-    out_path = bundle.path / out_name
-    write_bytes_atomic(out_path, data)
-    _share_like(out_path, src_path)
-    if cpu_data is not None:
-        write_bytes_atomic(bundle.path / CPU_INT8_FILE, cpu_data)
-        _share_like(bundle.path / CPU_INT8_FILE, src_path)
+    out_name = ONNX_FILES[precision]
     section["output_onnx"] = out_name
     section["output_onnx_sha256"] = hashlib.sha256(data).hexdigest()
     section["build_time_s"] = round(time.perf_counter() - start, 2)
-
-    record = read_record(bundle.path)
-    record["schema_version"] = RECORD_SCHEMA
-    record[precision] = section
-    write_json_atomic(bundle.path / CALIBRATION_FILE, record)
-    _share_like(bundle.path / CALIBRATION_FILE, src_path)
-    _update_bundle_metadata(bundle, precision, out_name, CPU_INT8_FILE if cpu_data is not None else None)
+    commit_graphs(bundle, precision, data, cpu_data, section)
     return section
+
+
+def commit_graphs(bundle, precision: str, data: bytes, cpu_data: bytes | None, section: dict[str, Any]) -> None:
+    """One bundle transaction: the graph(s) and this precision's calibration section, or nothing.
+
+    The record is re-read under the bundle's lock, so two builds (fp16 and int8) at once
+    both keep their sections; a bundle re-exported while this build ran is refused.
+    """
+    with bundle.transaction() as tx:
+        current = tx.bundle.files.get(MODEL_FILE, {}).get("sha256")
+        if current != section["source_onnx_sha256"]:
+            raise EvisError(
+                f"{bundle.path} was re-exported while this build ran (its model.onnx changed): "
+                f"run `evis build {bundle.path} --precision {precision}` again"
+            )
+        tx.add_file(ONNX_FILES[precision], data, role="graph", precision=precision)
+        if cpu_data is not None:
+            tx.add_file(CPU_INT8_FILE, cpu_data, role="graph", precision=precision, target="ort-cpu")
+        record = read_record(tx.bundle)
+        record["schema_version"] = RECORD_SCHEMA
+        record[precision] = section
+        tx.add_file(CALIBRATION_FILE, (json.dumps(record, indent=2) + "\n").encode(), role="calibration")
 
 
 def _finite_check(ref_session, graph: bytes, feeds, what: str) -> dict[str, Any]:
@@ -242,19 +237,6 @@ def _finite_check(ref_session, graph: bytes, feeds, what: str) -> dict[str, Any]
     if bad:
         raise EvisError(f"{what} produces inf/NaN in {', '.join(bad)} on the calibration clips")
     return check
-
-
-def _update_bundle_metadata(bundle, precision: str, out_name: str, cpu_name: str | None = None) -> None:
-    precisions = dict(bundle.metadata.get("precisions", {"fp32": "model.onnx"}))
-    precisions[precision] = out_name
-    fields: dict[str, Any] = {"precisions": precisions, "calibration": CALIBRATION_FILE}
-    if cpu_name is not None:  # the graph ONNX Runtime's CPU provider loads for this precision
-        fields["ort_cpu_graphs"] = {**bundle.metadata.get("ort_cpu_graphs", {}), precision: cpu_name}
-    bundle.update_metadata(**fields)
-    if hasattr(bundle, "record_file"):
-        bundle.record_file(out_name)
-        if cpu_name is not None:
-            bundle.record_file(cpu_name)
 
 
 def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
@@ -280,7 +262,7 @@ def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
     bundle = Bundle.open(bundle_path)
     summary: dict[str, Any] = {"bundle": str(bundle.path), "precision": opts.precision, "backend": opts.backend}
     if opts.precision != "fp32":
-        have = (bundle.path / f"model.{opts.precision}.onnx").is_file()
+        have = ONNX_FILES[opts.precision] in bundle.files
         if opts.backend == "ort" or not have or opts.rebuild_graph:
             summary["graph"] = build_graph(bundle, opts.precision, opts)
     summary["onnx"] = str(bundle.onnx_path(opts.precision))
@@ -297,9 +279,4 @@ def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
         )
         summary["engine"] = str(result.path)
         summary["engine_metadata"] = result.metadata
-        engines = dict(bundle.metadata.get("engines", {}))
-        engines[result.path.name] = {
-            k: result.metadata[k] for k in ("precision", "gpu", "compute_capability", "tensorrt_version", "plugin_path")
-        }
-        bundle.update_metadata(engines=engines)
     return summary

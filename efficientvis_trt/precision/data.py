@@ -151,8 +151,8 @@ def plan_sequences(
     """Choose (source index, start frame, number of consecutive clips) for `num_clips` clips.
 
     Deterministic for a seed. Each video gets a seeded phase (first clip start in
-    [0, clip_len)), its clip slots are cut into runs of up to `max_clips_per_sequence`
-    consecutive clips (one carried-state sequence each), runs are shuffled per video, and
+    [0, frames % clip_len], so no clip is lost to it), its clip slots are cut into runs of
+    up to `max_clips_per_sequence` consecutive clips (one carried-state sequence each), runs are shuffled per video, and
     videos are visited round-robin in a seeded order so every video contributes early.
     """
     if num_clips < 1:
@@ -162,7 +162,9 @@ def plan_sequences(
     rng = np.random.default_rng(seed)
     runs_per_source: list[list[tuple[int, int]]] = []
     for n in lengths:
-        phase = int(rng.integers(0, clip_len)) if n >= clip_len * 2 else 0
+        # The phase only uses the frames left over after the whole clips, so it never costs a clip
+        # (a 12-frame video with T=5 holds 2 clips whatever the seed).
+        phase = int(rng.integers(0, n % clip_len + 1)) if n >= clip_len * 2 else 0
         slots = max(1, (n - phase) // clip_len)
         runs = [
             (phase + s * clip_len, min(max_clips_per_sequence, slots - s))

@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 HELP = "run a bundle (or a checkpoint) over videos or a live stream: YouTube-VIS results, overlays, timings"
@@ -31,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "videos",
         metavar="VIDEO",
         nargs="*",
-        help="video files or frame folders; or one live source: camera index (0) or stream URL",
+        help="video files or frame folders; or one live source: camera index (0) or stream URL "
+        "(an existing file or folder named like a number is a path, not a camera)",
     )
     parser.add_argument(
         "--backend",
@@ -124,6 +123,40 @@ def _overlay_names(sources) -> list[str]:
     return names
 
 
+OUTPUT_FILES = ("videos.json", "results.json")
+RESULTS_SUFFIX = ".results.json"  # --streams: one video's results, as `evis infer BUNDLE VIDEO` writes them
+
+
+def check_infer_out(out: Path, live: bool) -> Path:
+    """`--out` must be writable and absent, empty, or an earlier `evis infer` output (replaced whole).
+
+    Checked before any model is loaded; a folder holding anything else is refused, so a
+    replacement can never delete a user's files.
+    """
+    from efficientvis_trt.errors import EvisError
+    from efficientvis_trt.io_utils import TEMP_TAG, check_writable_dir
+
+    if out.exists() and not out.is_dir():
+        raise EvisError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and not live:
+        foreign = [
+            p.name
+            for p in out.iterdir()
+            if not (
+                p.name in OUTPUT_FILES
+                or p.name.endswith((".overlay.mp4", RESULTS_SUFFIX))
+                or p.name.startswith(TEMP_TAG)
+            )
+        ]
+        if foreign:
+            raise EvisError(
+                f"--out {out} holds {foreign[0]!r}, which `evis infer` did not write: "
+                "choose an empty or new folder (an earlier infer output is replaced whole)"
+            )
+    check_writable_dir(out if out.is_dir() else out.parent, "--out", creating=None if out.is_dir() else out.name)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.errors import EvisError
     from efficientvis_trt.runtime.sources import is_live_spec, open_source
@@ -149,9 +182,11 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.streams > 1 and args.cuda_graph:
         raise EvisError("--cuda-graph replays one fixed-shape clip: it cannot run with --streams > 1")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise EvisError(f"--out {out} exists and is not a folder")
+    if not 0.0 <= args.score_thr <= 1.0:  # also refuses nan
+        raise EvisError(f"--score-thr must be in [0, 1] (a video score is a mean probability), got {args.score_thr}")
+    if not 0.0 <= args.mask_thr <= 1.0:
+        raise EvisError(f"--mask-thr must be in [0, 1], got {args.mask_thr}")
+    out = check_infer_out(Path(args.out), live)
     # Check every input before any inference: a missing or undecodable file fails fast, nothing written.
     sources = [open_source(v, live=live) for v in args.videos]
 
@@ -194,14 +229,11 @@ def run(args: argparse.Namespace) -> int:
 def _run_files(predictor, sources, out: Path, args) -> int:
     from tqdm import tqdm
 
-    from efficientvis_trt.io_utils import write_json_atomic, write_text_atomic
+    from efficientvis_trt.io_utils import atomic_dir
 
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".evis-infer-", dir=out))
     overlay_names = _overlay_names(sources) if args.overlay else []
-    ok = False
-    try:
+    # All or nothing: the whole output folder is built beside --out and swapped in at the end.
+    with atomic_dir(out) as staging:
         results, videos = [], []
         for video_id, src in enumerate(sources, 1):
             total = src.expected_frames
@@ -231,28 +263,24 @@ def _run_files(predictor, sources, out: Path, args) -> int:
                     **({"overlay": overlay_names[video_id - 1]} if args.overlay else {}),
                 }
             )
-        for name in overlay_names:
-            os.replace(staging / name, out / name)
-        write_json_atomic(
-            out / "videos.json",
-            {
-                "videos": videos,
-                "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
-                "model": {
-                    "source": predictor.runtime.origin or os.path.abspath(str(args.source)),
-                    "backend": predictor.backend.name,
-                    "precision": args.precision,
-                    "device": predictor.backend.device,
+        (staging / "videos.json").write_text(
+            json.dumps(
+                {
+                    "videos": videos,
+                    "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
+                    "model": {
+                        "source": predictor.runtime.origin or os.path.abspath(str(args.source)),
+                        "backend": predictor.backend.name,
+                        "precision": args.precision,
+                        "device": predictor.backend.device,
+                    },
                 },
-            },
+                indent=2,
+            )
+            + "\n"
         )
         # Compact: a results file is mostly RLE strings, and YouTube-VIS tools read it whole.
-        write_text_atomic(out / "results.json", json.dumps(results, separators=(",", ":")) + "\n")
-        ok = True
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not ok and created and not any(out.iterdir()):
-            out.rmdir()
+        (staging / "results.json").write_text(json.dumps(results, separators=(",", ":")) + "\n")
     print(
         f"wrote {out / 'results.json'} ({len(results)} tracks, {len(sources)} videos)"
         + (f" and {len(overlay_names)} overlay video(s)" if overlay_names else "")
@@ -344,17 +372,14 @@ def _stream_bars(sources, args):
 
 
 def _run_streams(predictor, sources, out: Path, args) -> int:
-    from efficientvis_trt.io_utils import write_json_atomic, write_text_atomic
+    from efficientvis_trt.io_utils import atomic_dir
     from efficientvis_trt.runtime.streams import MultiStreamRunner, StreamDone
+    from efficientvis_trt.timing import fps
 
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".evis-infer-", dir=out))
     overlay_names = _overlay_names(sources) if args.overlay else []
-    result_names = [name.replace(".overlay.mp4", ".results.json") for name in _overlay_names(sources)]
+    result_names = [name.replace(".overlay.mp4", RESULTS_SUFFIX) for name in _overlay_names(sources)]
     runner = MultiStreamRunner(predictor, args.streams)
     update, close_bars = _stream_bars(sources, args)
-    ok = False
 
     def on_event(event) -> None:
         update(event)
@@ -364,7 +389,8 @@ def _run_streams(predictor, sources, out: Path, args) -> int:
             with tqdm.external_write_mode(file=sys.stdout):
                 _print_video(event.stream + 1, sources[event.stream], event.result)
 
-    try:
+    # All or nothing, as for one video at a time: the output folder is built beside --out and swapped in.
+    with atomic_dir(out) as staging:
         overlays = [staging / name for name in overlay_names] if args.overlay else None
         try:
             per_video = runner.predict_videos(sources, args.max_frames, overlays=overlays, on_event=on_event)
@@ -374,9 +400,8 @@ def _run_streams(predictor, sources, out: Path, args) -> int:
         for video_id, (src, result) in enumerate(zip(sources, per_video), 1):
             results.extend(result.to_ytvis(video_id))
             # what `evis infer BUNDLE VIDEO` alone writes as its results.json (video id 1)
-            write_text_atomic(
-                staging / result_names[video_id - 1],
-                json.dumps(result.to_ytvis(1), separators=(",", ":")) + "\n",
+            (staging / result_names[video_id - 1]).write_text(
+                json.dumps(result.to_ytvis(1), separators=(",", ":")) + "\n"
             )
             videos.append(
                 {
@@ -390,35 +415,31 @@ def _run_streams(predictor, sources, out: Path, args) -> int:
                     **({"overlay": overlay_names[video_id - 1]} if args.overlay else {}),
                 }
             )
-        for name in overlay_names + result_names:
-            os.replace(staging / name, out / name)
-        write_json_atomic(
-            out / "videos.json",
-            {
-                "videos": videos,
-                "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
-                "model": {
-                    "source": predictor.runtime.origin or os.path.abspath(str(args.source)),
-                    "backend": predictor.backend.name,
-                    "precision": args.precision,
-                    "device": predictor.backend.device,
-                    "streams": args.streams,
+        (staging / "videos.json").write_text(
+            json.dumps(
+                {
+                    "videos": videos,
+                    "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
+                    "model": {
+                        "source": predictor.runtime.origin or os.path.abspath(str(args.source)),
+                        "backend": predictor.backend.name,
+                        "precision": args.precision,
+                        "device": predictor.backend.device,
+                        "streams": args.streams,
+                    },
                 },
-            },
+                indent=2,
+            )
+            + "\n"
         )
-        write_text_atomic(out / "results.json", json.dumps(results, separators=(",", ":")) + "\n")
-        ok = True
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not ok and created and not any(out.iterdir()):
-            out.rmdir()
+        (staging / "results.json").write_text(json.dumps(results, separators=(",", ":")) + "\n")
     frames = sum(r.num_frames for r in per_video)
     wall = runner.timings.get("wall", 0.0)
     sizes = runner.batch_sizes
+    mean_batch = sum(sizes) / max(len(sizes), 1)
     print(
         f"streams: {len(sources)} videos, up to {args.streams} at once, {frames} frames in {_fmt_s(wall)} = "
-        f"{frames / wall if wall else 0:.1f} FPS total ({len(sizes)} model calls, "
-        f"mean batch {sum(sizes) / max(len(sizes), 1):.2f})"
+        f"{fps(frames, wall):.1f} FPS total ({len(sizes)} model calls, mean batch {mean_batch:.2f})"
     )
     print(
         f"wrote {out / 'results.json'} ({len(results)} tracks, {len(sources)} videos), "
@@ -430,6 +451,7 @@ def _run_streams(predictor, sources, out: Path, args) -> int:
 
 def _run_live_streams(predictor, sources, out: Path, args) -> int:
     from efficientvis_trt.runtime.streams import MultiStreamRunner, StreamClip
+    from efficientvis_trt.timing import fps
 
     overlays = None
     if args.overlay:
@@ -452,5 +474,5 @@ def _run_live_streams(predictor, sources, out: Path, args) -> int:
         else:
             print(f"[{event.stream + 1}] {event.name}: ended, {frames[event.stream]} frames, {event.fps:.1f} FPS")
     wall = runner.timings.get("wall", 0.0)
-    print(f"live: {len(sources)} streams, {sum(frames)} frames, {sum(frames) / wall if wall else 0:.1f} FPS total")
+    print(f"live: {len(sources)} streams, {sum(frames)} frames, {fps(sum(frames), wall):.1f} FPS total")
     return 0

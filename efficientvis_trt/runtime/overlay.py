@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.io_utils import file_mode
+from efficientvis_trt.io_utils import file_mode, temp_prefix
 
 FOURCC = "mp4v"
 
@@ -78,7 +78,7 @@ class OverlayWriter:
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.keep_on_interrupt = keep_on_interrupt
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.", suffix=".tmp.mp4", dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=temp_prefix(self.path.stem), suffix=".tmp.mp4", dir=self.path.parent)
         os.close(fd)
         self.tmp = Path(tmp)
         self._writer = None
@@ -110,9 +110,28 @@ class OverlayWriter:
         if self.frames_written == 0:
             self.tmp.unlink(missing_ok=True)
             raise EvisError(f"no frames to write into {self.path}")
+        self._check_decodes()
         os.chmod(self.tmp, file_mode())  # a temp file is 0600; the output gets the usual mode
         os.replace(self.tmp, self.path)
         return self.path
+
+    def _check_decodes(self) -> None:
+        """OpenCV only warns when a write fails (full disk, file size limit): read the file back before it
+        replaces anything, so an earlier good overlay is never swapped for a broken one."""
+        import cv2
+
+        cap = cv2.VideoCapture(str(self.tmp))
+        try:
+            count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+            ok = cap.isOpened() and count == self.frames_written and cap.read()[0]
+        finally:
+            cap.release()
+        if not ok:
+            self.tmp.unlink(missing_ok=True)
+            raise EvisError(
+                f"the overlay {self.path} could not be written completely ({self.frames_written} frames written, "
+                f"{count} readable back: disk full or a file size limit?); nothing was replaced"
+            )
 
     def abort(self) -> None:
         if self._done:

@@ -50,10 +50,8 @@ def _is_bundle(obj: Any) -> bool:
 
 
 def open_bundle(path: str | os.PathLike):
-    try:
-        from efficientvis_trt.export.bundle import Bundle
-    except ImportError as exc:
-        raise EvisError(f"cannot open bundle {path}: efficientvis_trt.export.bundle is unavailable ({exc})") from None
+    from efficientvis_trt.export.bundle import Bundle
+
     return Bundle.open(path)
 
 
@@ -100,33 +98,17 @@ def _torch_from(kind: str, obj: Any, precision: str, device: str | None) -> tupl
 
 
 def _bundle_torch_model(bundle):
-    """The PyTorch weights a bundle was exported from: BUNDLE/checkpoint.pt, else the source its metadata names.
+    """The PyTorch weights a bundle was exported from: the source its metadata names.
 
     The rebuilt model is checked against the bundle's weights fingerprint, so the torch
     backend never runs other weights than the graphs hold.
     """
-    from efficientvis_trt.model.checkpoint import load_checkpoint
+    from efficientvis_trt.export.source import rebuild_model
 
-    path = Path(bundle.path) / "checkpoint.pt"
-    if path.is_file():
-        model, _ = load_checkpoint(path)
-        return model
-    try:
-        from efficientvis_trt.export.source import rebuild_model
-    except ImportError:
-        rebuild_model = None
-    if rebuild_model is None:
-        raise EvisError(
-            f"bundle {bundle.path} has no checkpoint.pt (the source weights the torch backend runs): "
-            "use --backend ort, or re-export the bundle"
-        )
     try:
         return rebuild_model(bundle.metadata)
     except EvisError as exc:
-        raise EvisError(
-            f"the torch backend needs the bundle's source weights: {exc} "
-            f"(no checkpoint.pt in {bundle.path}; use --backend ort)"
-        ) from None
+        raise EvisError(f"the torch backend needs the bundle's source weights: {exc} (or use --backend ort)") from None
 
 
 def _ort_device(device: str | None) -> str:

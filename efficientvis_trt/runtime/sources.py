@@ -24,10 +24,12 @@ _TRUNCATION_SLACK = 0.02
 
 
 def is_live_spec(spec: str | os.PathLike | int) -> bool:
-    """A camera index (`0`) or a stream URL (`rtsp://...`)."""
+    """A camera index (`0`) or a stream URL (`rtsp://...`); an existing file or folder named `0` is a path."""
     if isinstance(spec, int):
         return True
     text = str(spec)
+    if text.isdigit() and os.path.exists(text):
+        return False
     return text.isdigit() or re.match(rf"^({'|'.join(LIVE_SCHEMES)})://", text, re.IGNORECASE) is not None
 
 

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from efficientvis_trt.config import Config, get_config
+from efficientvis_trt.data.ytvis import resolve_annotations
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.io_utils import write_json_atomic, write_text_atomic
 from efficientvis_trt.train.losses import LOSS_TERMS, SetCriterion
@@ -69,26 +70,6 @@ _SHORT = {
 
 
 # ---- data ----------------------------------------------------------------------------
-
-
-def resolve_annotations(path: str | os.PathLike, what: str = "data") -> Path:
-    """A YouTube-VIS JSON file, or a folder holding `annotations.json` (or exactly one *.json)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if not p.is_dir():
-        raise EvisError(f"{what} not found: {p} (expected a YouTube-VIS folder or JSON file)")
-    if (p / "annotations.json").is_file():
-        return p / "annotations.json"
-    found = sorted(p.glob("*.json"))
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise EvisError(f"{what} folder {p} has no annotations.json (not a YouTube-VIS data set?)")
-    raise EvisError(
-        f"{what} folder {p} has several JSON files ({', '.join(f.name for f in found[:4])}); "
-        "pass the annotation file itself"
-    )
 
 
 class SampleStream(torch.utils.data.Dataset):

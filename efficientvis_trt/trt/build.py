@@ -313,7 +313,7 @@ def build_engine(
         "built_with": "polygraphy",
     }
     cache_bytes = bytes(memoryview(config.get_timing_cache().serialize()))
-    E.write_engine(path, plan_bytes, meta, (cache_path, cache_bytes), onnx_path)
+    E.write_engine(path, plan_bytes, meta, (cache_path, cache_bytes), onnx_path, bundle=bundle)
     log.info(
         "wrote %s (%.1f MB, built in %.1f s; layer precision %s)", path, len(plan_bytes) / 1e6, build_s, verdict.verdict
     )

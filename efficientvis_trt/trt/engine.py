@@ -185,12 +185,32 @@ def deserialize(path: str | os.PathLike, bundle_path: str | os.PathLike | None =
     return engine, runtime, meta, logger
 
 
-def write_engine(plan: Path, plan_bytes: bytes, meta: dict, cache: tuple[Path, bytes] | None, mode_like: Path) -> None:
-    """The one place engine files are written: plan, sidecar, timing cache, each atomically.
+def write_engine(
+    plan: Path,
+    plan_bytes: bytes,
+    meta: dict,
+    cache: tuple[Path, bytes] | None,
+    mode_like: Path,
+    bundle: Any = None,
+) -> None:
+    """The one place engine files are written: plan, sidecar, timing cache.
 
-    The sidecar goes last, so a plan without its sidecar is never taken for a finished build
-    (`find_engine` needs the plan; `deserialize` works without a sidecar, but our builds write one).
+    Into a bundle: one bundle transaction (docs/bundle.md, "Transactions and locking"): all
+    three, or nothing. A bare folder (tests, tools): each atomically, the sidecar last, so a
+    plan without its sidecar is never taken for a finished build.
     """
+    if bundle is not None and hasattr(bundle, "transaction"):
+        root = Path(bundle.path)
+        with bundle.transaction() as tx:
+            tx.add_file(plan.relative_to(root).as_posix(), plan_bytes, role="engine", precision=meta.get("precision"))
+            tx.add_file(
+                sidecar_path(plan).relative_to(root).as_posix(),
+                (json.dumps(meta, indent=2) + "\n").encode(),
+                role="engine-info",
+            )
+            if cache is not None:
+                tx.add_file(cache[0].relative_to(root).as_posix(), cache[1], role="timing-cache")
+        return
     written = [plan]
     write_bytes_atomic(plan, plan_bytes)
     if cache is not None:

@@ -26,10 +26,9 @@ class GroundTruthPredictor:
     """Answers every video with its own ground truth: AP must come out exactly 1.0."""
 
     def __init__(self, data_dir: Path):
-        from efficientvis_trt.bench.runner import annotations_path
-        from efficientvis_trt.data.ytvis import load_ytvis
+        from efficientvis_trt.data.ytvis import load_ytvis, resolve_annotations
 
-        self.data = load_ytvis(annotations_path(data_dir))
+        self.data = load_ytvis(resolve_annotations(data_dir))
         self.calls = 0
 
     def predict_video(self, frames, max_frames=None):

@@ -32,7 +32,12 @@ TINY = dict(N=10, C=64, K=5, M=2)
 
 
 def _tree_digest(path: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir()) if p.is_file()}
+    """Content of a bundle's files (our lock, cache and temporaries aside: they carry no bundle state)."""
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(path.iterdir())
+        if p.is_file() and not p.name.startswith(".evis")
+    }
 
 
 @pytest.fixture(scope="module")
@@ -172,9 +177,11 @@ def test_local_function_valid(plugin_bundle):
     onnx.checker.check_model(model, full_check=True)
     onnx.checker.check_function(fn)  # context from the function's own opset imports
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
+    dims = {v.name: list(v.type.tensor_type.shape.dim) for v in inferred.graph.value_info}
     for node in custom_nodes(model):
-        assert shapes[node.output[0]] == [T, TINY["N"], TINY["C"], 14, 14]
+        first, *rest = dims[node.output[0]]
+        assert not first.HasField("dim_value")  # B*T: symbolic in the batched graph
+        assert [d.dim_value for d in rest] == [TINY["N"], TINY["C"], 14, 14]
 
 
 def test_function_matches_reference_at_every_level_and_attribute_set():
@@ -241,7 +248,7 @@ def test_opset_16_plugin_graph(tmp_path):
     onnx.save(proto, str(tmp_path / "m.onnx"))
     attrs = RoIAlignAttrs.from_pooler(cfg.model.pooler).onnx_attributes()
     got = check_graph(
-        tmp_path / "m.onnx", io_table(io_dims(2, (64, 96), 10, 64, 5)), "plugin", attrs, 2, [2, 10, 64, 14, 14]
+        tmp_path / "m.onnx", io_table(io_dims(2, (64, 96), 10, 64, 5)), "plugin", attrs, 2, [10, 64, 14, 14]
     )
     assert got["nodes"] == 2
 
@@ -370,9 +377,13 @@ def _siblings(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
 
 
+def _temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob(".evis-tmp-*"))
+
+
 @pytest.mark.parametrize("existing", [False, True])
 def test_failure_after_model_written_leaves_nothing(plugin_bundle, tmp_path, monkeypatch, existing):
-    import efficientvis_trt.export.exporter as exporter
+    import efficientvis_trt.export.bundle as bundle_module
 
     out = tmp_path / "bundle"
     if existing:
@@ -380,11 +391,11 @@ def test_failure_after_model_written_leaves_nothing(plugin_bundle, tmp_path, mon
     before = _tree_digest(out) if existing else None
     seen = {}
 
-    def boom(path, metadata):
-        seen["model_written"] = (path.parent / "model.onnx").is_file()
+    def boom(tx):
+        seen["model_written"] = "model.onnx" in tx._staged and tx._staged["model.onnx"].is_file()
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(exporter, "_write_metadata", boom)
+    monkeypatch.setattr(bundle_module.Transaction, "_commit", boom)
     with pytest.raises(RuntimeError, match="injected"):
         export_bundle(
             out,
@@ -401,6 +412,7 @@ def test_failure_after_model_written_leaves_nothing(plugin_bundle, tmp_path, mon
     if existing:
         assert _tree_digest(out) == before
         Bundle.open(out)
+        assert _temporaries(out) == []
     else:
         assert not out.exists()
     assert _siblings(out) == []
@@ -450,7 +462,7 @@ def test_killed_export_keeps_existing_bundle(plugin_bundle, tmp_path, signal_nam
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
-            if any((p / "model.onnx").is_file() for p in tmp_path.glob(".bundle.*.tmp")):
+            if any(out.glob(".evis-tmp-*-model.onnx.*")):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "export finished or died before it could be interrupted"
@@ -464,8 +476,10 @@ def test_killed_export_keeps_existing_bundle(plugin_bundle, tmp_path, signal_nam
     assert proc.returncode != 0
     assert _tree_digest(out) == before
     Bundle.open(out)
-    if signal_name == "SIGINT":  # KeyboardInterrupt: the temp folder is cleaned up too
-        assert _siblings(out) == []
+    if signal_name == "SIGKILL":  # nothing ran on the way out: the next writer removes what it left
+        with Bundle.open(out).transaction():
+            pass
+    assert _temporaries(out) == []
 
 
 # ---- bad input ----------------------------------------------------------------------------------------
@@ -557,17 +571,18 @@ def test_bundle_api(plugin_bundle, tmp_path):
     shutil.copytree(plugin_bundle, copy)
     c = Bundle.open(copy)
     (copy / "model.int8.onnx").write_bytes((copy / "model.onnx").read_bytes())
+    assert c.available_precisions() == ["fp32"]  # a file the metadata does not list is not part of the bundle
+    with c.transaction() as tx:
+        tx.add_file("model.int8.onnx", copy / "model.onnx", role="graph", precision="int8")
+        tx.metadata["note"] = "kept"
     assert c.available_precisions() == ["fp32", "int8"] and c.onnx_path("int8").name == "model.int8.onnx"
     fp16 = onnx.load(str(copy / "model.onnx"))
     fp16.graph.input[1].type.tensor_type.elem_type = onnx.TensorProto.FLOAT16  # a converter that changed I/O types
-    onnx.save(fp16, str(copy / "model.fp16.onnx"))
-    with pytest.raises(EvisError, match=r"model.fp16.onnx.*query_in"):
-        c.onnx_path("fp16")
-    c.update_metadata(calibration={"clips": 8})
-    assert Bundle.open(copy).metadata["calibration"] == {"clips": 8}
-    assert Bundle.open(copy).metadata["verification"]["passed"]  # other fields kept
-    with pytest.raises(EvisError, match="schema_version"):
-        c.update_metadata(schema_version=2)
+    with pytest.raises(EvisError, match=r"model.fp16.onnx.*query_in"), c.transaction() as tx:
+        tx.add_file("model.fp16.onnx", fp16.SerializeToString(), role="graph", precision="fp16")
+    again = Bundle.open(copy)
+    assert again.metadata["note"] == "kept" and again.metadata["verification"]["passed"]  # other fields kept
+    assert again.available_precisions() == ["fp32", "int8"] and not list(copy.glob(".evis-tmp-*"))
 
 
 def _corrupt(kind: str, path: Path) -> None:
@@ -575,10 +590,8 @@ def _corrupt(kind: str, path: Path) -> None:
     meta = json.loads(meta_path.read_text())
     if kind == "no model":
         (path / "model.onnx").unlink()
-        del meta["files"]
     elif kind == "no state":
         (path / "init_state.npz").unlink()
-        del meta["files"]
     elif kind == "no metadata":
         meta_path.unlink()
         return
@@ -591,7 +604,14 @@ def _corrupt(kind: str, path: Path) -> None:
         (path / "model.onnx").write_bytes(data[: len(data) // 2])
     elif kind == "state shape":
         np.savez(path / "init_state.npz", query=np.zeros((10, 32), np.float32), boxes=np.zeros((10, 4), np.float32))
-        del meta["files"]
+        data = (path / "init_state.npz").read_bytes()  # recorded as if a writer had made it: the shape check fires
+        meta["files"]["init_state.npz"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    elif kind == "swapped same size":
+        data = bytearray((path / "model.onnx").read_bytes())
+        data[-1] ^= 1
+        (path / "model.onnx").write_bytes(bytes(data))
+    elif kind == "bad input_size":
+        meta["input_size"] = ["128", 224]
     elif kind == "other graph":
         from onnx import TensorProto, helper
 
@@ -604,7 +624,6 @@ def _corrupt(kind: str, path: Path) -> None:
         ]
         graph = helper.make_graph([], "g", vi[:3], vi[3:])
         onnx.save(helper.make_model(graph), str(path / "model.onnx"))
-        del meta["files"]
     elif kind == "not json":
         meta_path.write_text("{broken")
         return
@@ -622,7 +641,9 @@ def _corrupt(kind: str, path: Path) -> None:
         ("io table", "metadata.json", "frames"),
         ("truncated model", "model.onnx", "truncated"),
         ("state shape", "init_state.npz", "query"),
-        ("other graph", "model.onnx", "do not match"),
+        ("other graph", "model.onnx", "replaced"),
+        ("swapped same size", "model.onnx", "sha256 differs"),
+        ("bad input_size", "metadata.json", "input_size"),
     ],
 )
 def test_bundle_open_errors(plugin_bundle, tmp_path, kind, names, message):

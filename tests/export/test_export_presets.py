@@ -37,7 +37,7 @@ def test_io_contract_large_presets(preset, tmp_path):
         (
             v.name,
             d,
-            [x.dim_value for x in v.type.tensor_type.shape.dim],
+            [x.dim_param or x.dim_value for x in v.type.tensor_type.shape.dim],
             onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name,
         )
         for d, vs in (("in", proto.graph.input), ("out", proto.graph.output))

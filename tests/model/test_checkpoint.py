@@ -101,3 +101,30 @@ def test_torchvision_weights_load_by_key(tmp_path):
     tiny = build_model("tiny")
     with pytest.raises(EvisError, match="shape mismatch"):
         load_torchvision_resnet(tiny, tmp_path / "resnet18.pth")
+
+
+def test_empty_checkpoint_is_one_line(tmp_path):
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(EvisError, match=r"empty.pt is empty \(0 bytes\)") as err:
+        load_checkpoint(empty)
+    assert "\n" not in str(err.value)
+
+
+def test_diverged_checkpoint_names_the_tensor(tmp_path, tiny_model):
+    path = save_checkpoint(tmp_path / "ok.pt", tiny_model)
+    payload = torch.load(path, weights_only=True)
+    key = next(k for k, v in payload["model"].items() if v.is_floating_point())
+    payload["model"][key] = torch.full_like(payload["model"][key], float("nan"))
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(EvisError, match=rf"nan.pt has NaN/inf weights in '{key}'"):
+        load_checkpoint(tmp_path / "nan.pt")
+
+
+def test_bad_config_in_checkpoint_names_the_file(tmp_path, tiny_model):
+    path = save_checkpoint(tmp_path / "ok.pt", tiny_model)
+    payload = torch.load(path, weights_only=True)
+    payload["config"]["model"]["clip_len"] = 0
+    torch.save(payload, tmp_path / "badcfg.pt")
+    with pytest.raises(EvisError, match=r"checkpoint .*badcfg.pt: bad config \(clip length 0 must be at least 2"):
+        load_checkpoint(tmp_path / "badcfg.pt")

@@ -182,7 +182,7 @@ def test_calibration_record(bundle_dir, models):
     assert set(sec["int8"]["quantized_nodes"]) == set(I._quantized_nodes(models["int8"]))
     assert {"onnx", "onnxruntime", "efficientvis_trt"} <= set(sec["tool_versions"])
     meta = json.loads((bundle_dir / "metadata.json").read_text())
-    assert meta["precisions"]["int8"] == "model.int8.onnx" and "model.int8.onnx" in meta["files"]
+    assert meta["files"]["model.int8.onnx"]["role"] == "graph" and "precisions" not in meta
 
 
 def test_calibration_carries_state_and_is_deterministic(bundle_dir):

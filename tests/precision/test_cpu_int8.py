@@ -38,8 +38,14 @@ def test_cpu_graph_written_and_recorded(bundle_dir):
 
     assert (bundle_dir / CPU_FILE).is_file() and (bundle_dir / "model.int8.onnx").is_file()
     meta = json.loads((bundle_dir / "metadata.json").read_text())
-    assert meta["precisions"]["int8"] == "model.int8.onnx"  # TensorRT's graph is still the int8 one
-    assert meta["ort_cpu_graphs"] == {"int8": CPU_FILE} and CPU_FILE in meta["files"]
+    assert meta["files"]["model.int8.onnx"]["precision"] == "int8"  # TensorRT's graph is still the int8 one
+    assert meta["files"][CPU_FILE] | {"bytes": 0, "sha256": ""} == {
+        "bytes": 0,
+        "sha256": "",
+        "role": "graph",
+        "precision": "int8",
+        "target": "ort-cpu",
+    }
     rec = json.loads((bundle_dir / "calibration.json").read_text())["int8"]
     cpu = rec["int8"]["cpu_graph"]
     assert cpu["output_onnx"] == CPU_FILE and "uint8" in cpu["activations"]
@@ -119,7 +125,6 @@ def test_ort_cpu_predictor_picks_cpu_graph(bundle_dir, tmp_path):
     (old / CPU_FILE).unlink()
     meta = json.loads((old / "metadata.json").read_text())
     meta["files"].pop(CPU_FILE)
-    meta.pop("ort_cpu_graphs")
     (old / "metadata.json").write_text(json.dumps(meta))
     rt = load_runtime(old, backend="ort", precision="int8", device="cpu")
     assert "no CPU graph model.int8.cpu.onnx" in rt.reason and "running model.int8.onnx" in rt.reason
