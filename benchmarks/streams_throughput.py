@@ -235,11 +235,13 @@ def main() -> int:
                 bundle_path / "model.onnx", old, bundle.clip_len, bundle.input_hw, bundle.init_state(), args.b1_rounds
             )
             log(f"[{config}] B=1: {res['b1']}")
+            results["configs"][config] = res
+            (args.workdir / "streams_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
         res["streams"] = []
-        for precision in args.precisions:
-            res["streams"] += measure_streams(bundle_path, precision, videos, args.streams, args.rounds)
         results["configs"][config] = res
-        (args.workdir / "streams_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
+        for precision in args.precisions:  # the JSON is rewritten after every stage (a long run keeps its part)
+            res["streams"] += measure_streams(bundle_path, precision, videos, args.streams, args.rounds)
+            (args.workdir / "streams_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
     return 0
 

@@ -53,6 +53,9 @@ def _step(title: str):
     return time.perf_counter()
 
 
+DEMO_ENTRIES = ("run", "data", "bundle", "bench")  # what the demo writes into --out (and --fresh removes)
+
+
 def run(args: argparse.Namespace) -> int:
     import shutil
 
@@ -64,8 +67,10 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and not out.is_dir():
         raise EvisError(f"--out {out} exists and is not a folder")
     check_writable_dir(out if out.is_dir() else out.parent, "--out", creating=None if out.is_dir() else out.name)
-    if args.fresh and out.exists():
-        shutil.rmtree(out)
+    if args.fresh and out.exists():  # only what the demo itself writes: a user's files in --out stay
+        for entry in out.iterdir():
+            if entry.name in DEMO_ENTRIES or entry.name.endswith(".overlay.mp4"):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     out.mkdir(parents=True, exist_ok=True)
     video = args.video or sample_video("bikes.mp4")
     timings: dict[str, float] = {}

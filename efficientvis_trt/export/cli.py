@@ -14,7 +14,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="CHECKPOINT",
         help="EfficientVIS-TRT checkpoint (.pt); with --verify, the checkpoint to verify against",
     )
-    parser.add_argument("--out", metavar="BUNDLE", help="bundle folder to write (replaced whole, atomically)")
+    parser.add_argument(
+        "--out",
+        metavar="BUNDLE",
+        help="bundle folder to write: new, empty, or a bundle of ours (replaced in one transaction; "
+        "files that are not the bundle's stay)",
+    )
     parser.add_argument(
         "--config",
         metavar="PRESET",

@@ -7,11 +7,14 @@ a pure function, unit-tested on every branch) and said aloud by `register_trt_pl
 * TensorRT >= 10.9: AOT plugin. ``@trtp.aot_impl`` compiles the Triton kernel to PTX for
   the build GPU's compute capability with the attributes baked in; the PTX is embedded in
   the engine, which then runs without Python (trtexec, C++, Triton server).
-* TensorRT 10.6-10.8: JIT plugin. ``@trtp.impl`` launches the Triton kernel through torch
+* TensorRT 10.7-10.8: JIT plugin. ``@trtp.impl`` launches the Triton kernel through torch
   on TensorRT's stream at inference time, so the engine needs Python with torch (CUDA),
-  triton and this package, and `register_trt_plugin()` called before deserializing.
-* TensorRT < 10.6 (JetPack 6 ships 10.3): no plugin is registered; the ONNX parser expands
-  the node's model-local function into built-in RoiAlign (ROIAlign_TRT).
+  triton and this package, and the plugin registered before deserializing.
+* TensorRT < 10.7 (JetPack 6 ships 10.3; 10.6 has Python plugins but its parser prefers the
+  model-local function): no plugin is registered; the ONNX parser expands the node's
+  model-local function into built-in RoiAlign (ROIAlign_TRT).
+* ``@trtp.autotune`` declares the I/O type combinations (`AUTOTUNE_TYPES`); an exception in
+  any of our callbacks is recorded (`take_plugin_errors`) because the bindings swallow it.
 * No TensorRT: unavailable, with the install hint; using the plugin raises one
   `BackendUnavailable`.
 
@@ -33,7 +36,9 @@ ONNX node's (`RoIAlignAttrs.onnx_attributes`), because some ``tensorrt.plugin`` 
 pass all attributes positionally to ``aot_impl``.
 
 Importing this module never imports TensorRT, Triton or torch; definitions happen inside
-`register_trt_plugin`. This module deliberately has no ``from __future__ import
+`register_trt_plugin`, which `efficientvis_trt.trt.env.prepare_plugins` calls once per process.
+Every ``tensorrt.plugin`` use here is checked against NVIDIA's bindings of each supported version
+(docs/tensorrt.md, "What is proved how"). This module deliberately has no ``from __future__ import
 annotations``: ``tensorrt.plugin`` inspects real annotation objects.
 """
 
@@ -391,11 +396,15 @@ def _define_plugin(trtp, aot: bool) -> None:
             attrs = attrs_from_fields(
                 output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level
             )
-            with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
-                feats = [torch.as_tensor(t, device="cuda") for t in (P2, P3, P4, P5)]
-                boxes = torch.as_tensor(rois, device="cuda")
-                out = torch.as_tensor(outputs[0], device="cuda")
-                _launch(feats, boxes, out, attrs)
+            try:
+                with torch.cuda.stream(torch.cuda.ExternalStream(stream)):
+                    feats = [torch.as_tensor(t, device="cuda") for t in (P2, P3, P4, P5)]
+                    boxes = torch.as_tensor(rois, device="cuda")
+                    out = torch.as_tensor(outputs[0], device="cuda")
+                    _launch(feats, boxes, out, attrs)
+            except BaseException as exc:  # the bindings print and swallow it: keep the cause
+                _record("impl", exc)
+                raise
 
 
 # I/O type combinations the kernel supports (see the autotune definition): '|' ties the choices together.

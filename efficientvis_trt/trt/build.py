@@ -297,7 +297,7 @@ def build_engine(
         "tensorrt_version": trt_version,
         "strongly_typed": True,
         "plugin_path": {"selected": selected.mode, "reason": selected.reason, **bound},
-        "batch_profile": batch.to_dict() if (shapes and batch is not None) else None,
+        "batch_profile": (batch or BatchProfile()).to_dict() if shapes else None,  # the profile really used
         "dynamic_inputs": sorted(shapes),
         "build_time_s": round(build_s, 3),
         "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -313,7 +313,7 @@ def build_engine(
         "built_with": "polygraphy",
     }
     cache_bytes = bytes(memoryview(config.get_timing_cache().serialize()))
-    E.write_engine(path, plan_bytes, meta, (cache_path, cache_bytes), onnx_path, bundle=bundle)
+    E.write_engine(bundle, path, plan_bytes, meta, (cache_path, cache_bytes))
     log.info(
         "wrote %s (%.1f MB, built in %.1f s; layer precision %s)", path, len(plan_bytes) / 1e6, build_s, verdict.verdict
     )

@@ -200,14 +200,24 @@ class Doctor:
             raise EvisError(f"non-finite outputs: {sorted(set(bad))}")
         return f"{CLIPS} carried clips, per-clip latency {', '.join(f'{t:.0f}' for t in times)} ms (CPU)"
 
-    def _compare(self, got: list[dict], atol: float, what: str) -> str:
-        worst = 0.0
+    def _compare(self, got: list[dict], rtol: float, what: str) -> str:
+        """Max |diff| against ONNX Runtime, relative to each output's largest |value| (a sanity bound).
+
+        fp32 on a GPU may run convolutions in TF32 (PyTorch's cuDNN default, TensorRT's fp32 default),
+        so even fp32 is held to a relative bound; accuracy itself is measured by `evis bench`.
+        """
+        worst, worst_rel = 0.0, 0.0
         for a, b in zip(got, self.ort_outputs):
             for k in OUTPUTS:
-                worst = max(worst, float(np.max(np.abs(a[k].astype(np.float32) - b[k].astype(np.float32)))))
-        if not worst <= atol:
-            raise EvisError(f"{what} differs from ONNX Runtime by {worst:.3g} (> {atol}) over {CLIPS} carried clips")
-        return f"max |diff| vs ONNX Runtime {worst:.3g} (<= {atol}) over {CLIPS} carried clips"
+                diff = float(np.max(np.abs(a[k].astype(np.float32) - b[k].astype(np.float32))))
+                scale = max(1.0, float(np.max(np.abs(b[k]))))
+                worst, worst_rel = max(worst, diff), max(worst_rel, diff / scale)
+        if not worst_rel <= rtol:
+            raise EvisError(
+                f"{what} differs from ONNX Runtime by {worst:.3g} ({worst_rel:.3g} of the output scale > {rtol}) "
+                f"over {CLIPS} carried clips"
+            )
+        return f"max |diff| vs ONNX Runtime {worst:.3g} ({worst_rel:.2g} of scale <= {rtol}) over {CLIPS} carried clips"
 
     def torch_cuda(self, precision: str) -> str:
         self._need_bundle()
@@ -221,7 +231,7 @@ class Doctor:
             outs, times = self._run_clips(rt.backend)
         finally:
             rt.backend.close()
-        detail = self._compare(outs, 1e-2 if precision == "fp32" else 0.25, f"PyTorch CUDA {precision}")
+        detail = self._compare(outs, 1e-2 if precision == "fp32" else 0.1, f"PyTorch CUDA {precision}")
         return f"{detail}; per-clip latency {', '.join(f'{t:.1f}' for t in times)} ms"
 
     def triton_kernel(self) -> str:

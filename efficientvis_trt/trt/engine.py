@@ -8,25 +8,19 @@ about the engine lives in the JSON beside it. Design: docs/tensorrt.md, "The Ten
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+from efficientvis_trt.contract import check_precision
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.io_utils import write_bytes_atomic, write_json_atomic
 from efficientvis_trt.trt import env
 
-PRECISIONS = ("fp32", "fp16", "int8")
 PLAN_SUFFIX = ".plan"
 META_SUFFIX = ".json"
-
-
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise EvisError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
 
 
 # ---- naming ----------------------------------------------------------------------------------------
@@ -150,10 +144,13 @@ def check_compat(
         )
 
 
-def engine_holds_python_plugin(meta: dict) -> bool:
-    """Whether the sidecar says our Python plugin is inside (then it must be registered before loading)."""
+def engine_needs_python_plugin(meta: dict) -> bool:
+    """Whether the sidecar says our JIT plugin is inside: then it must be registered before loading.
+
+    An AOT engine carries the kernel as PTX and loads with no Python (tensorrt.plugin aot_impl docs).
+    """
     plugin = meta.get("plugin_path") or {}
-    return str(plugin.get("in_engine", plugin.get("mode", ""))) in ("aot", "jit")
+    return str(plugin.get("in_engine", plugin.get("mode", ""))) == "jit"
 
 
 def deserialize(path: str | os.PathLike, bundle_path: str | os.PathLike | None = None, *, precision: str | None = None):
@@ -173,7 +170,7 @@ def deserialize(path: str | os.PathLike, bundle_path: str | os.PathLike | None =
     gpu_name, cc = env.cuda_device_info()
     check_compat(meta, gpu_name, cc, trt.__version__, path, bundle_path)
     logger = env.make_logger(trt)
-    env.prepare_plugins(trt, logger, plugin_required=engine_holds_python_plugin(meta))
+    env.prepare_plugins(trt, logger, plugin_required=engine_needs_python_plugin(meta))
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(path.read_bytes())
     if engine is None:
@@ -185,39 +182,24 @@ def deserialize(path: str | os.PathLike, bundle_path: str | os.PathLike | None =
     return engine, runtime, meta, logger
 
 
-def write_engine(
-    plan: Path,
-    plan_bytes: bytes,
-    meta: dict,
-    cache: tuple[Path, bytes] | None,
-    mode_like: Path,
-    bundle: Any = None,
-) -> None:
-    """The one place engine files are written: plan, sidecar, timing cache.
+def write_engine(bundle: Any, plan: Path, plan_bytes: bytes, meta: dict, cache: tuple[Path, bytes]) -> None:
+    """The one place engine files are written: plan, sidecar and timing cache, all or nothing.
 
-    Into a bundle: one bundle transaction (docs/bundle.md, "Transactions and locking"): all
-    three, or nothing. A bare folder (tests, tools): each atomically, the sidecar last, so a
-    plan without its sidecar is never taken for a finished build.
+    A Bundle takes them in one transaction (the bundle module owns the engines/ folder and the
+    commit: docs/bundle.md, "Transactions and locking"); a bare folder (tests, tools) gets plain
+    atomic writes, sidecar last, so a plan without its sidecar is never a finished build.
     """
-    if bundle is not None and hasattr(bundle, "transaction"):
+    if hasattr(bundle, "transaction"):
         root = Path(bundle.path)
         with bundle.transaction() as tx:
-            tx.add_file(plan.relative_to(root).as_posix(), plan_bytes, role="engine", precision=meta.get("precision"))
+            tx.add_file(plan.relative_to(root).as_posix(), plan_bytes, role="engine", precision=meta["precision"])
             tx.add_file(
                 sidecar_path(plan).relative_to(root).as_posix(),
                 (json.dumps(meta, indent=2) + "\n").encode(),
                 role="engine-info",
             )
-            if cache is not None:
-                tx.add_file(cache[0].relative_to(root).as_posix(), cache[1], role="timing-cache")
+            tx.add_file(cache[0].relative_to(root).as_posix(), cache[1], role="timing-cache")
         return
-    written = [plan]
     write_bytes_atomic(plan, plan_bytes)
-    if cache is not None:
-        write_bytes_atomic(cache[0], cache[1])
-        written.append(cache[0])
+    write_bytes_atomic(cache[0], cache[1])
     write_json_atomic(sidecar_path(plan), meta)
-    written.append(sidecar_path(plan))
-    for path in written:  # atomic temp files are 0600: give them the bundle's mode
-        with contextlib.suppress(OSError):
-            os.chmod(path, mode_like.stat().st_mode & 0o777)

@@ -225,27 +225,28 @@ def prepare_plugins(trt, logger, *, plugin_required: bool = False):
     registry") and a plan holding ROIAlign_TRT fails to deserialize in a fresh process. Polygraphy's
     trt loader does the same before parsing and deserializing (polygraphy/backend/trt/loader.py).
     Our Python plugin is registered once per process (a second ``@trtp.register`` raises).
-    `plugin_required`: the engine to load holds our plugin, so failing to register it is an error.
+    `plugin_required`: the engine to load holds our JIT plugin (Python runs it at inference), so not
+    registering it is an error; an AOT engine carries its PTX and loads without Python.
     """
     trt.init_libnvinfer_plugins(logger, "")
     with _PLUGIN_LOCK:
-        if _PLUGIN_PATH:
-            return _PLUGIN_PATH[0]
-        try:
-            from efficientvis_trt.plugins.trt_plugin import register_trt_plugin
+        if not _PLUGIN_PATH:
+            try:
+                from efficientvis_trt.plugins.trt_plugin import register_trt_plugin
 
-            path = register_trt_plugin()
-        except (ImportError, BackendUnavailable) as exc:
-            if plugin_required:
-                raise EvisError(
-                    "this engine contains the efficientvis::MultiLevelRoIAlign Python plugin but it cannot be "
-                    f"registered here ({exc})"
-                ) from None
-            from efficientvis_trt.plugins.trt_plugin import PluginPath
+                path = register_trt_plugin()
+            except (ImportError, BackendUnavailable) as exc:
+                from efficientvis_trt.plugins.trt_plugin import PluginPath
 
-            path = PluginPath("builtin-roialign", f"the Python plugin is not registered ({exc})", False, None)
-        _PLUGIN_PATH.append(path)
-        return path
+                path = PluginPath("builtin-roialign", f"the Python plugin cannot be registered here ({exc})", False)
+            _PLUGIN_PATH.append(path)
+        path = _PLUGIN_PATH[0]
+    if plugin_required and path.mode != "jit":
+        raise EvisError(
+            "this engine holds the efficientvis::MultiLevelRoIAlign JIT plugin, which needs Python with torch "
+            f"(CUDA), triton and efficientvis_trt at load, but this process did not register it: {path.reason}"
+        )
+    return path
 
 
 def make_logger(trt, verbose: bool = False):

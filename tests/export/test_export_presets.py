@@ -44,7 +44,7 @@ def test_io_contract_large_presets(preset, tmp_path):
         for v in vs
     ]
     assert got == [(r["name"], r["dir"], r["shape"], r["dtype"]) for r in want]
-    assert got[0] == ("frames", "in", [T, *HW, 3], "uint8")
+    assert got[0] == ("frames", "in", ["B", T, *HW, 3], "uint8")
     assert (m.num_queries, m.hidden_dim, m.num_classes, m.num_stages) == (10, 256, 40, 6)
     attrs = RoIAlignAttrs.from_pooler(m.pooler).onnx_attributes()
     assert [node_attributes(n) for n in custom_nodes(proto)] == [attrs] * m.num_stages

@@ -294,12 +294,18 @@ def test_cli_failure_leaves_out_dir_untouched(bundle, bikes15, tmp_path, capsys)
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    (out_dir / "keep.txt").write_text("mine")
+    (out_dir / "results.json").write_text("[]\n")  # an earlier run's output
     code, out, err = _infer(capsys, bundle, bikes15, cut, "--out", out_dir, "--overlay")
     assert code == 2
     assert err.strip().startswith("evis infer: error: video is truncated") and len(err.strip().splitlines()) == 1
     assert "Traceback" not in err
-    assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]  # no results, no overlay, no staging folder
+    assert [p.name for p in out_dir.iterdir()] == ["results.json"]  # no new results, no overlay, no staging
+    assert (out_dir / "results.json").read_text() == "[]\n"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".evis-tmp-")]
+    (out_dir / "keep.txt").write_text("mine")  # a user's file: the folder is not replaced, before any work
+    code, _, err = _infer(capsys, bundle, bikes15, "--out", out_dir)
+    assert code == 2 and "'keep.txt', which `evis infer` did not write" in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ["keep.txt", "results.json"]
     fresh = tmp_path / "fresh"
     code, _, err = _infer(capsys, bundle, bikes15, tmp_path / "missing.mp4", "--out", fresh)
     assert code == 2 and "video not found" in err and not fresh.exists()

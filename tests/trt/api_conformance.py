@@ -20,6 +20,8 @@ What it checks, each derived from our code, not from a hand-kept list:
    ``aot_impl`` / ``impl``); the AOT implementation, called the way the bindings call it, returns what
    the bindings accept, with PTX whose entry name is the returned kernel name and whose parameters are
    the 5 input pointers, the declared extra int32 scalars, then the output pointer.
+   The Polygraphy callables we import (and methods on the objects they make) accept our arguments,
+   keyword by keyword, over the ``__init__`` chain (Polygraphy itself is NVIDIA's to keep in step).
 3. order: our build and our deserialize call ``trt.init_libnvinfer_plugins`` before the parser /
    runtime is created (the stubs make the creation itself fail, which ends the attempt).
 """
@@ -370,6 +372,77 @@ def check_uses(trt, trtp, has_aot: bool, uses: list[Use]) -> tuple[list[str], di
     return problems, checked
 
 
+# ---- 1b. the Polygraphy calls ----------------------------------------------------------------------------
+
+
+def _accepted_keywords(obj) -> tuple[set[str], bool, int]:
+    """(named parameters, takes *args, max positional) over the __init__ chain of a class, or of a function."""
+    funcs = [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)] if isinstance(obj, type) else [obj]
+    names, star, max_pos = set(), False, 0
+    for fn in funcs:
+        try:
+            sig = inspect.signature(fn)
+        except (TypeError, ValueError):
+            continue
+        params = [p for p in sig.parameters.values() if p.name != "self"]
+        names |= {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        star |= any(p.kind == p.VAR_POSITIONAL for p in params)
+        max_pos = max(max_pos, sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params))
+        if not any(p.kind == p.VAR_KEYWORD for p in params):
+            break  # this __init__ does not forward keywords further up the chain
+    return names, star, max_pos
+
+
+def check_polygraphy() -> tuple[list[str], dict]:
+    """Every Polygraphy callable our code imports, and methods on what they return, accept our arguments."""
+    import importlib
+
+    problems, checked = [], []
+    for src in SOURCES:
+        root = REPO / src
+        for path in sorted([root] if root.is_file() else root.rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            imported = {}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("polygraphy"):
+                    module = importlib.import_module(node.module)
+                    imported |= {a.asname or a.name: getattr(module, a.name) for a in node.names}
+            if not imported:
+                continue
+            made = {}  # variable -> the Polygraphy class it was made from (profile = Profile())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+                    f = node.value.func
+                    if isinstance(f, ast.Name) and isinstance(imported.get(f.id), type):
+                        for t in node.targets:
+                            if isinstance(t, ast.Name):
+                                made[t.id] = imported[f.id]
+            for node in ast.walk(tree):
+                if not isinstance(node, ast.Call):
+                    continue
+                f, target, label = node.func, None, ""
+                if isinstance(f, ast.Name) and f.id in imported:
+                    target, label = imported[f.id], f.id
+                elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in made:
+                    target, label = getattr(made[f.value.id], f.attr, None), f"{made[f.value.id].__name__}.{f.attr}"
+                    if target is None:
+                        problems.append(f"{path.relative_to(REPO)}:{node.lineno}: {label} does not exist")
+                        continue
+                if target is None or not callable(target):
+                    continue
+                names, star, max_pos = _accepted_keywords(target)
+                n_pos = len(node.args)
+                keywords = [k.arg for k in node.keywords if k.arg]
+                bad = [k for k in keywords if k not in names]
+                where = f"{path.relative_to(REPO)}:{node.lineno}"
+                if bad:
+                    problems.append(f"{where}: polygraphy {label} does not take {bad}")
+                if n_pos > max_pos and not star:
+                    problems.append(f"{where}: polygraphy {label} takes at most {max_pos} positional, got {n_pos}")
+                checked.append(label)
+    return problems, {"calls": sorted(set(checked))}
+
+
 # ---- 2. our plugin definitions through NVIDIA's registration and validation --------------------------------
 
 
@@ -551,7 +624,12 @@ def main() -> int:
     problems, checked = check_uses(trt, trtp, has_aot, uses)
     report["problems"] += problems
     report["checked"]["uses"] = {"found": len(uses), **checked}
-    for name, check in (("plugins", lambda: check_plugins(trt, trtp, version)), ("order", lambda: check_order(trt))):
+    checks = (
+        ("polygraphy", check_polygraphy),
+        ("plugins", lambda: check_plugins(trt, trtp, version)),
+        ("order", lambda: check_order(trt)),
+    )
+    for name, check in checks:
         try:
             problems, info = check()
         except Exception:

@@ -142,12 +142,19 @@ def test_deserialize_refuses_another_precision_and_a_corrupt_sidecar(fake_trt, t
     assert "deserialize_cuda_engine" not in fake_trt.calls
 
 
-def test_an_engine_holding_our_plugin_fails_clearly_when_the_plugin_cannot_register(fake_trt, tmp_path):
-    # The fake has no tensorrt.plugin: registration fails; the sidecar says the engine holds the AOT plugin.
-    plan = _plan(tmp_path, {"precision": "fp16", "plugin_path": {"selected": "aot", "in_engine": "aot"}})
-    with pytest.raises(EvisError, match="contains the efficientvis::MultiLevelRoIAlign Python plugin"):
+def test_an_engine_holding_our_jit_plugin_fails_clearly_when_the_plugin_is_not_registered(fake_trt, tmp_path):
+    # The fake has no tensorrt.plugin: registration fails; the sidecar says the engine holds the JIT plugin.
+    plan = _plan(tmp_path, {"precision": "fp16", "plugin_path": {"selected": "jit", "in_engine": "jit"}})
+    with pytest.raises(EvisError, match="holds the efficientvis::MultiLevelRoIAlign JIT plugin"):
+        E.deserialize(plan, tmp_path)
+    with pytest.raises(EvisError, match="JIT plugin"):  # and again: the cached registration result is checked too
         E.deserialize(plan, tmp_path)
     assert "deserialize_cuda_engine" not in fake_trt.calls
+    # An AOT engine carries its PTX: it is handed to TensorRT without the Python plugin.
+    E.sidecar_path(plan).write_text(json.dumps({"precision": "fp16", "plugin_path": {"in_engine": "aot"}}))
+    with pytest.raises(EvisError, match="cannot load engine"):
+        E.deserialize(plan, tmp_path)
+    assert "deserialize_cuda_engine" in fake_trt.calls
 
 
 def test_without_tensorrt_build_and_load_are_one_clear_line_and_write_nothing(tmp_path):
@@ -179,3 +186,30 @@ def test_without_tensorrt_build_and_load_are_one_clear_line_and_write_nothing(tm
         assert f"{name} BackendUnavailable TensorRT is not installed" in proc.stdout, proc.stdout
     assert "pip install 'efficientvis-trt[trt]'" in proc.stdout
     assert "files []" in proc.stdout
+
+
+def test_engine_files_go_into_the_bundle_in_one_transaction(tmp_path):
+    """Plan, sidecar and timing cache are listed in the bundle's metadata with their hashes, and verify on open."""
+    from helpers import export_small_bundle
+
+    from efficientvis_trt.export.bundle import Bundle
+
+    bundle = Bundle.open(export_small_bundle(tmp_path / "b"))
+    plan = E.engine_path(bundle, "fp16", "NVIDIA H200", (9, 0), "10.13.0")
+    cache = E.timing_cache_path(bundle, "NVIDIA H200", (9, 0), "10.13.0")
+    E.write_engine(bundle, plan, b"plan bytes", {"precision": "fp16", "gpu": "NVIDIA H200"}, (cache, b"cache"))
+    files = Bundle.open(bundle.path).files
+    roles = {name: rec["role"] for name, rec in files.items() if name.startswith("engines/")}
+    assert roles == {
+        f"engines/{plan.name}": "engine",
+        f"engines/{E.sidecar_path(plan).name}": "engine-info",
+        f"engines/{cache.name}": "timing-cache",
+    }
+    assert E.read_sidecar(plan)["precision"] == "fp16" and plan.read_bytes() == b"plan bytes"
+    assert E.find_engine(bundle, "fp16", "NVIDIA H200", (9, 0), "10.13.0.35") == plan
+    # a bare folder (tests, tools): plain atomic writes of the same three files
+    bare = tmp_path / "bare" / "engines" / plan.name
+    E.write_engine(tmp_path / "bare", bare, b"p", {"precision": "fp16"}, (bare.with_suffix(".cache"), b"c"))
+    assert sorted(p.name for p in bare.parent.iterdir()) == sorted(
+        [bare.name, E.sidecar_path(bare).name, bare.with_suffix(".cache").name]
+    )

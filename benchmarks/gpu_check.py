@@ -1,0 +1,236 @@
+"""Python parts of benchmarks/gpu_check.sh: the PyTorch CUDA bench and the summary of every step.
+
+    python benchmarks/gpu_check.py torch-bench --out DIR/torch_bench.json            # r50 on CUDA
+    python benchmarks/gpu_check.py torch-bench --out F.json --config tiny --device cpu --iters 2   # CPU smoke
+    python benchmarks/gpu_check.py summary DIR                                         # DIR/SUMMARY.md
+
+torch-bench: the model's per-clip forward (random init, seed 0) at fp32 and fp16 (autocast), each
+eagerly and replayed from a captured CUDA graph, timed with CUDA events, the modes interleaved
+(A, B, C, D, A, B, ...) so the ratios share the machine's state; a graph replay is checked against
+the eager output. On a CPU the CUDA-graph and fp16 rows say why they did not run.
+summary: one Markdown file with what benchmarks/RESULTS.md needs, from doctor.json, the kernel
+table, torch_bench.json and the training result; TensorRT rows say "not available" when TensorRT
+is absent, never a number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _timer(device: str):
+    import torch
+
+    if device.startswith("cuda"):
+
+        def timed(fn):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+
+    else:
+
+        def timed(fn):
+            t = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t) * 1e3
+
+    return timed
+
+
+def _mode_fn(model, inputs, precision: str, graph: bool, device: str):
+    """A no-argument callable running one clip in this mode (graph: a captured CUDA graph replay)."""
+    import torch
+
+    def eager():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=precision == "fp16"):
+            return model.forward_clip(*inputs)
+
+    if not graph:
+        return eager, eager()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm-up on a side stream before capture (torch.cuda.graphs docs)
+            eager()
+    torch.cuda.current_stream().wait_stream(side)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        static_out = eager()
+    return g.replay, static_out
+
+
+def torch_bench(args: argparse.Namespace) -> dict:
+    import torch
+
+    from efficientvis_trt.model import build_model
+
+    device = args.device
+    cuda = device.startswith("cuda")
+    if cuda and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda asked for, but torch sees no CUDA device")
+    torch.manual_seed(0)
+    model = build_model(args.config).to(device).eval()
+    m = model.config.model
+    h, w = m.input_size
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (m.clip_len, h, w, 3), dtype=torch.uint8, generator=g).to(device)
+    q, b = (x.to(device) for x in model.initial_state())
+    inputs = (frames, q, b)
+    rows: dict[str, dict] = {}
+    modes = {}
+    for precision in ("fp32", "fp16"):
+        for graph in (False, True):
+            name = f"{precision} {'CUDA graph' if graph else 'eager'}"
+            if not cuda and (graph or precision == "fp16"):
+                rows[name] = {
+                    "status": "skipped",
+                    "why": "needs CUDA (fp16 autocast and CUDA graphs are CUDA-only here)",
+                }
+                continue
+            try:
+                fn, out = _mode_fn(model, inputs, precision, graph, device)
+                modes[name] = (fn, out)
+                rows[name] = {"status": "ok", "ms": []}
+            except Exception as exc:  # e.g. an op that cannot be captured: say so, keep going
+                rows[name] = {"status": "failed", "why": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
+    timed = _timer(device)
+    for fn, _ in modes.values():
+        for _ in range(args.warmup):
+            fn()
+    for _ in range(args.iters):  # interleaved: every mode once per round
+        for name, (fn, _) in modes.items():
+            rows[name]["ms"].append(timed(fn))
+    for name, (fn, out) in modes.items():
+        row = rows[name]
+        ms = row.pop("ms")
+        row["median_ms"] = round(statistics.median(ms), 3)
+        row["clips_per_s"] = round(1e3 / statistics.median(ms), 1)
+        if "CUDA graph" in name:
+            fn()
+            torch.cuda.synchronize()
+            eager_name = name.replace("CUDA graph", "eager")
+            if eager_name in modes:
+                ref_out = modes[eager_name][0]()
+                diff = max(float((out[k].float() - ref_out[k].float()).abs().max()) for k in ("logits", "boxes"))
+                row["max_abs_diff_vs_eager"] = diff
+                eager_ms = rows[eager_name].get("median_ms")
+                row["speedup_vs_eager"] = round(eager_ms / row["median_ms"], 2) if eager_ms else None
+    report = {
+        "config": args.config,
+        "device": torch.cuda.get_device_name(0) if cuda else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "clip": list(frames.shape),
+        "iters": args.iters,
+        "modes": rows,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _read(path: Path):
+    try:
+        return json.loads(path.read_text()) if path.suffix == ".json" else path.read_text()
+    except (OSError, ValueError):
+        return None
+
+
+def summary(args: argparse.Namespace) -> str:
+    """DIR/SUMMARY.md from whatever the steps wrote; a missing step is named, not invented."""
+    d = Path(args.dir)
+    lines = [f"# GPU check ({time.strftime('%Y-%m-%d', time.gmtime())})", ""]
+    doctor = _read(d / "doctor" / "doctor.json")
+    if doctor:
+        gpu = doctor.get("gpu") or {}
+        v = doctor["versions"]
+        lines += [
+            f"Machine: {gpu.get('name', 'no GPU')} (sm {gpu.get('compute_capability', '-')}), "
+            f"torch {v.get('torch')}, Triton {v.get('triton')}, ONNX Runtime {v.get('onnxruntime')}, "
+            f"TensorRT {v.get('tensorrt') or 'not available'}, Python {v.get('python')}",
+            "",
+            "## evis doctor",
+            "",
+            "| check | status | detail |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in doctor["checks"]]
+    else:
+        lines += ["## evis doctor", "", "no doctor.json (the doctor step did not run)"]
+    lines += ["", "## TensorRT", ""]
+    trt_version = (doctor or {}).get("versions", {}).get("tensorrt")
+    if doctor is None:
+        lines.append("TensorRT: not checked (the doctor step did not run)")
+    elif trt_version is None:
+        lines.append("TensorRT: not available on this machine (no engine was built; no TensorRT figures)")
+    else:
+        lines.append(f"TensorRT {trt_version}: see the doctor table above (builds, parity, CUDA graph, latency)")
+    lines += ["", "## RoIAlign kernel (benchmarks/roi_align_kernel.py)", ""]
+    kernel = _read(d / "roi_align_kernel.md")
+    lines.append(kernel.strip() if kernel else "not run")
+    lines += ["", "## PyTorch per-clip forward", ""]
+    bench = _read(d / "torch_bench.json")
+    if bench:
+        lines += [
+            f"{bench['config']} on {bench['device']}, torch {bench['torch']}, clip {bench['clip']}, "
+            f"{bench['iters']} interleaved rounds, {bench['date']}",
+            "",
+            "| mode | median ms/clip | clips/s | vs eager | max abs diff vs eager | note |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, row in bench["modes"].items():
+            lines.append(
+                f"| {name} | {row.get('median_ms', '-')} | {row.get('clips_per_s', '-')} | "
+                f"{row.get('speedup_vs_eager', '-')} | {row.get('max_abs_diff_vs_eager', '-')} | "
+                f"{row.get('why', row.get('status', ''))} |"
+            )
+    else:
+        lines.append("not run")
+    lines += ["", "## AMP training of tiny on the synthetic split", ""]
+    train = _read(d / "train" / "result.json")
+    if train:
+        keys = ("AP", "AP50", "AP75", "iterations", "train_wall_s", "total_wall_s", "date")
+        lines.append(", ".join(f"{k} {train.get(k)}" for k in keys if k in train) or json.dumps(train)[:400])
+    else:
+        lines.append("not run")
+    lines += ["", "## CUDA tests", ""]
+    tests = _read(d / "cuda_tests.txt")
+    lines.append(("```\n" + "\n".join(tests.strip().splitlines()[-15:]) + "\n```") if tests else "not run")
+    text = "\n".join(lines) + "\n"
+    (d / "SUMMARY.md").write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    tb = sub.add_parser("torch-bench", help="PyTorch per-clip forward: fp32/fp16 x eager/CUDA graph")
+    tb.add_argument("--out", required=True)
+    tb.add_argument("--config", default="r50")
+    tb.add_argument("--device", default="cuda")
+    tb.add_argument("--iters", type=int, default=30)
+    tb.add_argument("--warmup", type=int, default=5)
+    sm = sub.add_parser("summary", help="write DIR/SUMMARY.md from the steps' outputs")
+    sm.add_argument("dir")
+    args = parser.parse_args(argv)
+    if args.cmd == "torch-bench":
+        print(json.dumps(torch_bench(args), indent=2))
+    else:
+        print(summary(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
