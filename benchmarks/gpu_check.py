@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -75,6 +74,7 @@ def torch_bench(args: argparse.Namespace) -> dict:
     import torch
 
     from efficientvis_trt.model import build_model
+    from efficientvis_trt.timing import latency_stats
 
     device = args.device
     cuda = device.startswith("cuda")
@@ -115,8 +115,9 @@ def torch_bench(args: argparse.Namespace) -> dict:
     for name, (fn, out) in modes.items():
         row = rows[name]
         ms = row.pop("ms")
-        row["median_ms"] = round(statistics.median(ms), 3)
-        row["clips_per_s"] = round(1e3 / statistics.median(ms), 1)
+        stats = latency_stats([m / 1e3 for m in ms])  # efficientvis_trt.timing: one percentile definition
+        row["median_ms"] = round(stats.p50_ms, 3)
+        row["clips_per_s"] = round(1e3 / stats.p50_ms, 1)
         if "CUDA graph" in name:
             fn()
             torch.cuda.synchronize()

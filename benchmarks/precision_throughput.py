@@ -82,7 +82,7 @@ def ensure_bundle(config: str, workdir: Path, calib_clips: int, seed: int, log, 
 def real_clips(bundle, fp32_session, video: str, count: int = 2) -> list[dict]:
     """Consecutive clips of a sample video, state carried by the fp32 graph."""
     from efficientvis_trt.contract import STATE_PAIRS, letterbox_clip, split_into_clips
-    from efficientvis_trt.precision.ort_utils import run
+    from efficientvis_trt.ort_session import run
     from efficientvis_trt.video import read_frames, sample_video
 
     t = bundle.clip_len
@@ -111,7 +111,7 @@ def accuracy(ref: dict, got: dict) -> dict:
 
 
 def time_sessions(sessions: dict, feed: dict, rounds: int, warmup: int) -> dict:
-    from efficientvis_trt.precision.ort_utils import run
+    from efficientvis_trt.ort_session import run
     from efficientvis_trt.timing import latency_stats
 
     names = list(sessions)
@@ -198,15 +198,12 @@ def fused_ops(model) -> dict[str, int]:
     import tempfile
 
     import onnx
-    import onnxruntime as ort
+
+    from efficientvis_trt.ort_session import make_session
 
     with tempfile.TemporaryDirectory() as tmp:
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.optimized_model_filepath = str(Path(tmp) / "opt.onnx")
-        data = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
-        ort.InferenceSession(data, so, providers=["CPUExecutionProvider"])
-        opt = onnx.load(so.optimized_model_filepath, load_external_data=False)
+        make_session(model, optimized_model_path=Path(tmp) / "opt.onnx")
+        opt = onnx.load(str(Path(tmp) / "opt.onnx"), load_external_data=False)
     counts = collections.Counter(n.op_type for n in opt.graph.node)
     return {k: counts[k] for k in FUSED_OPS if counts.get(k)}
 
@@ -368,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from efficientvis_trt.export.bundle import Bundle
     from efficientvis_trt.io_utils import write_json_atomic
-    from efficientvis_trt.precision.ort_utils import make_session, run
+    from efficientvis_trt.ort_session import make_session, run
 
     def log(msg: str) -> None:
         print(msg, flush=True)

@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         resume=args.resume,
     )
     result = json.loads((Path(args.out) / "result.json").read_text())
-    fmt = lambda v: "n/a" if v is None else f"{100 * v:.1f}"  # noqa: E731
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{100 * v:.1f}"
+
     print(f"checkpoint: {final}")
     print(
         f"val AP {fmt(result['AP'])}  AP50 {fmt(result['AP50'])}  AP75 {fmt(result['AP75'])}  "

@@ -168,11 +168,14 @@ def check_input_size(hw: Any, what: str = "input size") -> tuple[int, int]:
 
 
 # ---- precisions and backends ---------------------------------------------------------------
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "int8")  # the bundle's graphs
+# What a backend may be asked to run: the graph precisions plus bf16, which is no graph of its own but
+# the fp32 graph at OpenVINO's bf16 inference precision (docs/openvino.md, "Precisions"). Row order too.
+RUN_PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 # The backend vocabulary: short names on every command line; `Backend.name` is the long form.
-BACKENDS: tuple[str, ...] = ("torch", "ort", "trt")
+BACKENDS: tuple[str, ...] = ("torch", "ort", "trt", "openvino")
 BUILD_BACKENDS: tuple[str, ...] = ("ort", "trt")  # the ones `evis build` builds for
-BACKEND_LONG_NAMES: dict[str, str] = {"torch": "torch", "ort": "onnxruntime", "trt": "tensorrt"}
+BACKEND_LONG_NAMES: dict[str, str] = {"torch": "torch", "ort": "onnxruntime", "trt": "tensorrt", "openvino": "openvino"}
 BACKEND_ALIASES: dict[str, str] = {
     **BACKEND_LONG_NAMES,
     **{long: long for long in BACKEND_LONG_NAMES.values()},
@@ -188,6 +191,13 @@ def check_precision(precision: str, what: str = "precision") -> str:
     return precision
 
 
+def check_run_precision(precision: str) -> str:
+    """`precision` if a backend may be asked to run it (RUN_PRECISIONS), else one line naming them."""
+    if precision not in RUN_PRECISIONS:
+        raise EvisError(f"unknown precision {precision!r}: use one of {', '.join(RUN_PRECISIONS)}")
+    return precision
+
+
 def canonical_backend(name: str) -> str:
     """'ort' -> 'onnxruntime', 'trt' -> 'tensorrt'; 'auto' stays; anything else is one line."""
     if name == "auto":
@@ -195,7 +205,9 @@ def canonical_backend(name: str) -> str:
     try:
         return BACKEND_ALIASES[name]
     except KeyError:
-        raise EvisError(f"unknown backend {name!r}: use auto, torch, ort (onnxruntime) or trt (tensorrt)") from None
+        raise EvisError(
+            f"unknown backend {name!r}: use auto, torch, ort (onnxruntime), trt (tensorrt) or openvino"
+        ) from None
 
 
 # ---- clips ---------------------------------------------------------------------------------
@@ -283,12 +295,14 @@ __all__ = [
     "check_clip_len",
     "check_input_size",
     "PRECISIONS",
+    "RUN_PRECISIONS",
     "BACKENDS",
     "BUILD_BACKENDS",
     "BACKEND_LONG_NAMES",
     "BACKEND_ALIASES",
     "BACKEND_CHOICES",
     "check_precision",
+    "check_run_precision",
     "canonical_backend",
     "pad_clip",
     "split_into_clips",

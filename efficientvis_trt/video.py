@@ -112,17 +112,36 @@ def frame_files(folder: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _iter_folder(path: str | os.PathLike, max_frames: int | None, stride: int) -> Iterator[np.ndarray]:
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """One frame image (JPEG/PNG) as BGR uint8 H x W x 3: grayscale and BGRA become BGR, 16-bit keeps its high
+    byte. The one reader of frame images (frame folders, YouTube-VIS frames, calibration, backgrounds)."""
     import cv2
 
+    frame = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if frame is None:
+        what = "missing" if not os.path.exists(path) else "corrupt or unsupported"
+        raise EvisError(f"cannot decode frame image ({what}): {path}")
+    if frame.dtype != np.uint8:  # 16-bit PNG
+        frame = (frame >> 8).astype(np.uint8) if frame.dtype == np.uint16 else frame.astype(np.uint8)
+    return to_bgr(frame)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'HxW' (or 'H×W') -> (H, W), both positive; what a model needs beyond that (multiples of 32) is
+    checked where the size is used (`Config.validate`)."""
+    parts = str(text).lower().replace("×", "x").split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise EvisError(f"size must look like HxW (height x width, e.g. 384x640), got {text!r}")
+    h, w = (int(p) for p in parts)
+    if h <= 0 or w <= 0:
+        raise EvisError(f"size {h}x{w} must be positive")
+    return h, w
+
+
+def _iter_folder(path: str | os.PathLike, max_frames: int | None, stride: int) -> Iterator[np.ndarray]:
     files = frame_files(path)[::stride]
     for f in files if max_frames is None else files[:max_frames]:
-        frame = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
-        if frame is None:
-            raise EvisError(f"cannot decode frame image (corrupt or unsupported): {f}")
-        if frame.dtype != np.uint8:  # 16-bit PNG
-            frame = (frame >> 8).astype(np.uint8) if frame.dtype == np.uint16 else frame.astype(np.uint8)
-        yield to_bgr(frame)
+        yield read_image(f)
 
 
 def iter_frames(path: str | os.PathLike, max_frames: int | None = None, stride: int = 1) -> Iterator[np.ndarray]:
@@ -191,7 +210,9 @@ class Letterbox:
             min(self.dst_hw[1], max(1, round(self.src_hw[1] * s))),
         )
 
-    def apply(self, frame: np.ndarray) -> np.ndarray:
+    def apply(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The letterboxed canvas of `frame`; written into `out` (a dst_hw x 3 uint8 array, e.g. one
+        frame of a clip) when given, so a clip is filled in place with no per-frame canvas."""
         import cv2
 
         frame = to_bgr(frame)
@@ -201,10 +222,16 @@ class Letterbox:
                 f"(expected {self.src_hw[1]}x{self.src_hw[0]})"
             )
         h, w = self.content_hw
+        dh, dw = self.dst_hw
+        canvas = np.empty((dh, dw, 3), np.uint8) if out is None else out
         interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
-        resized = cv2.resize(frame, (w, h), interpolation=interp)
-        canvas = np.full((self.dst_hw[0], self.dst_hw[1], 3), PAD_VALUE, dtype=np.uint8)
-        canvas[:h, :w] = resized
+        content = canvas[:h, :w]
+        if content.flags.c_contiguous:  # the content spans the canvas width: resize straight into it
+            cv2.resize(frame, (w, h), dst=content, interpolation=interp)
+        else:
+            content[...] = cv2.resize(frame, (w, h), interpolation=interp)
+        canvas[h:] = PAD_VALUE
+        canvas[:h, w:] = PAD_VALUE
         return canvas
 
     def boxes_to_source(self, boxes_xyxy: np.ndarray, clip: bool = True) -> np.ndarray:

@@ -1,15 +1,54 @@
-"""Shared fixtures: tiny models and real video frames, cached per session to keep the suite fast."""
+"""Shared fixtures (tiny models, tiny bundles, real frames, cached per session) and the GPU gating.
+
+The markers declared in pyproject.toml are implemented here, once: a test marked `tensorrt` runs
+where TensorRT, cuda-python and an NVIDIA GPU are usable and skips with the reason elsewhere; a
+test marked `cuda` needs a CUDA device that torch sees (docs/contributing.md, "Running the tests").
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from helpers import missing_for
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 torch.set_num_threads(2)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for marker in ("tensorrt", "cuda"):
+        if item.get_closest_marker(marker) is not None and (why := missing_for(marker)) is not None:
+            pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def make_tiny_bundle(tmp_path_factory):
+    """`make_tiny_bundle(**export_options)` -> a fresh copy of a tiny random-init bundle.
+
+    Each distinct set of options is exported once per session (unverified: the export tests verify
+    their own); every call returns its own copy, so a test may build into it or break it.
+    """
+    from efficientvis_trt.export.exporter import export_bundle
+
+    exported: dict[tuple, object] = {}
+
+    def make(**options):
+        opts = {"config": "tiny", "init": "random", "seed": 0, "verify": False, **options}
+        key = tuple(sorted(opts.items()))
+        if key not in exported:
+            src = tmp_path_factory.mktemp("tiny_export") / "bundle"
+            export_bundle(src, echo=None, **opts)
+            exported[key] = src
+        out = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
+        shutil.copytree(exported[key], out)
+        return out
+
+    return make
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +77,7 @@ def real_clips(bundle_dir):
     Uses the requesting module's own `bundle_dir` fixture.
     """
     from efficientvis_trt.export.bundle import Bundle
-    from efficientvis_trt.precision.ort_utils import make_session, run
+    from efficientvis_trt.ort_session import make_session, run
     from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
     b = Bundle.open(bundle_dir)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 
 def write_video(path, frames, fps=10, fourcc="mp4v", is_color=True, opencv_mjpeg=False):
     """Write frames with OpenCV. FFmpeg's writers round odd sizes down to even; OpenCV's own MJPEG does not."""
@@ -57,6 +59,29 @@ def run_python(code: str, block: tuple[str, ...] = (), timeout: float = 300, env
         timeout=timeout,
         env=full_env,
     )
+
+
+@functools.cache
+def missing_for(marker: str) -> str | None:
+    """Why this machine cannot run what the `tensorrt` or `cuda` marker asks for, or None when it can.
+
+    The one definition behind the markers (tests/conftest.py) and behind tests that assert what the
+    machine has (a row is available exactly where this says so).
+    """
+    import torch
+
+    if marker == "cuda":
+        return None if torch.cuda.is_available() else "needs a CUDA device (torch sees none)"
+    if marker != "tensorrt":
+        raise ValueError(f"unknown hardware marker {marker!r}")
+    from efficientvis_trt.trt.env import runtime_available, tensorrt_available
+
+    ok, why = runtime_available()
+    if not ok:
+        return f"needs TensorRT and an NVIDIA GPU: {why}"
+    if not tensorrt_available("Builder"):
+        return "needs the TensorRT builder (this install has the runtime only)"
+    return None
 
 
 def export_small_bundle(out):

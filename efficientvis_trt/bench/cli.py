@@ -20,14 +20,17 @@ def _csv_list(allowed: tuple[str, ...]):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from efficientvis_trt.contract import BACKENDS, PRECISIONS
+    from efficientvis_trt.contract import BACKENDS, PRECISIONS, RUN_PRECISIONS
 
     p.add_argument("bundle", type=Path, help="exported bundle folder (evis export)")
     p.add_argument(
         "--backends", type=_csv_list(BACKENDS), default=list(BACKENDS), help=f"default: {','.join(BACKENDS)}"
     )
     p.add_argument(
-        "--precisions", type=_csv_list(PRECISIONS), default=list(PRECISIONS), help=f"default: {','.join(PRECISIONS)}"
+        "--precisions",
+        type=_csv_list(RUN_PRECISIONS),
+        default=list(PRECISIONS),
+        help=f"from {','.join(RUN_PRECISIONS)} (default: {','.join(PRECISIONS)}; bf16 runs on openvino only)",
     )
     p.add_argument(
         "--data", type=Path, help="YouTube-VIS-format val split (e.g. evis make-synthetic --split val) for AP"

@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
     timings["build"] = time.perf_counter() - t
 
     # 5. A real video, with an overlay.
-    t = _step(f"5/6 {Path(video).name} with an overlay video")
+    t = _step(f"5/6 {Path(video).name} with an overlay video, and a synthetic val video: ground truth | prediction")
     from efficientvis_trt.runtime.overlay import render_tracks
     from efficientvis_trt.runtime.predictor import Predictor
 
@@ -163,6 +163,11 @@ def run(args: argparse.Namespace) -> int:
     for track in result.tracks[:5]:
         print(f"  query {track.query_index:2d}  {names[track.label]:<10s} score {track.score:.2f}")
     print(f"overlay: {overlay}")
+    print(
+        "  (the model was trained on synthetic shapes only, so on real footage it finds little; "
+        "the synthetic val video below shows what it does)"
+    )
+    comparison = compare_on_val_video(bundle_dir, val_dir, out)
     timings["video"] = time.perf_counter() - t
 
     # 6. The table.
@@ -186,10 +191,80 @@ def run(args: argparse.Namespace) -> int:
     print(paths["markdown"].read_text())
     total = time.perf_counter() - start
     print("demo steps (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()) + f"; total {total:.0f}")
-    print(f"outputs in {out}: bundle/, {overlay.name}, bench/bench.md|csv|json|png")
+    print(f"outputs in {out}: bundle/, {overlay.name}, {comparison.name}, bench/bench.md|csv|json|png")
     if not any(r.available for r in rows):
         raise EvisError("no backend could run the bundle")
     return 0
+
+
+def compare_on_val_video(
+    bundle_dir: Path, val_dir: Path, out: Path, video_index: int = 0, precision: str = "int8"
+) -> Path:
+    """One synthetic val video with its ground truth (left) beside the model's tracks (right); prints which is which."""
+    import json
+
+    from efficientvis_trt.runtime.overlay import render_comparison
+    from efficientvis_trt.runtime.predictor import Predictor
+
+    gt = json.loads((val_dir / "annotations.json").read_text())
+    video = gt["videos"][video_index]
+    frames_dir = val_dir / "JPEGImages" / Path(video["file_names"][0]).parent
+    with Predictor(bundle_dir, backend="auto", precision=precision) as predictor:
+        result = predictor.predict_video(frames_dir)
+        backend = f"{predictor.backend.name} {predictor.precision}"
+    predicted = _tracks_to_draw(_best_class_per_query(result.tracks), threshold=COMPARISON_THRESHOLD)
+    path = render_comparison(
+        frames_dir,
+        [("ground truth", ground_truth_tracks(gt, video["id"]), False), (f"prediction ({backend})", predicted, True)],
+        out / f"{frames_dir.name}.truth_vs_prediction.mp4",
+    )
+    print(
+        f"ground truth | prediction: {path}\n"
+        f"  left: the ground truth of {frames_dir.name} (annotations.json); right: the model's tracks, one per "
+        f"query in its best class, video score >= {COMPARISON_THRESHOLD} (else the best one), labelled with "
+        "class and score; a colour is a class in both"
+    )
+    return path
+
+
+COMPARISON_THRESHOLD = 0.25
+
+
+def _best_class_per_query(tracks):
+    """Tracks are (query, class) pairs ranked by score: keep each query's first, i.e. its best class."""
+    seen: set[int] = set()
+    return [t for t in tracks if not (t.query_index in seen or seen.add(t.query_index))]
+
+
+def ground_truth_tracks(gt: dict, video_id: int):
+    """The annotations of one YouTube-VIS video as tracks (score 1; an invisible frame has an empty mask)."""
+    import numpy as np
+
+    from efficientvis_trt.runtime.postprocess import Track
+
+    video = next(v for v in gt["videos"] if v["id"] == video_id)
+    h, w, n = video["height"], video["width"], video["length"]
+    index_of = {c["id"]: i for i, c in enumerate(gt["categories"])}
+    names = [c["name"] for c in gt["categories"]]
+    empty = _empty_rle(h, w)
+    tracks = []
+    for ann in (a for a in gt["annotations"] if a["video_id"] == video_id):
+        segs = [s if s is not None else empty for s in ann["segmentations"]]
+        boxes = np.zeros((n, 4), np.float32)
+        for t, b in enumerate(ann["bboxes"]):
+            if b is not None:
+                boxes[t] = [b[0], b[1], b[0] + b[2], b[1] + b[3]]
+        label = index_of[ann["category_id"]]
+        tracks.append(Track(ann["id"], label, 1.0, boxes, np.ones(n, np.float32), segs, names[label]))
+    return tracks
+
+
+def _empty_rle(height: int, width: int) -> dict:
+    import numpy as np
+
+    from efficientvis_trt.runtime.postprocess import encode_rle
+
+    return encode_rle(np.zeros((height, width), np.uint8))
 
 
 def model_source(given: Path | None, cached: Path, shipped: Path | None, wants_training: bool) -> str:

@@ -14,6 +14,7 @@ _LIBRARIES = (
     "onnx",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
     "numpy",
     "opencv-python-headless",
     "triton",

@@ -1,4 +1,4 @@
-"""Peak memory of a block of work: host RSS sampled in a thread, device memory where CUDA is used."""
+"""Peak host memory of a block of work: RSS sampled in a thread (device memory is each backend's `device_report`)."""
 
 from __future__ import annotations
 

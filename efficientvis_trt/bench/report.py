@@ -121,8 +121,8 @@ def plot(rows: list[BenchRow], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    markers = {"torch": "o", "ort": "s", "trt": "^"}
-    colors = {"fp32": "tab:blue", "fp16": "tab:orange", "int8": "tab:green"}
+    markers = {"torch": "o", "ort": "s", "trt": "^", "openvino": "D"}
+    colors = {"fp32": "tab:blue", "fp16": "tab:orange", "bf16": "tab:purple", "int8": "tab:green"}
     plotted = 0
     for r in rows:
         if not r.available:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from efficientvis_trt.contract import BACKENDS, PRECISIONS, split_into_clips
+from efficientvis_trt.contract import BACKENDS, PRECISIONS, RUN_PRECISIONS, split_into_clips
 from efficientvis_trt.errors import EvisError
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class BenchSettings:
     backends: list[str] = field(default_factory=lambda: list(BACKENDS))
-    precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
+    precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))  # bf16 where asked
     data: Path | None = None  # synthetic (YouTube-VIS format) val split: accuracy
     videos: list[Path] = field(default_factory=list)  # real videos: end-to-end speed and fidelity to FP32
     iters: int = 20  # timed model-only clips
@@ -108,49 +108,6 @@ def run_videos(predictor, videos: list[Path], max_frames: int | None) -> tuple[d
     return metrics, results
 
 
-def predict_split(
-    predictor, json_path: Path, max_videos: int | None = None, progress: bool = False
-) -> tuple[dict, list[dict]]:
-    """Run `predictor` over a YouTube-VIS-format split -> (ground truth of those videos, results).
-
-    Frames are read in the order the JSON's `file_names` give (not a folder listing), so the
-    results always have one segmentation per annotated frame.
-    """
-    from tqdm import tqdm
-
-    from efficientvis_trt.data.ytvis import load_ytvis
-
-    data = load_ytvis(json_path)
-    videos = data.videos[:max_videos] if max_videos else data.videos
-    results: list[dict] = []
-    for video in tqdm(videos, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
-        frames = (data.read_frame(video, t) for t in range(video.length))
-        results += predictor.predict_video(frames).to_ytvis(video.id, list(data.label_to_category_id))
-    return subset_ground_truth(json_path, {v.id for v in videos}), results
-
-
-def evaluate_split(
-    predictor, data_dir: Path, max_videos: int | None = None, progress: bool = False
-) -> dict[str, float]:
-    """AP/AP50/AP75 (0-1) of `predictor` on a YouTube-VIS-format split through the same evaluator as `evis eval`."""
-    from efficientvis_trt.data.ytvis import resolve_annotations
-    from efficientvis_trt.eval import evaluate
-
-    gt, results = predict_split(predictor, resolve_annotations(data_dir, "--data"), max_videos, progress)
-    stats = evaluate(gt, results).stats
-    return {"AP": stats["AP"], "AP50": stats["AP50"], "AP75": stats["AP75"]}
-
-
-def subset_ground_truth(json_path: Path, video_ids: set[int]) -> dict:
-    """The ground truth restricted to the videos actually run (so --max-val-videos scores fairly)."""
-    import json
-
-    gt = json.loads(Path(json_path).read_text())
-    gt["videos"] = [v for v in gt["videos"] if v["id"] in video_ids]
-    gt["annotations"] = [a for a in gt.get("annotations", []) if a["video_id"] in video_ids]
-    return gt
-
-
 def fidelity(reference: list[dict], results: list[dict], threshold: float) -> float | str:
     """AP of `results` against the FP32 tracks scoring >= threshold; a string where undefined."""
     from efficientvis_trt.eval import evaluate_fidelity
@@ -177,6 +134,7 @@ def run_bench(
 ) -> list[BenchRow]:
     """Every backend x precision, FP32 of each backend first so later rows have their reference."""
     from efficientvis_trt.bench.memory import PeakRSS
+    from efficientvis_trt.eval.split import evaluate_split
     from efficientvis_trt.video import read_frames
 
     if make_predictor is None:
@@ -188,16 +146,12 @@ def run_bench(
     clip_source = settings.videos[0] if settings.videos else None
     rows: list[BenchRow] = []
     references: dict[str, list[dict]] = {}
-    order = [(b, p) for b in settings.backends for p in sorted(settings.precisions, key=PRECISIONS.index)]
-    try:
-        from tqdm import tqdm
+    order = [(b, p) for b in settings.backends for p in sorted(settings.precisions, key=RUN_PRECISIONS.index)]
+    from tqdm import tqdm
 
-        bar = tqdm(order, desc="bench", unit="row", disable=not progress)
-    except ImportError:  # pragma: no cover
-        bar = order
+    bar = tqdm(order, desc="bench", unit="row", disable=not progress)
     for backend, precision in bar:
-        if hasattr(bar, "set_postfix_str"):
-            bar.set_postfix_str(f"{backend} {precision}")
+        bar.set_postfix_str(f"{backend} {precision}")
         try:
             predictor = make_predictor(backend, precision)
         except EvisError as exc:
@@ -219,7 +173,8 @@ def run_bench(
                         backend, results, references, settings.fidelity_threshold
                     )
                 if settings.data is not None:
-                    row.metrics.update(evaluate_split(predictor, settings.data, settings.max_val_videos))
+                    stats = evaluate_split(predictor, settings.data, settings.max_val_videos)
+                    row.metrics.update({k: stats[k] for k in ("AP", "AP50", "AP75")})
             row.metrics["peak_host_mb"] = mem.peak_mb
         except EvisError as exc:  # a row that fails mid-way is reported, not allowed to sink the table
             row = BenchRow(backend, precision, False, f"failed while measuring: {exc}")

@@ -184,7 +184,7 @@ def load_backgrounds(
     """Decode up to `max_frames` frames of each source once, downscaled to cover 1.6x `size`."""
     import cv2
 
-    from efficientvis_trt.video import SAMPLE_VIDEOS, iter_frames, sample_video_dir
+    from efficientvis_trt.video import SAMPLE_VIDEOS, iter_frames, read_image, sample_video_dir
 
     sources: list[Path] = []
     if include_samples:
@@ -200,10 +200,7 @@ def load_backgrounds(
     out = []
     for src in sources:
         if src.is_file() and src.suffix.lower() in IMAGE_EXTENSIONS:
-            img = cv2.imread(str(src), cv2.IMREAD_COLOR)
-            if img is None:
-                raise EvisError(f"cannot read background image {src}")
-            raw = [img]
+            raw = [read_image(src)]
         else:
             raw = list(iter_frames(src, max_frames=max_frames))
         h, w = raw[0].shape[:2]
@@ -495,15 +492,6 @@ def _check_out(out: Path) -> None:
                 f"refusing to replace {out}: it is not empty and not a synthetic data set "
                 f"(no {ANNOTATION_FILE} from this generator)"
             )
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """'180x320' -> (180, 320): height x width."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise EvisError(f"size must be HxW (height x width), e.g. 180x320, got {text!r}") from None
-    return h, w
 
 
 def make_synthetic(

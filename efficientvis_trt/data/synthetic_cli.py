@@ -38,8 +38,9 @@ def run(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from efficientvis_trt.data.synthetic import make_synthetic, parse_size
+    from efficientvis_trt.data.synthetic import make_synthetic
     from efficientvis_trt.errors import EvisError
+    from efficientvis_trt.video import parse_size
 
     if not 1 <= args.jpeg_quality <= 100:
         raise EvisError(f"--jpeg-quality must be 1..100, got {args.jpeg_quality}")

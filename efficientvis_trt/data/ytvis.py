@@ -50,7 +50,7 @@ import torch
 from torch.utils.data import Dataset
 
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.video import PAD_VALUE, Letterbox
+from efficientvis_trt.video import PAD_VALUE, Letterbox, read_image
 
 _RESIZE_CHANNELS = 64  # OpenCV resizes at most this many mask channels at once reliably
 
@@ -191,13 +191,11 @@ class YTVISData:
 
     def read_frame(self, video: YTVISVideo, frame: int) -> np.ndarray:
         """BGR uint8 [h, w, 3]; a missing, corrupt or wrong-size image is an EvisError naming it."""
-        import cv2
-
         path = video.frame_paths[frame]
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if img is None:
-            what = "missing" if not path.exists() else "not a readable image"
-            raise EvisError(f"frame {path} of video {video.id} is {what}")
+        try:
+            img = read_image(path)
+        except EvisError as exc:
+            raise EvisError(f"video {video.id}: {exc}") from None
         if img.shape[:2] != (video.height, video.width):
             raise EvisError(
                 f"frame {path} is {img.shape[1]}x{img.shape[0]} but {self.json_path.name} says "

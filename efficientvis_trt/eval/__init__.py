@@ -27,7 +27,14 @@ __all__ = [
 ]
 
 
+_FIDELITY = ("evaluate_fidelity", "fidelity_ground_truth")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _FIDELITY:
+        from efficientvis_trt.eval import fidelity
+
+        return getattr(fidelity, name)
     if name in __all__:
         from efficientvis_trt.eval import ytvis_eval
 

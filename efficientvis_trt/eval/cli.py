@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from efficientvis_trt.eval.ytvis_eval import evaluate, evaluate_fidelity
+    from efficientvis_trt.eval import evaluate, evaluate_fidelity
     from efficientvis_trt.io_utils import check_writable_dir, write_json_atomic
 
     if args.output:  # before the evaluation: a wrong -o costs nothing

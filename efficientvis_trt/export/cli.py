@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from efficientvis_trt.export.exporter import export_bundle
-    from efficientvis_trt.export.source import parse_size
+    from efficientvis_trt.video import parse_size
 
     if not args.out:
         raise EvisError("--out BUNDLE is required (or --verify BUNDLE to re-check one)")
@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         init=init,
         seed=args.seed,
         clip_len=args.clip_len,
-        size=parse_size(args.size),
+        size=parse_size(args.size) if args.size is not None else None,
         flavour=args.flavour,
         opset=args.opset,
         verify=not args.no_verify,

@@ -292,10 +292,8 @@ def stamp_io(proto, expected_io: list[dict]) -> None:
 
 def simplify(proto):
     """onnxslim (constant folding, fusions). Returns (model, tool string) or (None, reason)."""
-    try:
-        import onnxslim
-    except ImportError:
-        return None, "onnxslim not installed"
+    import onnxslim
+
     try:
         with _quiet(False):
             return onnxslim.slim(proto), f"onnxslim {getattr(onnxslim, '__version__', '?')}"
@@ -361,10 +359,10 @@ def export_bundle(
 
     from efficientvis_trt.contract import io_table, model_io_dims
     from efficientvis_trt.export.bundle import MODEL_FILE, STATE_FILE, Bundle, check_export_target
-    from efficientvis_trt.export.source import load_source, parse_size, weights_fingerprint
+    from efficientvis_trt.export.source import load_source, weights_fingerprint
     from efficientvis_trt.export.verify import format_report, public_report, verify_model
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
-    from efficientvis_trt.video import PAD_VALUE
+    from efficientvis_trt.video import PAD_VALUE, parse_size
 
     say = echo or (lambda _s: None)
     check_options(flavour, opset, exporter)

@@ -30,18 +30,6 @@ class Source:
     meta: dict[str, Any]  # metadata['source']
 
 
-def parse_size(text: str | None) -> tuple[int, int] | None:
-    """'HxW' -> (H, W); both positive multiples of 32."""
-    if text is None:
-        return None
-    parts = str(text).lower().replace("×", "x").split("x")
-    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
-        raise EvisError(f"--size must look like HxW (e.g. 384x640), got {text!r}")
-    from efficientvis_trt.contract import check_input_size
-
-    return check_input_size([int(p) for p in parts], "--size")
-
-
 def _check_clip_len(clip_len: int | None) -> None:
     from efficientvis_trt.contract import check_clip_len
 

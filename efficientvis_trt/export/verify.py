@@ -110,14 +110,13 @@ def run_onnxruntime(
     Every stream starts from `state` (one stream's [N, C] / [N, 4]) and carries its own
     slot of query_out / boxes_out; returns each stream's per-clip outputs (B dimension dropped).
     """
-    import onnxruntime as ort
     from tqdm import tqdm
+
+    from efficientvis_trt.ort_session import make_session
 
     if len({len(s) for s in streams}) != 1:
         raise EvisError("verification streams must have the same number of clips")
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    sess = make_session(onnx_path)
     names = [o.name for o in sess.get_outputs()]
     b = len(streams)
     query, boxes = (np.repeat(np.asarray(s, dtype=np.float32)[None], b, axis=0) for s in state)

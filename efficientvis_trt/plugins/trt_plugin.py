@@ -158,9 +158,10 @@ def select_plugin_path(
 
 
 def triton_available() -> bool:
-    try:
-        import triton  # noqa: F401
+    import importlib
 
+    try:
+        importlib.import_module("triton")  # importing is the probe: a broken install fails here too
         return True
     except Exception:
         return False
@@ -190,15 +191,12 @@ def detect_plugin_path() -> PluginPath:
 
 def _scalar(value, kind):
     """A plugin field (1-element numpy array, numpy scalar or Python number) -> int/float."""
-    try:
-        import numpy as np
+    import numpy as np
 
-        arr = np.asarray(value).reshape(-1)
-        if arr.size != 1:
-            raise EvisError(f"MultiLevelRoIAlign attribute must be a scalar, got {value!r}")
-        return kind(arr[0].item())
-    except ImportError:  # pragma: no cover - numpy is a dependency
-        return kind(value)
+    arr = np.asarray(value).reshape(-1)
+    if arr.size != 1:
+        raise EvisError(f"MultiLevelRoIAlign attribute must be a scalar, got {value!r}")
+    return kind(arr[0].item())
 
 
 def attrs_from_fields(

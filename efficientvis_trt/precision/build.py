@@ -52,25 +52,20 @@ class BuildOptions:
 
 
 def tool_versions() -> dict[str, str]:
+    import cv2
     import onnx
     import onnxruntime
 
     import efficientvis_trt
 
-    out = {
+    return {
         "efficientvis_trt": efficientvis_trt.__version__,
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
+        "opencv": cv2.__version__,
     }
-    try:
-        import cv2
-
-        out["opencv"] = cv2.__version__
-    except ImportError:
-        pass
-    return out
 
 
 def read_record(bundle) -> dict:
@@ -80,7 +75,7 @@ def read_record(bundle) -> dict:
 
 def compare_outputs(ref_session, test_session, feeds: Sequence[dict]) -> dict[str, dict[str, float]]:
     """Max abs difference and reference max|x| per output over `feeds` (one fp32 reference run each)."""
-    from efficientvis_trt.precision.ort_utils import run
+    from efficientvis_trt.ort_session import run
 
     out: dict[str, dict[str, float]] = {}
     for feed in feeds:
@@ -106,11 +101,11 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     """Write model.fp16.onnx or model.int8.onnx into the bundle and its calibration record section."""
     import onnx
 
-    from efficientvis_trt.precision import fp16 as F
+    from efficientvis_trt.ort_session import make_session
+    from efficientvis_trt.precision import fp16
     from efficientvis_trt.precision import graph as G
     from efficientvis_trt.precision import int8 as I
     from efficientvis_trt.precision.data import build_calibration_set
-    from efficientvis_trt.precision.ort_utils import make_session
 
     if precision not in ("fp16", "int8"):
         raise EvisError(f"no graph to build for {precision}")
@@ -136,7 +131,9 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
         progress=opts.progress,
         absmax_tensors=list(G.float_node_outputs(model)),
     )
-    r16 = F.convert_with_guard(model, roles.fp16_block(), calib.feeds, headroom=opts.headroom, fp32_absmax=calib.absmax)
+    r16 = fp16.convert_with_guard(
+        model, roles.fp16_block(), calib.feeds, headroom=opts.headroom, fp32_absmax=calib.absmax
+    )
     section: dict[str, Any] = {
         "precision": precision,
         "seed": opts.seed,
@@ -180,7 +177,7 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     onnx.checker.check_model(out_model, full_check=True)
     data = _serialize(out_model)
     check_feeds = calib.feeds[-CHECK_CLIPS:]
-    ref_session = make_session(model)
+    ref_session = make_session(model, deterministic=True)
     section["check_vs_fp32"] = _finite_check(ref_session, data, check_feeds, f"the {precision} graph")
     cpu_data = None
     if cpu_model is not None:
@@ -230,9 +227,9 @@ def commit_graphs(bundle, precision: str, data: bytes, cpu_data: bytes | None, s
 
 def _finite_check(ref_session, graph: bytes, feeds, what: str) -> dict[str, Any]:
     """Compare a built graph with fp32 on `feeds`; inf/NaN in any output is an error naming them."""
-    from efficientvis_trt.precision.ort_utils import make_session
+    from efficientvis_trt.ort_session import make_session
 
-    check = compare_outputs(ref_session, make_session(graph), feeds)
+    check = compare_outputs(ref_session, make_session(graph, deterministic=True), feeds)
     bad = [k for k, v in check.items() if not v["finite"]]
     if bad:
         raise EvisError(f"{what} produces inf/NaN in {', '.join(bad)} on the calibration clips")

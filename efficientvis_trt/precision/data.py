@@ -32,6 +32,7 @@ from efficientvis_trt.video import (
     SAMPLE_VIDEOS,
     VIDEO_EXTENSIONS,
     iter_frames,
+    read_image,
     sample_video,
     video_info,
 )
@@ -58,15 +59,7 @@ class CalibSource:
     def read(self, start: int, count: int) -> list[np.ndarray]:
         """`count` frames from `start` (fewer if the video ends)."""
         if self.frame_paths:
-            import cv2
-
-            out = []
-            for p in self.frame_paths[start : start + count]:
-                frame = cv2.imread(p, cv2.IMREAD_COLOR)
-                if frame is None:
-                    raise EvisError(f"cannot decode frame image (corrupt or unsupported): {p}")
-                out.append(frame)
-            return out
+            return [read_image(p) for p in self.frame_paths[start : start + count]]
         frames = []
         for i, frame in enumerate(iter_frames(self.path, max_frames=start + count)):
             if i >= start:
@@ -210,7 +203,7 @@ def build_calibration_set(
     """
     from tqdm import tqdm
 
-    from efficientvis_trt.precision.ort_utils import make_session
+    from efficientvis_trt.ort_session import make_session
 
     srcs = expand_sources(sources)
     lengths = [s.num_frames() for s in srcs]
@@ -225,7 +218,7 @@ def build_calibration_set(
         if not hasattr(model, "graph"):
             model = onnx.load(str(model))
         model, mapping = add_absmax_outputs(model, list(absmax_tensors))
-    session = make_session(model)
+    session = make_session(model, deterministic=True)
     absmax = {t: 0.0 for t in mapping.values()}
     # Calibration clips travel as batches of one stream (B = 1): ranges are per tensor over every element,
     # so the batch a clip is in does not change them, and the graphs built from them run at any B.

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
-from onnx import TensorProto
 
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.precision import graph as G
@@ -120,12 +119,12 @@ def _absmax_over(
     """max over feeds of max|x| for each tensor (inf/NaN kept as inf)."""
     from tqdm import tqdm
 
-    from efficientvis_trt.precision.ort_utils import make_session, run
+    from efficientvis_trt.ort_session import make_session, run
 
     if not tensors:
         return {}
     inst, mapping = G.add_absmax_outputs(model, list(tensors), types)
-    session = make_session(inst)
+    session = make_session(inst, deterministic=True)
     result = {t: 0.0 for t in tensors}
     for feed in tqdm(feeds, desc=desc, unit="clip", leave=False, disable=len(feeds) < 2):
         out = run(session, feed)
@@ -229,16 +228,3 @@ def convert_with_guard(
             ", ".join(sorted({h.node for h in hits}))[:400],
         )
     return Fp16Result(model16, sorted(blocked & names), sorted(set(rule_block) & names), hits, rounds)
-
-
-def node_precisions(model16: onnx.ModelProto) -> dict[str, int]:
-    """node name -> element type of its first float output (for tests and reports)."""
-    types = G.tensor_types(model16)
-    out = {}
-    for n in model16.graph.node:
-        for o in n.output:
-            t = types.get(o)
-            if t in (TensorProto.FLOAT, TensorProto.FLOAT16):
-                out[n.name] = t
-                break
-    return out

@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +65,6 @@ class Int8Result:
     excluded: dict[str, list[str]]
     ranges: dict[str, list[float]]  # calibrated activation range per tensor
     scales: dict[str, float]  # activation scale per quantized tensor
-    fp32_nodes: list[str] = field(default_factory=list)
 
 
 def _method(name: str):
@@ -427,7 +426,7 @@ def quantize(
 
     `cache`: keep onnxruntime's calibration ranges there (an existing file is reused, no calibration).
     """
-    from efficientvis_trt.precision import fp16 as F
+    from efficientvis_trt.precision import fp16
 
     excluded = _excluded(roles)
     with tempfile.TemporaryDirectory(prefix="evis-int8-cache-") as tmp:
@@ -444,7 +443,7 @@ def quantize(
         qdq_fp32 = onnx.ModelProto()
         qdq_fp32.CopyFrom(qdq)
     blocked = _block_qdq_of_fp32_nodes(qdq, set(fp16_block))
-    mixed = F.convert(qdq, sorted(blocked))
+    mixed = fp16.convert(qdq, sorted(blocked))
     used = {r for r in ranges if r in scales}
     return Int8Result(
         mixed,
@@ -453,7 +452,6 @@ def quantize(
         excluded,
         {k: ranges[k] for k in sorted(used)},
         scales,
-        sorted(blocked & {n.name for n in model.graph.node}),
     )
 
 

@@ -25,7 +25,7 @@ from efficientvis_trt.contract import (
     INPUT_DTYPES,
     INPUT_NAMES,
     OUTPUT_NAMES,
-    check_precision,
+    check_run_precision,
 )
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 
@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 class Backend(Protocol):
     """One clip in, the contract's outputs out; see the module docstring."""
 
-    name: str  # "torch" | "onnxruntime" | "tensorrt"
-    precision: str  # "fp32" | "fp16" | "int8"
+    name: str  # "torch" | "onnxruntime" | "tensorrt" | "openvino"
+    precision: str  # "fp32" | "fp16" | "bf16" | "int8"
     device: str  # "cpu" | "cuda"
 
     def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
@@ -52,7 +52,11 @@ class Backend(Protocol):
         ...
 
 
-def _check_host_input(name: str, value: np.ndarray, shape: Sequence[int] | None) -> np.ndarray:
+BF16_BACKEND_HINT = "bf16 runs on the openvino backend (the fp32 graph at bf16 inference precision)"
+
+
+def check_host_input(name: str, value: np.ndarray, shape: Sequence[int] | None) -> np.ndarray:
+    """A contiguous array of the input's contract dtype; frames of another dtype or a wrong static shape are errors."""
     arr = np.asarray(value)
     want = INPUT_DTYPES[name]
     if arr.dtype != want:
@@ -75,11 +79,15 @@ class TorchBackend:
     def __init__(self, model, device: str = "cpu", precision: str = "fp32"):
         import torch
 
-        check_precision(precision)
+        check_run_precision(precision)
         if precision not in ("fp32", "fp16"):
             raise EvisError(
                 f"the torch backend runs fp32 or fp16, not {precision} "
-                "(int8 is an ONNX/TensorRT graph: use --backend ort or trt)"
+                + (
+                    "(int8 is an ONNX/TensorRT graph: use --backend ort or trt)"
+                    if precision == "int8"
+                    else f"({BF16_BACKEND_HINT})"
+                )
             )
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise BackendUnavailable("CUDA was asked for but torch sees no CUDA device (use --device cpu)")
@@ -95,7 +103,7 @@ class TorchBackend:
         torch = self.torch
         if isinstance(value, torch.Tensor):
             return value.to(self._device)
-        return torch.from_numpy(_check_host_input(name, value, None)).to(self._device)
+        return torch.from_numpy(check_host_input(name, value, None)).to(self._device)
 
     def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
         torch = self.torch
@@ -126,9 +134,11 @@ def ort_providers_for(device: str, providers: Sequence[Any] | None = None) -> li
     """The execution providers for `device`, or the caller's list checked against what is installed."""
     import onnxruntime as ort
 
+    from efficientvis_trt.ort_session import provider_name
+
     available = ort.get_available_providers()
     if providers:
-        names = [p[0] if isinstance(p, (tuple, list)) else p for p in providers]
+        names = [provider_name(p) for p in providers]
         missing = [n for n in names if n not in available]
         if missing:
             raise BackendUnavailable(
@@ -165,27 +175,18 @@ class OrtBackend:
         threads: int | None = None,
         device_id: int = 0,
     ):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise BackendUnavailable("onnxruntime is not installed: `pip install onnxruntime`") from None
-        check_precision(precision)
+        import onnxruntime as ort
+
+        from efficientvis_trt.ort_session import make_session, provider_name
+
+        check_run_precision(precision)
         self.ort = ort
         self.precision = precision
         chosen = ort_providers_for(device, providers)
-        first = chosen[0][0] if isinstance(chosen[0], (tuple, list)) else chosen[0]
+        first = provider_name(chosen[0])
         self.device = "cuda" if first in _GPU_PROVIDERS else "cpu"
         self.device_id = device_id
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=chosen)
-        except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
-            msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise EvisError(f"ONNX Runtime cannot load {onnx_path}: {msg}") from None
+        self.session = make_session(onnx_path, providers=chosen, threads=threads)
         active = self.session.get_providers()
         if self.device == "cuda" and active[0] not in _GPU_PROVIDERS:
             # ORT silently falls back to the CPU when the CUDA libraries do not load: never accept that.
@@ -222,7 +223,7 @@ class OrtBackend:
             if isinstance(value, self.ort.OrtValue):
                 binding.bind_ortvalue_input(name, value)
             else:
-                binding.bind_cpu_input(name, _check_host_input(name, value, self.input_shapes.get(name)))
+                binding.bind_cpu_input(name, check_host_input(name, value, self.input_shapes.get(name)))
         for name in OUTPUT_NAMES:
             if name in keep_on_device:
                 binding.bind_output(name, *self._out_device)

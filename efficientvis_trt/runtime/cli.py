@@ -18,7 +18,7 @@ HELP = "run a bundle (or a checkpoint) over videos or a live stream: YouTube-VIS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from efficientvis_trt.contract import BACKEND_CHOICES, PRECISIONS
+    from efficientvis_trt.contract import BACKEND_CHOICES, RUN_PRECISIONS
 
     parser.add_argument(
         "source",
@@ -36,9 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend",
         default="auto",
         choices=BACKEND_CHOICES,
-        help="auto: TensorRT if this GPU has an engine for the precision, else ONNX Runtime",
+        help="auto: TensorRT if this GPU has an engine for the precision, else OpenVINO on the CPU "
+        "where it is installed, else ONNX Runtime",
     )
-    parser.add_argument("--precision", default="fp32", choices=PRECISIONS)
+    parser.add_argument(
+        "--precision",
+        default="fp32",
+        choices=RUN_PRECISIONS,
+        help="bf16: OpenVINO on a CPU that has it (default: %(default)s)",
+    )
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"), help="default: the best available")
     parser.add_argument("--out", default="infer_out", metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--overlay", action="store_true", help="also write DIR/<video-stem>.overlay.mp4")

@@ -6,6 +6,10 @@ while memory stays bounded (at most `queue_size` clips wait between two stages, 
 the video length). The model runs in the caller's thread, so a backend (CUDA context,
 stream, CUDA graph) is only ever used from one thread.
 
+Host work stays off the model's cores: while a loop runs, OpenCV's own thread pool is
+limited to one thread (`opencv_single_threaded`), since its resize/warp would otherwise
+spread over every core the model is using; the stages are already threads of their own.
+
 Errors: a worker's exception object is handed over the queue and re-raised in the
 caller's thread unchanged, so an EvisError stays the same one-line message. Stopping
 (an error anywhere, or the consumer abandoning the iterator) sets one event that every
@@ -46,6 +50,32 @@ def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
     return False
 
 
+_CV_LOCK = threading.Lock()
+_cv_loops = 0
+_cv_saved = 0
+
+
+@contextlib.contextmanager
+def opencv_single_threaded() -> Iterator[None]:
+    """OpenCV on one thread for the duration. Its setting is process-wide, so loops running at
+    once are counted and the caller's setting comes back when the last one ends."""
+    import cv2
+
+    global _cv_loops, _cv_saved
+    with _CV_LOCK:
+        if _cv_loops == 0:
+            _cv_saved = cv2.getNumThreads()
+            cv2.setNumThreads(1)
+        _cv_loops += 1
+    try:
+        yield
+    finally:
+        with _CV_LOCK:
+            _cv_loops -= 1
+            if _cv_loops == 0:
+                cv2.setNumThreads(_cv_saved)
+
+
 class ThreadedClipLoop(Generic[J, M, R]):
     """Iterate to run `post(infer(job))` for every job of `produce()`, in order, three stages overlapped.
 
@@ -68,6 +98,10 @@ class ThreadedClipLoop(Generic[J, M, R]):
         self.name = name
 
     def __iter__(self) -> Iterator[R]:
+        with opencv_single_threaded():
+            yield from self._run()
+
+    def _run(self) -> Iterator[R]:
         stop = threading.Event()
         jobs: queue.Queue = queue.Queue(maxsize=self.queue_size)
         to_post: queue.Queue = queue.Queue(maxsize=self.queue_size)

@@ -2,17 +2,21 @@
 
 Masks are pasted through their boxes, thresholded and RLE-encoded as soon as a clip is
 done, so memory stays flat in video length: a track holds boxes and RLEs, never frames.
-The RLE is computed from the box's region only (never a full-frame mask), which keeps
-4K post-processing cheap.
+The RLE is computed from the box's region only (never a full-frame mask), and a mask
+that cannot reach the threshold is never pasted; docs/host-work.md says where the
+milliseconds go.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from efficientvis_trt.video import Letterbox
+
+_EMPTY_MARGIN = 1e-4  # relative: far above the few float32 roundings of one bilinear sample
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -35,6 +39,14 @@ def paste_mask_roi(
     rest of the frame is 0. Bilinear, pixel-centre aligned: frame pixel centre u+0.5 maps to
     mask coordinate (u + 0.5 - x1) * M / w - 0.5.
     """
+    roi, top, left = _paste_roi_bool(prob, box, frame_hw, threshold)
+    return roi.view(np.uint8), top, left
+
+
+def _paste_roi_bool(
+    prob: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int], threshold: float
+) -> tuple[np.ndarray, int, int]:
+    """`paste_mask_roi` as a bool array (one warp over the box's pixels, one compare, no other copy)."""
     import cv2
 
     height, width = frame_hw
@@ -43,21 +55,21 @@ def paste_mask_roi(
     u0, u1 = int(max(np.floor(x1), 0)), int(min(np.ceil(x2), width))
     v0, v1 = int(max(np.floor(y1), 0)), int(min(np.ceil(y2), height))
     if u1 <= u0 or v1 <= v0:
-        return np.zeros((0, 0), np.uint8), 0, 0
+        return np.zeros((0, 0), bool), 0, 0
     m_h, m_w = prob.shape
     affine = np.array(
         [[m_w / bw, 0.0, (u0 + 0.5 - x1) * m_w / bw - 0.5], [0.0, m_h / bh, (v0 + 0.5 - y1) * m_h / bh - 0.5]],
         dtype=np.float64,
     )
     roi = cv2.warpAffine(
-        prob.astype(np.float32),
+        np.asarray(prob, np.float32),
         affine,
         (u1 - u0, v1 - v0),
         flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0.0,
     )
-    return (roi >= threshold).astype(np.uint8), v0, u0
+    return np.greater_equal(roi, threshold), v0, u0
 
 
 def paste_mask(prob: np.ndarray, box: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5) -> np.ndarray:
@@ -77,6 +89,19 @@ def encode_rle(mask: np.ndarray) -> dict:
     return rle
 
 
+@functools.lru_cache(maxsize=16)
+def _empty_counts(height: int, width: int) -> str:
+    """The COCO counts string of an all-zero frame (most masks of most frames: computed once per size)."""
+    return _counts_string(np.array([height * width], np.uint32), height, width)
+
+
+def _counts_string(counts: np.ndarray, height: int, width: int) -> str:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
+    return rle["counts"].decode("ascii")
+
+
 def encode_rle_roi(roi: np.ndarray, top: int, left: int, frame_hw: tuple[int, int]) -> dict:
     """COCO RLE of a frame that is 0 except `roi` placed at (top, left), without building the frame.
 
@@ -84,27 +109,61 @@ def encode_rle_roi(roi: np.ndarray, top: int, left: int, frame_hw: tuple[int, in
     are the rises and falls inside each ROI column, shifted to frame positions; a fall and
     a rise at the same position (a run crossing a column edge of a full-height ROI) cancel.
     """
-    from pycocotools import mask as mask_utils
+    roi = np.asarray(roi)
+    return _encode_bool_roi(roi if roi.dtype == np.bool_ else roi != 0, top, left, frame_hw)
 
-    height, width = frame_hw
+
+def _encode_bool_roi(roi: np.ndarray, top: int, left: int, frame_hw: tuple[int, int]) -> dict:
+    """`encode_rle_roi` of a bool ROI: the transitions come from one compare over the transposed,
+    zero-padded ROI (cv2 transposes and pads uint8 fast), and the counts go to pycocotools as an array."""
+    import cv2
+
+    height, width = (int(v) for v in frame_hw)
+    size = [height, width]
     h, w = roi.shape[:2]
-    if h == 0 or w == 0:
-        counts = [height * width]
-    else:
-        padded = np.zeros((w, h + 2), np.int8)
-        padded[:, 1:-1] = roi.T != 0
-        cols, pos = np.nonzero(np.diff(padded, axis=1))  # row-major = column-major frame order
-        idx = (left + cols.astype(np.int64)) * height + top + pos
-        same = np.flatnonzero(np.diff(idx) == 0)
+    if h == 0 or w == 0 or not roi.any():
+        return {"size": size, "counts": _empty_counts(height, width)}
+    # Column-major ROI with a 0 above and below each column: row c of `cols` is ROI column c.
+    cols = cv2.copyMakeBorder(cv2.transpose(roi.view(np.uint8)), 0, 0, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    flat = cols.reshape(-1)
+    change = np.flatnonzero(flat[1:] != flat[:-1])  # between flat[i] and flat[i+1]: never across a padding pair
+    col, pos = np.divmod(change, h + 2)  # pos: ROI row where the new run starts (h = past the column's end)
+    idx = (col + left) * height + (pos + top)
+    if h == height:  # a fall at a column's end and a rise at the next column's start are one position
+        same = np.flatnonzero(idx[1:] == idx[:-1])
         if same.size:
             keep = np.ones(idx.size, bool)
             keep[same] = keep[same + 1] = False
             idx = idx[keep]
-        counts = np.diff(np.concatenate([[0], idx, [height * width]])).tolist()
-        if len(counts) > 1 and counts[-1] == 0:  # a run of ones reaching the last pixel
-            counts.pop()
-    rle = mask_utils.frPyObjects({"counts": [int(c) for c in counts], "size": [height, width]}, height, width)
-    return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}
+    counts = np.diff(idx, prepend=0, append=height * width)
+    if counts.size > 1 and counts[-1] == 0:  # a run of ones reaching the last pixel
+        counts = counts[:-1]
+    return {"size": size, "counts": _counts_string(counts.astype(np.uint32), height, width)}
+
+
+def encode_masks(
+    probs: np.ndarray, boxes: np.ndarray, frame_hw: tuple[int, int], threshold: float = 0.5
+) -> list[list[dict]]:
+    """COCO RLEs of [N, T, M, M] box-relative probability maps pasted through [N, T, 4] xyxy frame boxes.
+
+    A map whose largest value is below the threshold pastes to an empty mask (bilinear
+    interpolation with a zero border never exceeds the largest input), so it costs no
+    pixel work; the margin covers float rounding in the warp, so the result is exactly
+    that of pasting every map.
+    """
+    n, t = probs.shape[:2]
+    hw = (int(frame_hw[0]), int(frame_hw[1]))
+    empty = _empty_counts(*hw)
+    can_paste = probs.reshape(n, t, -1).max(axis=-1) * (1.0 + _EMPTY_MARGIN) >= threshold
+    return [
+        [
+            _encode_bool_roi(*_paste_roi_bool(probs[i, j], boxes[i, j], hw, threshold), hw)
+            if can_paste[i, j]
+            else {"size": list(hw), "counts": empty}
+            for j in range(t)
+        ]
+        for i in range(n)
+    ]
 
 
 def decode_rle(rle: dict) -> np.ndarray:
@@ -225,14 +284,7 @@ class TrackAccumulator:
         boxes = self.letterbox.boxes_to_source(canvas_boxes)
         paste_boxes = self.letterbox.boxes_to_source(canvas_boxes, clip=False)
         masks = sigmoid(np.asarray(outputs["mask_logits"][:, :valid], np.float32))
-        hw = self.letterbox.src_hw
-        rles = [
-            [
-                encode_rle_roi(*paste_mask_roi(masks[n, t], paste_boxes[n, t], hw, self.mask_threshold), hw)
-                for t in range(valid)
-            ]
-            for n in range(masks.shape[0])
-        ]
+        rles = encode_masks(masks, paste_boxes, self.letterbox.src_hw, self.mask_threshold)
         clip_sum = probs.sum(axis=1)
         self._prob_sum = clip_sum if self._prob_sum is None else self._prob_sum + clip_sum
         if self.keep_history:

@@ -73,8 +73,9 @@ class Predictor:
     """Run a model over whole videos (or live streams), clip by clip.
 
     `source`: an exported bundle folder (or `Bundle`), a checkpoint `.pt`, or an
-    EfficientVIS module. `backend`: auto | torch | ort | trt (auto: TensorRT if this GPU
-    has an engine, else ONNX Runtime; a checkpoint/model always runs on torch).
+    EfficientVIS module. `backend`: auto | torch | ort | trt | openvino (auto: TensorRT if
+    this GPU has an engine, else OpenVINO on a CPU where it is installed, else ONNX Runtime;
+    a checkpoint/model always runs on torch).
     `device`: cpu | cuda | None (best available).
     """
 
@@ -260,34 +261,36 @@ class VideoRun:
 
     # the three stages ------------------------------------------------------------------
     def _produce(self) -> Iterator[ClipJob]:
+        """Decode, group into clips (docs/contract.md, "Padding the last clip") and letterbox each frame
+        straight into its clip's array (no canvas per frame, no stacking)."""
         p, timings = self.p, self.timings
         keep_originals = self.overlay_path is not None
         frames = iter(self._frames())
+        decoded_at = [0.0]  # perf_counter when the latest frame was decoded
 
-        def canvases():
+        def timed_frames() -> Iterator[np.ndarray]:
             while True:
                 t0 = time.perf_counter()
                 try:
                     frame = next(frames)
                 except StopIteration:
                     return
-                t1 = time.perf_counter()
-                if self.letterbox is None:
-                    self.letterbox = Letterbox(frame.shape[:2], p.input_hw)
-                canvas = self.letterbox.apply(frame)
-                t2 = time.perf_counter()
-                timings["decode"] += t1 - t0
-                timings["preprocess"] += t2 - t1
-                yield canvas, (frame if keep_originals else None), t1
+                decoded_at[0] = time.perf_counter()
+                timings["decode"] += decoded_at[0] - t0
+                yield frame
 
         first = 0
         try:
-            for index, (items, valid) in enumerate(split_into_clips(canvases(), p.clip_len)):
+            for index, (chunk, valid) in enumerate(split_into_clips(timed_frames(), p.clip_len)):
                 t0 = time.perf_counter()
-                canvas = np.stack([c for c, _, _ in items])
+                if self.letterbox is None:
+                    self.letterbox = Letterbox(chunk[0].shape[:2], p.input_hw)
+                clip = np.empty((p.clip_len, *p.input_hw, 3), np.uint8)
+                for t, frame in enumerate(chunk):
+                    self.letterbox.apply(frame, out=clip[t])
                 timings["preprocess"] += time.perf_counter() - t0
-                originals = [o for o, _, _ in items[:valid]] if keep_originals else None
-                yield ClipJob(index, first, valid, canvas, self.letterbox, originals, items[valid - 1][2])
+                originals = list(chunk[:valid]) if keep_originals else None
+                yield ClipJob(index, first, valid, clip, self.letterbox, originals, decoded_at[0])
                 first += valid
         finally:
             close = getattr(frames, "close", None)

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from efficientvis_trt.contract import canonical_backend, check_precision
+from efficientvis_trt.contract import canonical_backend, check_run_precision
 from efficientvis_trt.errors import BackendUnavailable, EvisError
-from efficientvis_trt.runtime.backends import Backend, OrtBackend, TorchBackend
+from efficientvis_trt.ort_session import ort_graph, provider_name
+from efficientvis_trt.runtime.backends import BF16_BACKEND_HINT, Backend, OrtBackend, TorchBackend
 
 log = logging.getLogger(__name__)
 
@@ -119,36 +120,9 @@ def _ort_device(device: str | None) -> str:
     return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
 
 
-def _ort_graph(bundle, precision: str, cpu: bool) -> tuple[Path, str]:
-    """(graph path, what to say about it): the CPU-provider form of a precision when there is one.
-
-    ONNX Runtime's CPU provider only fuses uint8-activation Q/DQ into int8 kernels, so for
-    int8 it gets model.int8.cpu.onnx (written by `evis build`); GPU providers and TensorRT
-    get the bundle's model.int8.onnx. An older bundle without the CPU form falls back, out loud.
-    """
-    from efficientvis_trt.export.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES
-
-    if not cpu or precision not in ORT_CPU_ONNX_FILES:
-        return bundle.onnx_path(precision), ""
-    path = bundle.onnx_path(precision, target="ort-cpu")
-    default_name, cpu_name = ONNX_FILES[precision], ORT_CPU_ONNX_FILES[precision]
-    if path.name != default_name:
-        return path, (
-            f"onnxruntime {precision}: CPU graph {path.name} (uint8 activations; TensorRT uses {default_name})"
-        )
-    note = (
-        f"onnxruntime {precision}: no CPU graph {cpu_name} in this bundle, running {default_name} "
-        f"(the TensorRT form, slower than fp32 on ONNX Runtime's CPU provider; rebuild with "
-        f"`evis build {bundle.path} --precision int8`)"
-    )
-    log.warning(note)
-    return path, note
-
-
 def _uses_cpu_provider(want: str, providers: Sequence[Any] | None) -> bool:
     if providers:
-        first = providers[0][0] if isinstance(providers[0], (tuple, list)) else providers[0]
-        return first == "CPUExecutionProvider"
+        return provider_name(providers[0]) == "CPUExecutionProvider"
     return want == "cpu"
 
 
@@ -156,18 +130,45 @@ def _make_ort(
     bundle, precision: str, device: str | None, providers: Sequence[Any] | None, threads: int | None
 ) -> tuple[OrtBackend, str, str]:
     """-> (backend, device-fallback note or '', which graph and why or '')."""
+    if precision == "bf16":
+        raise EvisError(f"ONNX Runtime has no bf16 graph to run: {BF16_BACKEND_HINT}")
     want = _ort_device(device)
     # missing graph -> EvisError that says how to build it
-    onnx_path, graph_note = _ort_graph(bundle, precision, _uses_cpu_provider(want, providers))
+    onnx_path, graph_note = ort_graph(bundle, precision, _uses_cpu_provider(want, providers))
     try:
         return OrtBackend(onnx_path, precision, want, providers=providers, threads=threads), "", graph_note
     except BackendUnavailable as exc:
         if device is None and want == "cuda" and not providers:
             note = f"ONNX Runtime CUDA provider unusable ({exc}); running on the CPU"
             log.warning(note)
-            onnx_path, graph_note = _ort_graph(bundle, precision, True)
+            onnx_path, graph_note = ort_graph(bundle, precision, True)
             return OrtBackend(onnx_path, precision, "cpu", threads=threads), note, graph_note
         raise
+
+
+def _cpu_backend(precision: str, why: str) -> tuple[str, str]:
+    """(backend, reason) on a CPU: OpenVINO where it is installed and runs the precision, else ONNX Runtime."""
+    from efficientvis_trt.runtime.openvino_backend import OPENVINO_PRECISIONS, openvino_available
+
+    installed, _ = openvino_available()
+    if precision == "bf16" or (installed and precision in OPENVINO_PRECISIONS):
+        # (bf16 without OpenVINO: the backend's own error says how to install it)
+        return "openvino", f"openvino: {why}; OpenVINO is installed, the faster CPU runtime (docs/openvino.md)"
+    if installed:
+        return "onnxruntime", f"onnxruntime: {why}; OpenVINO runs {', '.join(OPENVINO_PRECISIONS)}, not {precision}"
+    return "onnxruntime", f"onnxruntime: {why}; OpenVINO not installed"
+
+
+def _make_openvino(bundle, precision: str, device: str | None, threads: int | None):
+    """The OpenVINO backend on the bundle graph its precision runs (docs/openvino.md, "Precisions")."""
+    from efficientvis_trt.runtime.openvino_backend import OPENVINO_PRECISIONS, OpenVINOBackend, inference_precision
+
+    if device and device != "cpu":
+        raise EvisError("the openvino backend runs on the CPU here: drop --device cuda or use --backend ort or trt")
+    if precision not in OPENVINO_PRECISIONS:
+        inference_precision(precision, ())  # the one error that says which precisions it runs
+    graph = OPENVINO_PRECISIONS[precision][0]
+    return OpenVINOBackend(bundle.onnx_path(graph), precision, threads=threads)
 
 
 def _find_trt_engine(bundle, precision: str) -> tuple[Path | None, str]:
@@ -203,7 +204,7 @@ def load_runtime(
     """
     if isinstance(source, RuntimeModel):
         return source
-    check_precision(precision)
+    check_run_precision(precision)
     backend = canonical_backend(backend)
     if device is not None and device != "cpu" and not device.startswith("cuda"):
         raise EvisError(f"unknown device {device!r}: use cpu or cuda")
@@ -211,7 +212,7 @@ def load_runtime(
     notes: list[str] = []
 
     if kind != "bundle":
-        if backend in ("onnxruntime", "tensorrt"):
+        if backend in ("onnxruntime", "tensorrt", "openvino"):
             raise EvisError(
                 f"the {backend} backend runs an exported bundle folder, not a "
                 f"{'checkpoint' if kind == 'checkpoint' else 'PyTorch model'}: make one with `evis export`"
@@ -235,11 +236,15 @@ def load_runtime(
         )
     if backend == "auto":
         if device == "cpu":
-            backend, reason = "onnxruntime", "onnxruntime: --device cpu (TensorRT needs a GPU)"
+            backend, reason = _cpu_backend(precision, "--device cpu (TensorRT needs a GPU)")
         else:
-            engine, why = _find_trt_engine(bundle, precision)
+            engine, why = (
+                (None, "no bf16 TensorRT engines") if precision == "bf16" else _find_trt_engine(bundle, precision)
+            )
             if engine is not None:
                 backend, reason = "tensorrt", f"tensorrt: engine {engine.name} matches this GPU and TensorRT"
+            elif _ort_device(device) == "cpu":
+                backend, reason = _cpu_backend(precision, f"TensorRT not used ({why})")
             else:
                 backend, reason = "onnxruntime", f"onnxruntime: TensorRT not used ({why})"
     if backend == "torch":
@@ -253,7 +258,14 @@ def load_runtime(
         reason = (reason or "onnxruntime: asked for") + f" [{', '.join(be.providers)}]"
         if graph_note:
             reason += f"; {graph_note}"
+    elif backend == "openvino":
+        be = _make_openvino(bundle, precision, device, threads)
+        names = bundle.class_names
+        where = f"{be.ov_device}, {be.onnx_path.name} at {be.inference_precision}, {be.threads} threads"
+        reason = (reason or "openvino: asked for") + f" [{where}]"
     else:
+        if precision == "bf16":
+            raise EvisError(f"TensorRT has no bf16 engines here: {BF16_BACKEND_HINT}")
         if device == "cpu":
             raise EvisError("the TensorRT backend runs on a CUDA GPU: drop --device cpu or use --backend ort")
         from efficientvis_trt.runtime.trt_backend import TensorRTBackend

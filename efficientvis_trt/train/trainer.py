@@ -13,7 +13,7 @@ Why it is built this way:
   gradient hooks see a normal forward; only rank 0 writes files and evaluates.
 * AMP (float16 autocast + GradScaler) on CUDA only; losses are computed in float32.
 * Optional training-only helpers (TrainConfig, all off by default = the paper recipe):
-  `loss_aux_sem` (auxiliary semantic loss on P3, train/aux.py), `init_proposals="grid"`
+  `loss_aux_sem` (auxiliary semantic loss on P3, train/semantic_aux.py), `init_proposals="grid"`
   (tiled initial proposals), `gt_proposals` (an extra pass from jittered ground-truth
   tubes, see `gt_proposal_tubes`), `deterministic`.
 """
@@ -287,31 +287,16 @@ class CsvLog:
 # ---- evaluation ------------------------------------------------------------------------
 
 
-def evaluate_model(
-    model: nn.Module, val_json: Path, device: str = "cpu", progress: bool = True, class_names: list[str] | None = None
-) -> dict[str, float]:
-    """Run the model over every video of a YouTube-VIS split and score it; -> stats (AP, AP50, ... in 0-1)."""
-    from tqdm import tqdm
-
-    from efficientvis_trt.data.ytvis import load_ytvis
-    from efficientvis_trt.eval import evaluate
+def evaluate_model(model: nn.Module, val_json: Path, device: str = "cpu", progress: bool = True) -> dict[str, float]:
+    """Score the model on a YouTube-VIS split through the same path as `evis bench --data`; -> stats in 0-1."""
+    from efficientvis_trt.eval.split import evaluate_split
     from efficientvis_trt.runtime.predictor import Predictor
 
-    data = load_ytvis(val_json)
-    if class_names is not None and len(class_names) != data.num_classes:
-        raise EvisError(f"validation set {val_json} has {data.num_classes} classes, the model {len(class_names)}")
     was_training = model.training
-    predictor = Predictor(model, device=device)
-    results: list[dict] = []
     try:
-        for video in tqdm(data.videos, desc="eval", leave=False, disable=not progress, dynamic_ncols=True):
-            folder = video.frame_paths[0].parent
-            result = predictor.predict_video(folder)
-            results.extend(result.to_ytvis(video.id, data.label_to_category_id))
+        return evaluate_split(Predictor(model, device=device), val_json, progress=progress)
     finally:
         model.train(was_training)
-    stats = evaluate(str(val_json), results).stats
-    return {k: float(v) for k, v in stats.items()}
 
 
 # ---- the trainer -----------------------------------------------------------------------
@@ -397,7 +382,7 @@ class Trainer:
         self.model.train()
         self.aux_head = None
         if t.loss_aux_sem > 0:
-            from efficientvis_trt.train.aux import SemanticAuxHead
+            from efficientvis_trt.train.semantic_aux import SemanticAuxHead
 
             self.aux_head = SemanticAuxHead(cfg.model.hidden_dim, cfg.model.num_classes).to(self.device).train()
         self.pair_forward = PairForward(self.model, self.aux_head)
@@ -527,7 +512,7 @@ class Trainer:
             terms["loss_gt"] = (t.gt_proposals * gt_loss).detach()
             loss = loss + t.gt_proposals * gt_loss
         if aux1 is not None:
-            from efficientvis_trt.train.aux import aux_semantic_loss, semantic_targets
+            from efficientvis_trt.train.semantic_aux import aux_semantic_loss, semantic_targets
 
             k = self.cfg.model.num_classes
             aux = (
@@ -635,7 +620,7 @@ class Trainer:
     def _evaluate(self, bar) -> None:
         if self.dist.is_main:
             bar.write(f"evaluating on {self.val_json} at iteration {self.iteration} ...")
-            stats = evaluate_model(self.model, self.val_json, str(self.device), self.progress, self.class_names)
+            stats = evaluate_model(self.model, self.val_json, str(self.device), self.progress)
             self.last_eval = stats
             self.log.write(
                 {

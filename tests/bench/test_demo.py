@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import missing_for
 
 from efficientvis_trt.bench.report import COLUMNS, GPU_ONLY
 from efficientvis_trt.cli import main
+from efficientvis_trt.runtime.openvino_backend import openvino_available
 
 TINY = [
     "--train-iters",
@@ -48,12 +50,62 @@ def test_demo_writes_every_artifact(demo_dir):
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 10
     for name in ("bench.md", "bench.csv", "bench.json", "bench.png"):
         assert (demo_dir / "bench" / name).is_file(), name
+    comparison = demo_dir / "val_00000.truth_vs_prediction.mp4"
+    cap = cv2.VideoCapture(str(comparison))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 10 and int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 2 * 320
+
+
+def test_truth_beside_prediction_differs_where_they_differ(tmp_path):
+    """Both halves show the same frame; an object only the truth has is drawn only on the left; titles on top."""
+    import cv2
+    import numpy as np
+
+    from efficientvis_trt.bench.demo import ground_truth_tracks
+    from efficientvis_trt.data.synthetic import make_synthetic
+    from efficientvis_trt.runtime.overlay import BANNER_HEIGHT, render_comparison
+    from efficientvis_trt.runtime.postprocess import decode_rle
+
+    make_synthetic(tmp_path / "val", "val", 1, seed=3, frames=4, size=(96, 160), objects=(2, 2), progress=False)
+    gt = json.loads((tmp_path / "val" / "annotations.json").read_text())
+    truth = ground_truth_tracks(gt, 1)
+    assert len(truth) == 2 and all(t.score == 1.0 for t in truth)
+    path = render_comparison(
+        tmp_path / "val" / "JPEGImages" / "val_00000",
+        [("ground truth", truth, False), ("prediction", truth[:1], True)],
+        tmp_path / "cmp.mp4",
+    )
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while (item := cap.read())[0]:
+        frames.append(item[1].astype(np.int16))
+    assert len(frames) == 4 and frames[0].shape == (96 + BANNER_HEIGHT, 2 * 160, 3)
+    only_truth = truth[1]
+    checked = 0
+    for f, frame in enumerate(frames):
+        left, right = frame[BANNER_HEIGHT:, :160], frame[BANNER_HEIGHT:, 160:]
+        missing = decode_rle(only_truth.segmentations[f]).astype(bool)
+        if missing.sum() < 50:
+            continue
+        drawn = np.zeros(missing.shape, bool)
+        for t in truth[:1]:
+            drawn |= decode_rle(t.segmentations[f]).astype(bool)
+        x1, y1, x2, y2 = (int(v) for v in only_truth.boxes[f])
+        near_box = np.zeros(missing.shape, bool)
+        near_box[max(0, y1 - 20) : y2 + 20, max(0, x1 - 60) : x2 + 20] = True
+        plain = ~missing & ~drawn & ~near_box  # neither panel draws here (box, label) -> the same picture
+        only_left = missing & ~drawn
+        assert np.abs(left - right)[only_left].mean() > 3 * max(1.0, np.abs(left - right)[plain].mean())
+        checked += 1
+    assert checked > 0
+    titles = [frames[0][:BANNER_HEIGHT, :160], frames[0][:BANNER_HEIGHT, 160:]]
+    assert all((t > 200).any() for t in titles)  # white text on the dark banner
+    assert np.abs(titles[0] - titles[1]).sum() > 0  # two different titles
 
 
 def test_bench_table_has_a_row_per_backend_and_precision(demo_dir):
     data = json.loads((demo_dir / "bench" / "bench.json").read_text())
     rows = {(r["backend"], r["precision"]): r for r in data["rows"]}
-    assert set(rows) == {(b, p) for b in ("torch", "ort", "trt") for p in ("fp32", "fp16", "int8")}
+    assert set(rows) == {(b, p) for b in ("torch", "ort", "trt", "openvino") for p in ("fp32", "fp16", "int8")}
     for key in [("torch", "fp32"), ("ort", "fp32"), ("ort", "fp16"), ("ort", "int8")]:
         row = rows[key]
         assert row["available"], (key, row["reason"])
@@ -63,10 +115,21 @@ def test_bench_table_has_a_row_per_backend_and_precision(demo_dir):
         assert row["latency_p50_ms"] > 0 and row["model_fps"] > 0 and row["e2e_fps"] > 0
         assert row["e2e_fps"] <= row["model_fps"] and 0 < row["e2e_over_model"] <= 1  # one run, model time in wall
         assert 0.0 <= row["AP"] <= 1.0
-    assert "CUDA" in rows[("torch", "fp16")]["reason"]
+    # What this machine has decides the GPU rows: available exactly where the hardware is.
+    if missing_for("cuda") is None:
+        assert rows[("torch", "fp16")]["available"], rows[("torch", "fp16")]["reason"]
+    else:
+        assert "CUDA" in rows[("torch", "fp16")]["reason"]
     assert not rows[("torch", "int8")]["available"]
+    trt_missing = missing_for("tensorrt")
     for p in ("fp32", "fp16", "int8"):
-        assert not rows[("trt", p)]["available"] and rows[("trt", p)]["reason"]
+        row = rows[("trt", p)]
+        assert row["available"] == (trt_missing is None), (trt_missing, row["reason"])
+        assert row["available"] or row["reason"]
+    openvino = openvino_available()[0]
+    for p in ("fp32", "int8"):
+        assert rows[("openvino", p)]["available"] == openvino, rows[("openvino", p)]["reason"]
+    assert not rows[("openvino", "fp16")]["available"] and "not fp16" in rows[("openvino", "fp16")]["reason"]
     assert "ort_int8_over_fp32_fps" in data["ratios"]
 
 
@@ -76,6 +139,7 @@ def test_second_run_reuses_model_bundle_and_graphs(demo_dir, capsys):
     printed = capsys.readouterr().out
     assert "reusing cached model" in printed and "reusing" in printed.split("== 3/6")[1]
     assert (demo_dir / "bundle" / "model.int8.onnx").stat().st_mtime_ns == before
+    assert "ground truth | prediction: " in printed and "left: the ground truth of val_00000" in printed
 
 
 def test_model_source_prefers_given_then_cached_then_training_when_asked_then_shipped(tmp_path):

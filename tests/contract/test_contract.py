@@ -128,10 +128,14 @@ def test_vocabularies():
         "torch",
         "onnxruntime",
         "tensorrt",
+        "openvino",
         "onnxruntime",
         "tensorrt",
     ]
     with pytest.raises(EvisError, match="unknown backend 'tf'"):
         contract.canonical_backend("tf")
     with pytest.raises(EvisError, match="use one of fp32, fp16, int8"):
-        contract.check_precision("bf16")
+        contract.check_precision("bf16")  # no bf16 graph: a run precision only (OpenVINO's)
+    assert contract.check_run_precision("bf16") == "bf16"
+    with pytest.raises(EvisError, match="use one of fp32, fp16, bf16, int8"):
+        contract.check_run_precision("fp8")

@@ -186,10 +186,10 @@ def test_local_function_valid(plugin_bundle):
 
 def test_function_matches_reference_at_every_level_and_attribute_set():
     """Two nodes with different attributes in one graph, boxes over all FPN levels, B > 1: ORT == reference."""
-    import onnxruntime as ort
     from onnx import TensorProto, helper
 
     from efficientvis_trt.model.roi_align import assign_levels, multi_level_roi_align_reference
+    from efficientvis_trt.ort_session import make_session
 
     b, r, c, h, w = 2, 24, 4, 128, 224
     sets = [
@@ -219,7 +219,7 @@ def test_function_matches_reference_at_every_level_and_attribute_set():
     side = torch.exp(torch.empty(b, r, 2).uniform_(np.log(3.0), np.log(300.0), generator=g))
     rois = torch.cat([centre - side / 2, centre + side / 2], -1)
     rois[0, 0] = torch.tensor([10.0, 10.0, 10.0, 30.0])  # zero area -> min level
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = make_session(model)
     feed = {n: f.numpy() for n, f in zip(LEVEL_INPUTS, feats)} | {"rois": rois.numpy()}
     got = sess.run(None, feed)
     for a, out in zip(sets, got):
@@ -268,13 +268,12 @@ def test_export_verification_report(request, fixture):
 
 def test_state_is_carried_and_matters(plugin_bundle):
     """Carried state changes the next clip's outputs (so comparing over 3 clips tests the carry)."""
-    import onnxruntime as ort
-
     from efficientvis_trt.export.verify import load_clips
+    from efficientvis_trt.ort_session import make_session
 
     bundle = Bundle.open(plugin_bundle)
     clips, _ = load_clips(None, T, HW, 2)
-    sess = ort.InferenceSession(str(bundle.onnx_path()), providers=["CPUExecutionProvider"])
+    sess = make_session(bundle.onnx_path())
     q, b = (s[None] for s in bundle.init_state())  # one stream: B = 1
     first = sess.run(None, {"frames": clips[0][0][None], "query_in": q, "boxes_in": b})
     carried = sess.run(None, {"frames": clips[1][0][None], "query_in": first[3], "boxes_in": first[4]})
@@ -551,8 +550,11 @@ def test_bundle_api(plugin_bundle, tmp_path):
     assert b.path == plugin_bundle
     assert (b.clip_len, b.input_hw, b.num_queries, b.hidden_dim, b.num_classes) == (T, HW, 10, 64, 5)
     assert b.class_names == [f"class_{i}" for i in range(5)] and b.config.name == "tiny"
-    assert b.metadata["onnx"]["opset"] == 18 and b.metadata["source"]["sha256"] == "random-init seed 0"
-    assert b.metadata["letterbox"]["pad_value"] == 114
+    from efficientvis_trt.export.exporter import DEFAULT_OPSET
+    from efficientvis_trt.video import PAD_VALUE
+
+    assert b.metadata["onnx"]["opset"] == DEFAULT_OPSET and b.metadata["source"]["sha256"] == "random-init seed 0"
+    assert b.metadata["letterbox"]["pad_value"] == PAD_VALUE  # the value the runtime's letterbox pads with
     assert {"torch", "onnx", "onnxruntime", "efficientvis_trt"} <= set(b.metadata["versions"])
     q, bx = b.init_state()
     assert q.shape == (10, 64) and bx.shape == (10, 4) and q.dtype == bx.dtype == np.float32

@@ -10,8 +10,7 @@ import torch
 from onnx import TensorProto, helper
 
 from efficientvis_trt.model.roi_align import assign_levels, multi_level_roi_align_reference
-
-ort = pytest.importorskip("onnxruntime")
+from efficientvis_trt.ort_session import make_session
 
 OUT, RATIO, CANON, CANON_LEVEL = 7, 2, 56.0, 4
 
@@ -39,7 +38,7 @@ def _ort_roi_align(feature: np.ndarray, rois: np.ndarray, batch: np.ndarray, sca
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    sess = make_session(model)
     return sess.run(None, {"X": feature, "rois": rois, "bi": batch})[0]
 
 

@@ -10,21 +10,19 @@ import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
 
+from efficientvis_trt.ort_session import make_session, run
 from efficientvis_trt.precision import graph as G
-from efficientvis_trt.precision.ort_utils import make_session, run
 
 CLIPS = 4
 CPU_FILE = "model.int8.cpu.onnx"
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory):
+def bundle_dir(make_tiny_bundle):
     """A tiny random-init bundle with its int8 graphs built through the CLI."""
     from efficientvis_trt.cli import main
-    from efficientvis_trt.export.exporter import export_bundle
 
-    out = tmp_path_factory.mktemp("calib_cpu") / "tiny"
-    export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None)
+    out = make_tiny_bundle()
     assert main(["build", str(out), "--precision", "int8", "--calib-clips", str(CLIPS), "--seed", "0"]) == 0
     return out
 
@@ -75,13 +73,8 @@ def test_cpu_graph_is_ort_x86_recipe(bundle_dir):
     assert len(weights) >= 20 and all(w.dtype == np.int8 for w in weights)
     assert not any(types.get(t) == TensorProto.FLOAT16 for t in types)  # fp32 rest, no fp16
     # ORT really fuses it into uint8 x int8 kernels.
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.optimized_model_filepath = str(bundle_dir.parent / "opt.onnx")
-    ort.InferenceSession(str(bundle_dir / CPU_FILE), so, providers=["CPUExecutionProvider"])
-    opt = onnx.load(so.optimized_model_filepath, load_external_data=False)
+    make_session(bundle_dir / CPU_FILE, optimized_model_path=bundle_dir.parent / "opt.onnx")
+    opt = onnx.load(str(bundle_dir.parent / "opt.onnx"), load_external_data=False)
     assert sum(n.op_type == "QLinearConv" for n in opt.graph.node) >= 20
 
 

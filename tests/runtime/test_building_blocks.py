@@ -257,3 +257,50 @@ def test_runtime_import_is_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_loop_keeps_opencv_on_one_thread_and_restores_it():
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        seen = list(ThreadedClipLoop(lambda: range(3), lambda x: x, lambda x: cv2.getNumThreads()))
+        assert seen == [1, 1, 1]
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
+
+
+def test_mask_blend_matches_the_plain_formula_inside_the_mask_only():
+    from efficientvis_trt.runtime.overlay import draw_instances, track_colour
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    mask = np.zeros((90, 160), bool)
+    mask[20:60, 30:100] = rng.random((40, 70)) < 0.6
+    drawn = draw_instances(frame, [(3, mask, (0, 0, 0, 0), "")])
+    plain = (frame * 0.5 + np.array(track_colour(3), np.float32) * 0.5).astype(np.int16)
+    diff = np.abs(drawn.astype(np.int16) - np.where(mask[..., None], plain, frame))
+    diff[:3, :3] = 0  # the degenerate box at the corner
+    assert diff.max() <= 1 and (drawn[mask] != frame[mask]).any()
+    assert (
+        draw_instances(frame, [(1, np.zeros((90, 160), np.uint8), (0, 0, 0, 0), "")])[10:].tolist()
+        == frame[10:].tolist()
+    )
+
+
+@pytest.mark.parametrize("src_hw", [(720, 1280), (272, 640), (300, 100), (50, 60), (1000, 300)])
+def test_letterbox_into_a_clip_is_the_padded_resize(src_hw):
+    import cv2
+
+    from efficientvis_trt.video import PAD_VALUE
+
+    frame = np.random.default_rng(0).integers(0, 256, (*src_hw, 3), dtype=np.uint8)
+    lb = Letterbox(src_hw, (128, 224))
+    h, w = lb.content_hw
+    want = np.full((128, 224, 3), PAD_VALUE, np.uint8)
+    want[:h, :w] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA if lb.scale < 1 else cv2.INTER_LINEAR)
+    clip = np.zeros((2, 128, 224, 3), np.uint8)
+    lb.apply(frame, out=clip[1])
+    assert np.array_equal(lb.apply(frame), want) and np.array_equal(clip[1], want) and not clip[0].any()

@@ -21,12 +21,8 @@ from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from efficientvis_trt.export.exporter import export_bundle
-
-    out = tmp_path_factory.mktemp("rt") / "tiny_bundle"
-    export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None)
-    return out
+def bundle(make_tiny_bundle):
+    return make_tiny_bundle()
 
 
 @pytest.fixture(scope="module")
@@ -137,11 +133,19 @@ def test_precision_a_backend_cannot_run_is_an_error(bundle):
         Predictor(bundle, backend="torch", precision="int8")
 
 
+def _cpu_runtime() -> str:
+    """What `auto` runs on a CPU here (OpenVINO's side of the choice: tests/runtime/test_openvino_backend.py)."""
+    from efficientvis_trt.runtime.openvino_backend import openvino_available
+
+    return "openvino" if openvino_available()[0] else "onnxruntime"
+
+
 def test_auto_says_why(bundle):
+    cpu_runtime = _cpu_runtime()
     p = Predictor(bundle)
-    assert p.backend.name == "onnxruntime"
+    assert p.backend.name == cpu_runtime
     assert "TensorRT not used" in p.backend_reason or "--device cpu" in p.backend_reason
-    assert Predictor(bundle, device="cpu").backend_reason.startswith("onnxruntime: --device cpu")
+    assert Predictor(bundle, device="cpu").backend_reason.startswith(f"{cpu_runtime}: --device cpu")
 
 
 # ---- geometry: results in original-frame pixels --------------------------------------------
@@ -272,7 +276,7 @@ def test_cli_writes_results_videos_and_overlays(bundle, bikes15, videos, tmp_pat
         "10",
     )
     assert code == 0, err
-    assert "onnxruntime" in out and "query" in out and "FPS" in out
+    assert f"backend: {_cpu_runtime()}" in out and "query" in out and "FPS" in out
     results = json.loads((out_dir / "results.json").read_text())
     assert sorted({r["video_id"] for r in results}) == [1, 2] and len(results) == 6
     assert {tuple(r["segmentations"][0]["size"]) for r in results} == {(272, 640), (333, 517)}

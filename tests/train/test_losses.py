@@ -204,7 +204,7 @@ def test_criterion_unmatched_queries_are_background_and_loss_decreases_toward_ta
 
 
 def test_aux_semantic_targets_mark_covered_cells_per_class():
-    from efficientvis_trt.train.aux import SemanticAuxHead, aux_semantic_loss, semantic_targets
+    from efficientvis_trt.train.semantic_aux import SemanticAuxHead, aux_semantic_loss, semantic_targets
 
     masks = torch.zeros(2, 1, 32, 64, dtype=torch.uint8)
     masks[0, 0, 0:16, 0:16] = 1  # class 2: cells (0..1, 0..1) at stride 8

@@ -85,10 +85,10 @@ def make_model(attrs: RoIAlignAttrs, dtype, builtin: bool) -> bytes:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_builtin_path_models_are_valid_onnx_and_match_the_reference_on_onnxruntime(dtype):
     """What TensorRT's parser gets on the built-in path, run by ONNX Runtime (same RoiAlign type rules)."""
-    import onnxruntime as ort
+    from efficientvis_trt.ort_session import make_session
 
     attrs = RoIAlignAttrs(output_size=7, sampling_ratio=2)
-    sess = ort.InferenceSession(make_model(attrs, dtype, builtin=True), providers=["CPUExecutionProvider"])
+    sess = make_session(make_model(attrs, dtype, builtin=True))
     feats, rois = make_inputs(dtype)
     feeds = {f"P{i + 2}": f.numpy() for i, f in enumerate(feats)}
     feeds["rois"] = rois.numpy()
