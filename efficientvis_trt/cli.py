@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "train": "efficientvis_trt.train.cli",
     "plugins": "efficientvis_trt.plugins.cli",
     "doctor": "efficientvis_trt.trt.doctor",
+    "serve": "efficientvis_trt.serve.cli",
 }
 
 

@@ -94,3 +94,13 @@ def real_clips(bundle_dir):
         out = run(s32, feed)
         q, bx = out["query_out"], out["boxes_out"]
     return feeds
+
+
+@pytest.fixture(scope="session")
+def tiny_random_bundle(tmp_path_factory):
+    """A tiny bundle (seeded random init, export verification off), exported once per session; treat as read-only."""
+    from efficientvis_trt.export.exporter import export_bundle
+
+    out = tmp_path_factory.mktemp("tiny_random") / "bundle"
+    export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None)
+    return out

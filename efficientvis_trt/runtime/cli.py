@@ -21,12 +21,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from efficientvis_trt.contract import BACKEND_CHOICES, RUN_PRECISIONS
 
     parser.add_argument(
-        "source", metavar="SOURCE", help="bundle folder from `evis export` (or a checkpoint .pt, torch backend only)"
+        "source",
+        metavar="SOURCE",
+        help="bundle folder from `evis export` (or a checkpoint .pt, torch backend only); optional with --server",
     )
     parser.add_argument(
         "videos",
         metavar="VIDEO",
-        nargs="+",
+        nargs="*",
         help="video files or frame folders; or one live source: camera index (0) or stream URL "
         "(an existing file or folder named like a number is a path, not a camera)",
     )
@@ -71,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cuda-graph", action="store_true", help="TensorRT: replay the clip as a CUDA graph")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from efficientvis_trt.serve.client import add_server_arguments
+
+    add_server_arguments(parser)
 
 
 def _fmt_s(seconds: float) -> str:
@@ -168,6 +173,13 @@ def run(args: argparse.Namespace) -> int:
         raise EvisError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.streams < 1:
         raise EvisError(f"--streams must be >= 1, got {args.streams}")
+    served_bundle = None
+    if args.server:  # the clips run on a Triton server (docs/serving.md); SOURCE may be the first video
+        from efficientvis_trt.serve.client import split_server_args
+
+        served_bundle = split_server_args(args)
+    if not args.videos:
+        raise EvisError("give at least one VIDEO after SOURCE")
     live = args.live or any(is_live_spec(v) for v in args.videos)
     if live and len(args.videos) > 1 and args.streams < len(args.videos):
         raise EvisError(
@@ -186,8 +198,14 @@ def run(args: argparse.Namespace) -> int:
 
     from efficientvis_trt.runtime.predictor import Predictor
 
+    source = args.source
+    if args.server:
+        from efficientvis_trt.serve.client import server_runtime
+
+        source = server_runtime(args, served_bundle)
+
     predictor = Predictor(
-        args.source,
+        source,
         backend=args.backend,
         precision=args.precision,
         device=args.device,
@@ -257,7 +275,7 @@ def _run_files(predictor, sources, out: Path, args) -> int:
                     "videos": videos,
                     "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
                     "model": {
-                        "source": os.path.abspath(str(args.source)),
+                        "source": predictor.runtime.origin or os.path.abspath(str(args.source)),
                         "backend": predictor.backend.name,
                         "precision": args.precision,
                         "device": predictor.backend.device,
@@ -409,7 +427,7 @@ def _run_streams(predictor, sources, out: Path, args) -> int:
                     "videos": videos,
                     "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
                     "model": {
-                        "source": os.path.abspath(str(args.source)),
+                        "source": predictor.runtime.origin or os.path.abspath(str(args.source)),
                         "backend": predictor.backend.name,
                         "precision": args.precision,
                         "device": predictor.backend.device,

@@ -39,6 +39,7 @@ class RuntimeModel:
     reason: str  # why this backend (printed by `evis infer`)
     bundle: Any = None
     notes: list[str] = field(default_factory=list)
+    origin: str = ""  # where the model runs when that is not a local path (a served model's URL)
 
 
 def _is_model(obj: Any) -> bool:
@@ -197,7 +198,12 @@ def load_runtime(
     cuda_graph: bool = False,
     threads: int | None = None,
 ) -> RuntimeModel:
-    """Open SOURCE (bundle folder / Bundle, checkpoint path, or model) on the requested backend."""
+    """Open SOURCE (bundle folder / Bundle, checkpoint path, or model) on the requested backend.
+
+    A ready `RuntimeModel` (e.g. a served model, efficientvis_trt.serve.client) is used as it is.
+    """
+    if isinstance(source, RuntimeModel):
+        return source
     check_run_precision(precision)
     backend = canonical_backend(backend)
     if device is not None and device != "cpu" and not device.startswith("cuda"):
