@@ -139,9 +139,8 @@ def export_old(old_src: Path, config: str, workdir: Path) -> Path:
 
 
 def measure_b1(new_onnx: Path, old_onnx: Path, clip_len: int, hw, state, rounds: int, clips: int = 3) -> dict:
-    from efficientvis_trt.precision.ort_utils import make_session
-
     from efficientvis_trt.contract import letterbox_clip, split_into_clips
+    from efficientvis_trt.ort_session import make_session
     from efficientvis_trt.timing import latency_stats
     from efficientvis_trt.video import read_frames, sample_video
 

@@ -97,10 +97,6 @@ def real_clips(bundle_dir):
 
 
 @pytest.fixture(scope="session")
-def tiny_random_bundle(tmp_path_factory):
+def tiny_random_bundle(make_tiny_bundle):
     """A tiny bundle (seeded random init, export verification off), exported once per session; treat as read-only."""
-    from efficientvis_trt.export.exporter import export_bundle
-
-    out = tmp_path_factory.mktemp("tiny_random") / "bundle"
-    export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None)
-    return out
+    return make_tiny_bundle()

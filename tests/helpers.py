@@ -84,22 +84,17 @@ def missing_for(marker: str) -> str | None:
     return None
 
 
+# The cheapest real bundle: tiny, T=2, 64x96 canvas, TorchScript exporter, no simplifier, no verification.
+# Tests that only need such a bundle ask conftest's `make_tiny_bundle(**SMALL_BUNDLE)`; tests of the export
+# itself (where it writes, what it refuses) call `export_small_bundle`.
+SMALL_BUNDLE = {"clip_len": 2, "size": (64, 96), "exporter": "torchscript", "simplify_graph": False}
+
+
 def export_small_bundle(out):
-    """The cheapest real bundle: tiny, T=2, 64x96 canvas, TorchScript exporter, no simplifier, no verification."""
+    """Export the SMALL_BUNDLE flavour into `out` (the export itself is what the caller tests)."""
     from efficientvis_trt.export.exporter import export_bundle
 
-    return export_bundle(
-        out,
-        config="tiny",
-        init="random",
-        seed=0,
-        clip_len=2,
-        size=(64, 96),
-        verify=False,
-        exporter="torchscript",
-        simplify_graph=False,
-        echo=None,
-    )
+    return export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None, **SMALL_BUNDLE)
 
 
 def our_temporaries(folder) -> list[str]:

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import export_small_bundle, our_temporaries
+from helpers import SMALL_BUNDLE, export_small_bundle, our_temporaries
 
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.export.bundle import Bundle, Transaction
 
 
 @pytest.fixture(scope="module")
-def small_bundle(tmp_path_factory) -> Path:
-    return export_small_bundle(tmp_path_factory.mktemp("writes") / "b")
+def small_bundle(make_tiny_bundle) -> Path:
+    return make_tiny_bundle(**SMALL_BUNDLE)
 
 
 def _copy(src: Path, dst: Path) -> Path:

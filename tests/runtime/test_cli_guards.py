@@ -113,10 +113,10 @@ def test_ground_truth_of_unknown_category_warns(caplog):
     assert "ground truth: 1 track(s) of categories not in 'categories' ignored" in caplog.text
 
 
-def test_bench_fails_when_every_row_fails(capsys, tmp_path):
-    from helpers import export_small_bundle
+def test_bench_fails_when_every_row_fails(capsys, tmp_path, make_tiny_bundle):
+    from helpers import SMALL_BUNDLE
 
-    bundle = export_small_bundle(tmp_path / "b")
+    bundle = make_tiny_bundle(**SMALL_BUNDLE)
     data = tmp_path / "data"
     data.mkdir()
     for name in ("a.json", "b.json"):

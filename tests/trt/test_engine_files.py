@@ -188,13 +188,13 @@ def test_without_tensorrt_build_and_load_are_one_clear_line_and_write_nothing(tm
     assert "files []" in proc.stdout
 
 
-def test_engine_files_go_into_the_bundle_in_one_transaction(tmp_path):
+def test_engine_files_go_into_the_bundle_in_one_transaction(tmp_path, make_tiny_bundle):
     """Plan, sidecar and timing cache are listed in the bundle's metadata with their hashes, and verify on open."""
-    from helpers import export_small_bundle
+    from helpers import SMALL_BUNDLE
 
     from efficientvis_trt.export.bundle import Bundle
 
-    bundle = Bundle.open(export_small_bundle(tmp_path / "b"))
+    bundle = Bundle.open(make_tiny_bundle(**SMALL_BUNDLE))
     plan = E.engine_path(bundle, "fp16", "NVIDIA H200", (9, 0), "10.13.0")
     cache = E.timing_cache_path(bundle, "NVIDIA H200", (9, 0), "10.13.0")
     E.write_engine(bundle, plan, b"plan bytes", {"precision": "fp16", "gpu": "NVIDIA H200"}, (cache, b"cache"))
