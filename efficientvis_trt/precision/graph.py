@@ -180,6 +180,7 @@ class GraphRoles:
     roi_align: list[str] = field(default_factory=list)
     softmax: list[str] = field(default_factory=list)
     sigmoid: list[str] = field(default_factory=list)
+    ranges: list[str] = field(default_factory=list)  # index grids (Range): no fp16 kernel in ONNX Runtime
     class_head: list[str] = field(default_factory=list)
     box_head: list[str] = field(default_factory=list)
     mask_head: list[str] = field(default_factory=list)
@@ -196,9 +197,11 @@ class GraphRoles:
         return sorted(set(self.class_head + self.box_head + self.mask_head))
 
     def fp16_block(self) -> list[str]:
-        """Nodes kept fp32 in the fp16 graph (docs/precision.md): RoIAlign, softmax, sigmoid, predictors,
-        box decoding and the score path from the class predictor to `logits`."""
-        return sorted(set(self.roi_align + self.softmax + self.sigmoid + self.heads + self.box_decode + self.score))
+        """Nodes kept fp32 in the fp16 graph (docs/precision.md): RoIAlign, softmax, sigmoid, index grids
+        (Range), predictors, box decoding and the score path from the class predictor to `logits`."""
+        return sorted(
+            set(self.roi_align + self.softmax + self.sigmoid + self.ranges + self.heads + self.box_decode + self.score)
+        )
 
     def int8_quantize(self) -> list[str]:
         """Conv/MatMul/Gemm with weights, minus heads and towers; plus the backbone's residual adds."""
@@ -314,6 +317,7 @@ def classify(model: onnx.ModelProto) -> GraphRoles:
     roles.roi_align = [n.name for n in nodes if is_roi_align(n)]
     roles.softmax = [n.name for n in nodes if n.op_type == "Softmax"]
     roles.sigmoid = [n.name for n in nodes if n.op_type == "Sigmoid"]
+    roles.ranges = [n.name for n in nodes if n.op_type == "Range"]
     roles.weighted = [n.name for n in nodes if n.op_type in QUANTIZABLE_OPS and is_weighted(n, constants)]
     roles.activation_matmuls = [n.name for n in nodes if is_activation_matmul(n, constants)]
 

@@ -20,16 +20,14 @@ HELP = "run a bundle (or a checkpoint) over videos or a live stream: YouTube-VIS
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from efficientvis_trt.contract import BACKEND_CHOICES, RUN_PRECISIONS
 
+    # One positional list, split in `run`: a second positional with nargs="*" would take zero items right
+    # after SOURCE, and a VIDEO given after the options would then be refused.
     parser.add_argument(
-        "source",
-        metavar="SOURCE",
-        help="bundle folder from `evis export` (or a checkpoint .pt, torch backend only); optional with --server",
-    )
-    parser.add_argument(
-        "videos",
-        metavar="VIDEO",
-        nargs="*",
-        help="video files or frame folders; or one live source: camera index (0) or stream URL "
+        "paths",
+        metavar="SOURCE VIDEO",
+        nargs="+",
+        help="SOURCE: bundle folder from `evis export` (or a checkpoint .pt, torch backend only; optional with "
+        "--server); then VIDEO...: video files or frame folders, or live sources: camera index (0) or stream URL "
         "(an existing file or folder named like a number is a path, not a camera)",
     )
     parser.add_argument(
@@ -173,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         raise EvisError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.streams < 1:
         raise EvisError(f"--streams must be >= 1, got {args.streams}")
+    args.source, args.videos = args.paths[0], args.paths[1:]
     served_bundle = None
     if args.server:  # the clips run on a Triton server (docs/serving.md); SOURCE may be the first video
         from efficientvis_trt.serve.client import split_server_args
