@@ -131,6 +131,38 @@ OUTPUT_FILES = ("videos.json", "results.json")
 RESULTS_SUFFIX = ".results.json"  # --streams: one video's results, as `evis infer BUNDLE VIDEO` writes them
 
 
+def _video_record(video_id: int, src, result, overlay_names: list[str] | None) -> dict:
+    """One entry of videos.json."""
+    record = {
+        "id": video_id,
+        "path": os.path.abspath(src.spec),
+        "name": src.name,
+        "width": result.width,
+        "height": result.height,
+        "length": result.num_frames,
+    }
+    if overlay_names is not None:
+        record["overlay"] = overlay_names[video_id - 1]
+    return record
+
+
+def _write_results(staging: Path, predictor, args, videos: list[dict], results: list[dict], **model_extra) -> None:
+    """videos.json (what ran, on what) and results.json into the staging folder of an `evis infer --out`."""
+    model = {
+        "source": predictor.runtime.origin or os.path.abspath(str(args.source)),
+        "backend": predictor.backend.name,
+        "precision": args.precision,
+        "device": predictor.backend.device,
+        **model_extra,
+    }
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)]
+    (staging / "videos.json").write_text(
+        json.dumps({"videos": videos, "categories": categories, "model": model}, indent=2) + "\n"
+    )
+    # Compact: a results file is mostly RLE strings, and YouTube-VIS tools read it whole.
+    (staging / "results.json").write_text(json.dumps(results, separators=(",", ":")) + "\n")
+
+
 def check_infer_out(out: Path, live: bool) -> Path:
     """`--out` must be writable and absent, empty, or an earlier `evis infer` output (replaced whole).
 
@@ -257,35 +289,8 @@ def _run_files(predictor, sources, out: Path, args) -> int:
                 result = predictor.predict_video(src, args.max_frames, overlay=overlay, progress=bar.update)
             _print_video(video_id, src, result)
             results.extend(result.to_ytvis(video_id))
-            videos.append(
-                {
-                    "id": video_id,
-                    "path": os.path.abspath(src.spec),
-                    "name": src.name,
-                    "width": result.width,
-                    "height": result.height,
-                    "length": result.num_frames,
-                    **({"overlay": overlay_names[video_id - 1]} if args.overlay else {}),
-                }
-            )
-        (staging / "videos.json").write_text(
-            json.dumps(
-                {
-                    "videos": videos,
-                    "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
-                    "model": {
-                        "source": predictor.runtime.origin or os.path.abspath(str(args.source)),
-                        "backend": predictor.backend.name,
-                        "precision": args.precision,
-                        "device": predictor.backend.device,
-                    },
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        # Compact: a results file is mostly RLE strings, and YouTube-VIS tools read it whole.
-        (staging / "results.json").write_text(json.dumps(results, separators=(",", ":")) + "\n")
+            videos.append(_video_record(video_id, src, result, overlay_names if args.overlay else None))
+        _write_results(staging, predictor, args, videos, results)
     print(
         f"wrote {out / 'results.json'} ({len(results)} tracks, {len(sources)} videos)"
         + (f" and {len(overlay_names)} overlay video(s)" if overlay_names else "")
@@ -408,36 +413,9 @@ def _run_streams(predictor, sources, out: Path, args) -> int:
             (staging / result_names[video_id - 1]).write_text(
                 json.dumps(result.to_ytvis(1), separators=(",", ":")) + "\n"
             )
-            videos.append(
-                {
-                    "id": video_id,
-                    "path": os.path.abspath(src.spec),
-                    "name": src.name,
-                    "width": result.width,
-                    "height": result.height,
-                    "length": result.num_frames,
-                    "results": result_names[video_id - 1],
-                    **({"overlay": overlay_names[video_id - 1]} if args.overlay else {}),
-                }
-            )
-        (staging / "videos.json").write_text(
-            json.dumps(
-                {
-                    "videos": videos,
-                    "categories": [{"id": i + 1, "name": n} for i, n in enumerate(predictor.class_names)],
-                    "model": {
-                        "source": predictor.runtime.origin or os.path.abspath(str(args.source)),
-                        "backend": predictor.backend.name,
-                        "precision": args.precision,
-                        "device": predictor.backend.device,
-                        "streams": args.streams,
-                    },
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        (staging / "results.json").write_text(json.dumps(results, separators=(",", ":")) + "\n")
+            record = _video_record(video_id, src, result, overlay_names if args.overlay else None)
+            videos.append({**record, "results": result_names[video_id - 1]})
+        _write_results(staging, predictor, args, videos, results, streams=args.streams)
     frames = sum(r.num_frames for r in per_video)
     wall = runner.timings.get("wall", 0.0)
     sizes = runner.batch_sizes
