@@ -307,6 +307,7 @@ def _versions() -> dict[str, str]:
     import onnx
     import onnxruntime
     import onnxscript
+    import onnxslim
     import torch
 
     from efficientvis_trt import __version__
@@ -319,13 +320,8 @@ def _versions() -> dict[str, str]:
         "onnxscript": onnxscript.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
+        "onnxslim": onnxslim.__version__,  # a hard dependency, like the others
     }
-    try:
-        import onnxslim
-
-        out["onnxslim"] = onnxslim.__version__
-    except Exception:
-        pass
     return out
 
 
