@@ -59,21 +59,6 @@ def git(*args: str) -> str:
         return "unknown"
 
 
-def ensure_bundle(config: str, workdir: Path, calib_clips: int, log) -> Path:
-    """Export (random init, seed 0) and build int8 where missing."""
-    from efficientvis_trt.export.exporter import export_bundle
-    from efficientvis_trt.precision.build import BuildOptions, build
-
-    path = workdir / config
-    if not (path / "model.onnx").is_file():
-        log(f"[{config}] exporting (random init) ...")
-        export_bundle(path, config=config, init="random", seed=0, verify=False, echo=None)
-    if not (path / "model.int8.onnx").is_file() or not (path / "model.int8.cpu.onnx").is_file():
-        log(f"[{config}] building int8 ({calib_clips} calibration clips) ...")
-        build(path, BuildOptions(precision="int8", calib_clips=calib_clips, seed=0, progress=False))
-    return path
-
-
 def second_clip(bundle, video: str) -> dict[str, np.ndarray]:
     """Clip 2 of a sample video with the state ORT fp32 carried out of clip 1."""
     from efficientvis_trt.ort_session import make_session, run
@@ -110,6 +95,8 @@ def fidelity(ref: dict, got: dict) -> dict:
 
 
 def measure_config(config: str, args, log) -> dict:
+    from bench_bundles import ensure_bundle
+
     from efficientvis_trt.errors import EvisError
     from efficientvis_trt.export.bundle import Bundle
     from efficientvis_trt.timing import latency_stats

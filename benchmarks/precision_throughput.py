@@ -56,29 +56,6 @@ def cpu_flags() -> list[str]:
     return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "f16c", "avx512_fp16") if f in flags]
 
 
-def ensure_bundle(config: str, workdir: Path, calib_clips: int, seed: int, log, rebuild: bool = False) -> Path:
-    """Export (random init) and build fp16/int8 if missing (or always, with `rebuild`)."""
-    from efficientvis_trt.export.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES, Bundle, is_our_bundle
-    from efficientvis_trt.export.exporter import export_bundle
-    from efficientvis_trt.precision.build import BuildOptions, build
-
-    path = workdir / config
-    if not is_our_bundle(path):
-        log(f"[{config}] exporting (random init) ...")
-        export_bundle(path, config=config, init="random", seed=0, verify=False, echo=None)
-    files = Bundle.open(path).files
-    for precision in ("fp16", "int8"):
-        missing = ONNX_FILES[precision] not in files
-        if precision == "int8" and ORT_CPU_ONNX_FILES["int8"] not in files:
-            missing = True  # bundles built before `evis build` wrote the ORT-CPU graph
-        if rebuild or missing:
-            log(f"[{config}] building {precision} ({calib_clips} calibration clips) ...")
-            t = time.perf_counter()
-            build(path, BuildOptions(precision=precision, calib_clips=calib_clips, seed=seed))
-            log(f"[{config}] {precision} built in {time.perf_counter() - t:.0f} s")
-    return path
-
-
 def real_clips(bundle, fp32_session, video: str, count: int = 2) -> list[dict]:
     """Consecutive clips of a sample video, state carried by the fp32 graph."""
     from efficientvis_trt.contract import STATE_PAIRS, letterbox_clip, split_into_clips
@@ -333,6 +310,8 @@ How to read this (see also the "Ops after ..." lists, which show what ONNX Runti
 
 
 def main(argv: list[str] | None = None) -> int:
+    from bench_bundles import ensure_bundle
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=["tiny", "r50"])
     p.add_argument("--workdir", type=Path, default=ROOT / "bench_out" / "precision")
@@ -387,7 +366,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     results: dict = {"environment": env, "configs": {}, "notes": NOTES}
     for cfg in args.configs:
-        bundle = Bundle.open(ensure_bundle(cfg, args.workdir, args.calib_clips, args.seed, log, args.rebuild))
+        bundle = Bundle.open(
+            ensure_bundle(
+                cfg,
+                args.workdir,
+                args.calib_clips,
+                log,
+                precisions=("fp16", "int8"),
+                seed=args.seed,
+                rebuild=args.rebuild,
+            )
+        )
         rounds = args.rounds or (20 if cfg == "tiny" else 5)
         env["rounds"] = args.rounds or "20 (tiny) / 5 (others)"
         sess32 = make_session(bundle.onnx_path("fp32"), threads=threads)

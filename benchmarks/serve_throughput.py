@@ -42,20 +42,6 @@ END = "<!-- serve:end -->"
 DEFAULT_FRAMES = {"tiny": 20, "r50": 10}
 
 
-def ensure_bundle(config: str, workdir: Path, calib_clips: int, log) -> Path:
-    from efficientvis_trt.export.exporter import export_bundle
-    from efficientvis_trt.precision.build import BuildOptions, build
-
-    path = workdir / config
-    if not (path / "model.onnx").is_file():
-        log(f"[{config}] exporting (random init) ...")
-        export_bundle(path, config=config, init="random", seed=0, verify=False, echo=None)
-    if not (path / "model.int8.cpu.onnx").is_file():
-        log(f"[{config}] building int8 ({calib_clips} calibration clips) ...")
-        build(path, BuildOptions(precision="int8", calib_clips=calib_clips, seed=0))
-    return path
-
-
 def make_videos(workdir: Path, count: int, frames: int) -> list[Path]:
     """`count` different cuts of bikes.mp4, `frames` frames each."""
     import cv2
@@ -121,6 +107,8 @@ def local_run(bundle: Path, precision: str, video: Path) -> dict:
 
 
 def bench_config(config: str, args, log) -> dict:
+    from bench_bundles import ensure_bundle
+
     from efficientvis_trt.serve.client import connect
     from efficientvis_trt.serve.local_server import LocalTritonServer, ensure_server_env
     from efficientvis_trt.serve.repository import MODEL_NAMES, write_repository
@@ -171,8 +159,9 @@ def markdown(report: dict) -> str:
         START,
         "## Serving through Triton (python backend, ONNX Runtime on this CPU)",
         "",
-        f"`{report['command']}` on {report['date']}: {report['machine']}, shared with other work at the time "
-        f"(load average {report['load'][0]:.1f} at the start, {report['load'][1]:.1f} at the end).",
+        f"`{report['command']}` on {report['date']}: {report['machine']}, load average "
+        f"{report['load'][0]:.1f} at the start and {report['load'][1]:.1f} at the end (2 cores: above 2, other "
+        "work shared the machine).",
         "",
         "The server is `tritonserver` 2.51 from the nvidia-pytriton wheel on 127.0.0.1, model `evis_python`: "
         "Triton's **python backend running the bundle's graph with ONNX Runtime on this 2-core CPU** (no "

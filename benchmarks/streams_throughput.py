@@ -38,20 +38,6 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def ensure_bundle(config: str, workdir: Path, calib_clips: int) -> Path:
-    from efficientvis_trt.export.exporter import export_bundle
-    from efficientvis_trt.precision.build import BuildOptions, build
-
-    path = workdir / config
-    if not (path / "model.onnx").is_file():
-        log(f"[{config}] exporting (random init) ...")
-        export_bundle(path, config=config, init="random", seed=0, verify=False, echo=None)
-    if not (path / "model.int8.cpu.onnx").is_file():
-        log(f"[{config}] building int8 ({calib_clips} calibration clips) ...")
-        build(path, BuildOptions(precision="int8", calib_clips=calib_clips, seed=0, progress=False))
-    return path
-
-
 def make_videos(workdir: Path, count: int, frames_each: int) -> list[Path]:
     import cv2
 
@@ -139,6 +125,11 @@ def export_old(old_src: Path, config: str, workdir: Path) -> Path:
 
 
 def measure_b1(new_onnx: Path, old_onnx: Path, clip_len: int, hw, state, rounds: int, clips: int = 3) -> dict:
+    """B = 1 per-clip latency of the batched graph against the unbatched one, as exported and with
+    today's RoIAlign body put into it (`roi_align_graphs.with_body`): the latter pair differs only
+    in the stream dimension."""
+    from roi_align_graphs import with_body
+
     from efficientvis_trt.contract import letterbox_clip, split_into_clips
     from efficientvis_trt.ort_session import make_session
     from efficientvis_trt.timing import latency_stats
@@ -146,8 +137,12 @@ def measure_b1(new_onnx: Path, old_onnx: Path, clip_len: int, hw, state, rounds:
 
     frames = read_frames(sample_video("bikes.mp4"), max_frames=clips * clip_len)
     canvases = [letterbox_clip(c, hw, clip_len)[0] for c, _ in split_into_clips(frames, clip_len)]
-    sessions = {"batched (B=1)": make_session(new_onnx), "unbatched": make_session(old_onnx)}
-    batched = {"batched (B=1)": True, "unbatched": False}
+    sessions = {
+        "batched (B=1)": make_session(new_onnx),
+        "unbatched": make_session(old_onnx),
+        "unbatched, same body": make_session(with_body(old_onnx, None)),
+    }
+    batched = {"batched (B=1)": True, "unbatched": False, "unbatched, same body": False}
     times: dict[str, list[float]] = {k: [] for k in sessions}
     for r in range(rounds + 1):  # round 0 warms up
         order = list(sessions) if r % 2 == 0 else list(sessions)[::-1]
@@ -165,9 +160,12 @@ def measure_b1(new_onnx: Path, old_onnx: Path, clip_len: int, hw, state, rounds:
     return {
         "clips_timed": stats["unbatched"].count,
         "unbatched_p50_ms": stats["unbatched"].p50_ms,
+        "unbatched_same_body_p50_ms": stats["unbatched, same body"].p50_ms,
         "batched_b1_p50_ms": stats["batched (B=1)"].p50_ms,
         "ratio_p50": stats["batched (B=1)"].p50_ms / stats["unbatched"].p50_ms,
+        "ratio_same_body_p50": stats["batched (B=1)"].p50_ms / stats["unbatched, same body"].p50_ms,
         "unbatched_mean_ms": stats["unbatched"].mean_ms,
+        "unbatched_same_body_mean_ms": stats["unbatched, same body"].mean_ms,
         "batched_b1_mean_ms": stats["batched (B=1)"].mean_ms,
     }
 
@@ -195,13 +193,17 @@ def markdown(results: dict) -> str:
             lines.append(
                 f"\nB = 1, fp32: batched graph p50 {b1['batched_b1_p50_ms']:.1f} ms vs unbatched graph "
                 f"{b1['unbatched_p50_ms']:.1f} ms per clip (ratio {b1['ratio_p50']:.3f}; means "
-                f"{b1['batched_b1_mean_ms']:.1f} vs {b1['unbatched_mean_ms']:.1f} ms; {b1['clips_timed']} clips each)"
+                f"{b1['batched_b1_mean_ms']:.1f} vs {b1['unbatched_mean_ms']:.1f} ms; {b1['clips_timed']} clips each); "
+                f"against the unbatched graph with today's RoIAlign body {b1['unbatched_same_body_p50_ms']:.1f} ms "
+                f"(ratio {b1['ratio_same_body_p50']:.3f}: the stream dimension alone)"
             )
         lines.append("")
     return "\n".join(lines)
 
 
 def main() -> int:
+    from bench_bundles import ensure_bundle
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=["tiny"])
     ap.add_argument("--streams", nargs="+", type=int, default=[1, 2, 4, 8])
@@ -225,7 +227,7 @@ def main() -> int:
         "configs": {},
     }
     for config in args.configs:
-        bundle_path = ensure_bundle(config, args.workdir, args.calib_clips)
+        bundle_path = ensure_bundle(config, args.workdir, args.calib_clips, log)
         bundle = Bundle.open(bundle_path)
         res = {"clip_len": bundle.clip_len, "input_hw": list(bundle.input_hw), "precisions": args.precisions}
         videos = make_videos(args.workdir, max(args.streams), args.clips * bundle.clip_len)

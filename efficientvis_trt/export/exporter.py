@@ -13,7 +13,6 @@ format tag) is ever replaced.
 from __future__ import annotations
 
 import contextlib
-import gc
 import io
 import logging
 import os
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from efficientvis_trt.errors import EvisError
+from efficientvis_trt.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -227,10 +227,11 @@ def check_graph(
     from efficientvis_trt.export.bundle import check_onnx_io
     from efficientvis_trt.export.roi_align_onnx import custom_nodes, node_attributes
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE
+    from efficientvis_trt.precision.graph import structure_only
 
     onnx.checker.check_model(str(path), full_check=True)
     check_onnx_io(path, expected_io)
-    model = onnx.load(str(path))
+    model = structure_only(onnx.load(str(path)))  # every check below reads the graph, none the weights
     inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     shapes = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim] for vi in inferred.graph.value_info}
     info: dict[str, Any] = {}
@@ -291,13 +292,43 @@ def stamp_io(proto, expected_io: list[dict]) -> None:
                 dim.dim_value = int(d)
 
 
-def simplify(proto):
-    """onnxslim (constant folding, fusions) of a ModelProto or a path. Returns (model, tool) or (None, reason)."""
+SIMPLIFY_MAX_PASSES = 10  # onnxslim's own limit on its optimise / shape-inference rounds
+
+
+def _node_signature(model) -> list[tuple]:
+    return [(n.op_type, tuple(n.input), tuple(n.output)) for n in model.graph.node]
+
+
+def simplify(path: str | os.PathLike):
+    """onnxslim (constant folding, fusions) of the graph at `path`. Returns (model, tool) or (None, reason).
+
+    onnxslim's own shape inference (ONNX Runtime's symbolic inference, once per pass) copies
+    the whole model, weights included, several times: with it, onnxslim was the peak of an r50
+    export. Here the tensor shapes are inferred once, on the graph without its weights
+    (`structure_only`), onnxslim runs with `no_shape_infer`, and the two alternate until a
+    pass changes nothing, as onnxslim's own loop does. On the dynamo exports of r50 and tiny
+    this gives the nodes and weights onnxslim gives left to itself, at about three quarters of its
+    memory; on tiny's TorchScript export three Shape nodes fewer, as ONNX's data propagation
+    knows those shapes (docs/build-memory.md, "Export").
+    """
+    import onnx
     import onnxslim
 
+    from efficientvis_trt.precision.graph import structure_only
+
+    model = onnx.load(str(path))
     try:
         with _quiet(False):
-            return onnxslim.slim(proto), f"onnxslim {getattr(onnxslim, '__version__', '?')}"
+            for _ in range(SIMPLIFY_MAX_PASSES):  # shapes of the tensors the last pass made, then fold again
+                inferred = onnx.shape_inference.infer_shapes(structure_only(model), data_prop=True)
+                del model.graph.value_info[:]
+                model.graph.value_info.extend(inferred.graph.value_info)
+                del inferred
+                before = _node_signature(model)
+                model = onnxslim.slim(model, no_shape_infer=True)
+                if _node_signature(model) == before:
+                    break
+            return model, f"onnxslim {getattr(onnxslim, '__version__', '?')}"
     except Exception as exc:  # a simplifier crash must never fail the export
         return None, f"onnxslim failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
 
@@ -398,7 +429,7 @@ def export_bundle(
         reference = torch_reference(model, load_clips(video, t, hw, num_clips)[0], state)
     src.model = None
     del model
-    gc.collect()
+    release_freed_memory()
 
     with Bundle.create(out) as tx:
         tx.add_file(STATE_FILE, _state_bytes(state), role="state")
@@ -406,6 +437,7 @@ def export_bundle(
         raw_path = tx.staging_path("raw.onnx")  # a temporary of the transaction: removed with it
         onnx.save(raw, str(raw_path))
         del raw
+        release_freed_memory()
         candidates: list[tuple[str | None, Any]] = []
         notes: list[str] = [] if simplify_graph else ["simplifier disabled (--no-simplify)"]
         if simplify_graph:
@@ -429,7 +461,7 @@ def export_bundle(
                 stamp_io(proto, expected_io)  # the simplifier re-infers output shapes
                 onnx.save(proto, str(model_path))
             del proto
-            gc.collect()
+            release_freed_memory()
             try:
                 graph_info = check_graph(model_path, expected_io, flavour, attrs, m.num_stages, roi_shape)
             except Exception as exc:

@@ -127,7 +127,7 @@ def run_onnxruntime(
 
     if len({len(s) for s in streams}) != 1:
         raise EvisError("verification streams must have the same number of clips")
-    sess = make_session(onnx_path)
+    sess = make_session(onnx_path, low_memory=True)
     names = [o.name for o in sess.get_outputs()]
     b = len(streams)
     query, boxes = (np.repeat(np.asarray(s, dtype=np.float32)[None], b, axis=0) for s in state)

@@ -26,6 +26,7 @@ import numpy as np
 from efficientvis_trt.contract import BUILD_BACKENDS, PRECISIONS
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.export.bundle import CALIBRATION_FILE, MODEL_FILE, ONNX_FILES, ORT_CPU_ONNX_FILES
+from efficientvis_trt.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -153,36 +154,40 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
         },
         "tool_versions": tool_versions(),
     }
-    cpu_model = None
+    # One built graph in memory at a time (docs/build-memory.md, "Precision builds"): each graph is
+    # checked and serialized, then let go, before the next is made, and the fp32 reference
+    # session is opened from the bundle's file once the fp32 ModelProto is gone.
+    fp16_model, r16.model = r16.model, None
+    cpu_data = None
     if precision == "fp16":
-        out_model = r16.model
+        data = _checked_bytes(fp16_model)
+        del fp16_model
     else:
+        del fp16_model  # the int8 graph's float parts take only the guard's verdict (r16.blocked)
         with tempfile.TemporaryDirectory(prefix="evis-int8-ranges-") as tmp:
             cache = Path(tmp) / "ranges.json"  # one calibration, shared by both int8 graphs
             r8 = I.quantize(model, calib, roles, r16.blocked, method=opts.calib_method, cache=cache)
-            cpu_model = I.quantize_cpu_graph(model, roles, cache, method=opts.calib_method)
-        out_model = r8.model
-        section["int8"] = {
-            "method": opts.calib_method,
-            "format": "QDQ",
-            "activations": "int8 symmetric per-tensor",
-            "weights": "int8 symmetric per-channel (Conv axis 0, MatMul axis 1, Gemm output axis)",
-            "quantized_nodes": r8.quantized_nodes,
-            "excluded": r8.excluded,
-            "ranges": r8.ranges,
-            "scales": r8.scales,
-            "opset": I.QDQ_OPSET,
-            "float_parts": "fp16 (blocked nodes fp32)",
-        }
-    onnx.checker.check_model(out_model, full_check=True)
-    data = _serialize(out_model)
+            section["int8"] = {
+                "method": opts.calib_method,
+                "format": "QDQ",
+                "activations": "int8 symmetric per-tensor",
+                "weights": "int8 symmetric per-channel (Conv axis 0, MatMul axis 1, Gemm output axis)",
+                "quantized_nodes": r8.quantized_nodes,
+                "excluded": r8.excluded,
+                "ranges": r8.ranges,
+                "scales": r8.scales,
+                "opset": I.QDQ_OPSET,
+                "float_parts": "fp16 (blocked nodes fp32)",
+            }
+            data = _checked_bytes(r8.model)
+            del r8
+            cpu_data = _checked_bytes(I.quantize_cpu_graph(model, roles, cache, method=opts.calib_method))
+    del model
+    release_freed_memory()
     check_feeds = calib.feeds[-CHECK_CLIPS:]
-    ref_session = make_session(model, deterministic=True)
+    ref_session = make_session(src_path, deterministic=True, low_memory=True)
     section["check_vs_fp32"] = _finite_check(ref_session, data, check_feeds, f"the {precision} graph")
-    cpu_data = None
-    if cpu_model is not None:
-        onnx.checker.check_model(cpu_model, full_check=True)
-        cpu_data = _serialize(cpu_model)
+    if cpu_data is not None:
         cpu_check = _finite_check(ref_session, cpu_data, check_feeds, "the int8 CPU graph")
         section["int8"]["cpu_graph"] = {
             "output_onnx": CPU_INT8_FILE,
@@ -194,6 +199,7 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
             "float_parts": "fp32",
             "check_vs_fp32": cpu_check,
         }
+    del ref_session
 
     out_name = ONNX_FILES[precision]
     section["output_onnx"] = out_name
@@ -225,11 +231,19 @@ def commit_graphs(bundle, precision: str, data: bytes, cpu_data: bytes | None, s
         tx.add_file(CALIBRATION_FILE, (json.dumps(record, indent=2) + "\n").encode(), role="calibration")
 
 
+def _checked_bytes(model) -> bytes:
+    """The ONNX checker's full check (types and shapes), then deterministic bytes: what the bundle stores."""
+    import onnx
+
+    onnx.checker.check_model(model, full_check=True)
+    return _serialize(model)
+
+
 def _finite_check(ref_session, graph: bytes, feeds, what: str) -> dict[str, Any]:
     """Compare a built graph with fp32 on `feeds`; inf/NaN in any output is an error naming them."""
     from efficientvis_trt.ort_session import make_session
 
-    check = compare_outputs(ref_session, make_session(graph, deterministic=True), feeds)
+    check = compare_outputs(ref_session, make_session(graph, deterministic=True, low_memory=True), feeds)
     bad = [k for k, v in check.items() if not v["finite"]]
     if bad:
         raise EvisError(f"{what} produces inf/NaN in {', '.join(bad)} on the calibration clips")

@@ -218,7 +218,7 @@ def build_calibration_set(
         if not hasattr(model, "graph"):
             model = onnx.load(str(model))
         model, mapping = add_absmax_outputs(model, list(absmax_tensors))
-    session = make_session(model, deterministic=True)
+    session = make_session(model, deterministic=True, low_memory=True)
     absmax = {t: 0.0 for t in mapping.values()}
     # Calibration clips travel as batches of one stream (B = 1): ranges are per tensor over every element,
     # so the batch a clip is in does not change them, and the graphs built from them run at any B.

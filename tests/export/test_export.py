@@ -253,6 +253,37 @@ def test_opset_16_plugin_graph(tmp_path):
     assert got["nodes"] == 2
 
 
+def test_simplify_with_our_shape_inference_gives_onnxslims_graph(tmp_path):
+    """`simplify` runs onnxslim without its model-copying shape inference (docs/build-memory.md, "Export"):
+    on the dynamo export it must still give the nodes, weights and functions onnxslim gives by itself."""
+    import onnxslim
+
+    from efficientvis_trt.config import get_config
+    from efficientvis_trt.export.exporter import export_onnx, simplify
+    from efficientvis_trt.export.source import random_init_model
+
+    cfg = get_config("tiny")
+    cfg.model.clip_len, cfg.model.input_size = 2, [64, 96]
+    proto, info = export_onnx(random_init_model(cfg, 0), 2, (64, 96), "plugin", 18, "auto")
+    assert info["exporter"] == "dynamo"
+    onnx.save(proto, str(tmp_path / "raw.onnx"))
+    ours, note = simplify(tmp_path / "raw.onnx")
+    theirs = onnxslim.slim(str(tmp_path / "raw.onnx"))
+    assert note.startswith("onnxslim ") and len(ours.graph.node) < len(proto.graph.node)
+
+    def nodes(m):
+        return [
+            (n.op_type, list(n.input), list(n.output), [a.SerializeToString() for a in n.attribute])
+            for n in m.graph.node
+        ]
+
+    assert nodes(ours) == nodes(theirs)
+    assert {t.name: t.SerializeToString() for t in ours.graph.initializer} == {
+        t.name: t.SerializeToString() for t in theirs.graph.initializer
+    }
+    assert [f.SerializeToString() for f in ours.functions] == [f.SerializeToString() for f in theirs.functions]
+
+
 # ---- ORT == PyTorch ---------------------------------------------------------------------------
 @pytest.mark.parametrize("fixture", ["plugin_bundle", "inline_bundle"])
 def test_export_verification_report(request, fixture):
