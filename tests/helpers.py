@@ -5,6 +5,15 @@ from __future__ import annotations
 import functools
 
 
+def interruptible() -> None:
+    """A `preexec_fn` for child processes that are sent SIGINT: the signal back to its default, so the
+    child's Python raises KeyboardInterrupt for it. A test run started in the background by a shell
+    inherits SIGINT ignored (POSIX), and Python then leaves it ignored."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def write_video(path, frames, fps=10, fourcc="mp4v", is_color=True, opencv_mjpeg=False):
     """Write frames with OpenCV. FFmpeg's writers round odd sizes down to even; OpenCV's own MJPEG does not."""
     import cv2

@@ -476,6 +476,8 @@ def test_killed_export_keeps_existing_bundle(plugin_bundle, tmp_path, signal_nam
     import sys
     import time
 
+    from helpers import interruptible
+
     out = tmp_path / "bundle"
     shutil.copytree(plugin_bundle, out)
     before = _tree_digest(out)
@@ -507,6 +509,7 @@ def test_killed_export_keeps_existing_bundle(plugin_bundle, tmp_path, signal_nam
         cwd=repo,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=interruptible,
     )
     try:
         deadline = time.time() + 120

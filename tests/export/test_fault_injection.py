@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import export_small_bundle, our_temporaries
+from helpers import export_small_bundle, interruptible, our_temporaries
 
 from efficientvis_trt.export.bundle import Bundle
 
@@ -62,7 +62,9 @@ except KeyboardInterrupt:
 def _run(target: Path, k: int, sig: str, *args: str, wait: bool = True):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-c", DRIVER, str(target), str(k), sig, *args]
-    proc = subprocess.Popen(cmd, env=env, cwd=target.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=target.parent, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=interruptible
+    )
     if not wait:
         return proc
     _, err = proc.communicate(timeout=300)
