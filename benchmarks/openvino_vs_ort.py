@@ -95,7 +95,7 @@ def fidelity(ref: dict, got: dict) -> dict:
 
 
 def measure_config(config: str, args, log) -> dict:
-    from bench_bundles import ensure_bundle
+    from bench_common import ensure_bundle
 
     from efficientvis_trt.errors import EvisError
     from efficientvis_trt.export.bundle import Bundle
@@ -209,11 +209,9 @@ def environment(args, argv) -> dict:
     }
 
 
-def fmt_ms(v: float) -> str:
-    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
-
-
 def render(results: dict) -> str:
+    from bench_common import fmt_ms
+
     env = results["environment"]
     lines = [
         START,
@@ -293,19 +291,9 @@ How to read this:
   columns are numeric deltas, not AP."""
 
 
-def write_results_md(path: Path, section: str) -> None:
-    from efficientvis_trt.io_utils import write_text_atomic
-
-    text = path.read_text() if path.is_file() else "# Measured results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        text = head + section.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    write_text_atomic(path, text)
-
-
 def main(argv: list[str] | None = None) -> int:
+    from bench_common import replace_section
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=["tiny", "r50"])
     p.add_argument("--workdir", type=Path, default=ROOT / "bench_out" / "openvino")
@@ -335,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(results)
     print(section)
     if not args.no_write:
-        write_results_md(args.results_md, section)
+        replace_section(args.results_md, START, END, section)
     return 0
 
 

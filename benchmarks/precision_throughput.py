@@ -185,11 +185,9 @@ def fused_ops(model) -> dict[str, int]:
     return {k: counts[k] for k in FUSED_OPS if counts.get(k)}
 
 
-def fmt_ms(v: float) -> str:
-    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
-
-
 def render(results: dict) -> str:
+    from bench_common import fmt_ms
+
     env = results["environment"]
     lines = [
         START,
@@ -257,19 +255,6 @@ def render(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results_md(path: Path, section: str) -> None:
-    from efficientvis_trt.io_utils import write_text_atomic
-
-    text = path.read_text() if path.is_file() else "# Benchmark results\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        tail = rest.split(END, 1)[1]
-        text = head + section.rstrip("\n") + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    write_text_atomic(path, text)
-
-
 NOTES = """\
 How to read this (see also the "Ops after ..." lists, which show what ONNX Runtime fused):
 
@@ -310,7 +295,7 @@ How to read this (see also the "Ops after ..." lists, which show what ONNX Runti
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench_bundles import ensure_bundle
+    from bench_common import ensure_bundle, replace_section
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=["tiny", "r50"])
@@ -337,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         section = render(results)
         print(section)
         if not args.no_write:
-            write_results_md(args.results_md, section)
+            replace_section(args.results_md, START, END, section)
         return 0
 
     import onnxruntime
@@ -431,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     section = render(results)
     print(section)
     if not args.no_write:
-        write_results_md(args.results_md, section)
+        replace_section(args.results_md, START, END, section)
     return 0
 
 

@@ -107,7 +107,7 @@ def local_run(bundle: Path, precision: str, video: Path) -> dict:
 
 
 def bench_config(config: str, args, log) -> dict:
-    from bench_bundles import ensure_bundle
+    from bench_common import ensure_bundle
 
     from efficientvis_trt.serve.client import connect
     from efficientvis_trt.serve.local_server import LocalTritonServer, ensure_server_env
@@ -194,17 +194,9 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_results_md(text: str) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    old = path.read_text()
-    if START in old and END in old:
-        new = old[: old.index(START)] + text + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(new)
-
-
 def main() -> int:
+    from bench_common import replace_section
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["tiny", "r50"])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8"])
@@ -240,7 +232,7 @@ def main() -> int:
         text = markdown(report)
         print(text)
         if not args.no_results_md:
-            write_results_md(text)
+            replace_section(ROOT / "benchmarks" / "RESULTS.md", START, END, text)
     return 0
 
 

@@ -202,7 +202,7 @@ def markdown(results: dict) -> str:
 
 
 def main() -> int:
-    from bench_bundles import ensure_bundle
+    from bench_common import ensure_bundle
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--configs", nargs="+", default=["tiny"])

@@ -1,4 +1,4 @@
-"""benchmarks/bench_bundles.py: the benchmarks' cached bundles are reused, or exported again when this
+"""benchmarks/bench_common.py: the benchmarks' cached bundles are reused, or exported again when this
 toolkit can no longer open them (a cached bundle of an older schema once stopped the serving benchmark)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 def test_cached_bundle_is_reused_and_an_old_schema_is_exported_again(make_tiny_bundle, tmp_path):
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        from bench_bundles import ensure_bundle
+        from bench_common import ensure_bundle
     finally:
         sys.path.remove(str(BENCHMARKS))
 

@@ -1,8 +1,9 @@
-"""The random-init bundles the benchmarks run on, exported and built once per work folder.
+"""What the benchmark scripts share: their bundles, their tables' number format, their RESULTS.md sections.
 
-Every benchmark that times bundles keeps them at WORKDIR/CONFIG and reuses them across runs.
-A bundle this toolkit can no longer open (an older schema) is exported again, and a missing
-graph is built.
+Every benchmark that times bundles keeps them at WORKDIR/CONFIG and reuses them across runs
+(`ensure_bundle`): a bundle this toolkit can no longer open (an older schema) is exported
+again, and a missing graph is built. A script that writes its table into RESULTS.md replaces
+only the part between its own two markers (`replace_section`).
 """
 
 from __future__ import annotations
@@ -51,3 +52,22 @@ def ensure_bundle(
             build(path, BuildOptions(precision=precision, calib_clips=calib_clips, seed=seed, progress=False))
             log(f"[{config}] {precision} built in {time.perf_counter() - t:.0f} s")
     return path
+
+
+def fmt_ms(v: float) -> str:
+    """Milliseconds as the tables print them: thousands separated from 100 ms, one decimal below."""
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def replace_section(path: Path, start: str, end: str, section: str) -> None:
+    """Put `section` (which begins with `start` and ends with `end`) in place of the text between the
+    two markers in `path`, or append it when the markers are not there; written atomically."""
+    from efficientvis_trt.io_utils import write_text_atomic
+
+    text = path.read_text() if path.is_file() else "# Measured results\n"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + section.rstrip("\n") + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    write_text_atomic(path, text)
