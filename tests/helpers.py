@@ -106,6 +106,15 @@ def export_small_bundle(out):
     return export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None, **SMALL_BUNDLE)
 
 
+def next_writer(bundle) -> None:
+    """Open and close one write transaction on `bundle`: what a killed writer left behind is rolled
+    forward or removed by the next writer (docs/bundle.md)."""
+    from efficientvis_trt.export.bundle import Bundle
+
+    with Bundle.open(bundle).transaction():
+        pass
+
+
 def our_temporaries(folder) -> list[str]:
     """Names of our temporaries (`.evis-tmp-*`) and commit journals left in `folder` and its engines/."""
     from pathlib import Path

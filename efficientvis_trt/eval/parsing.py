@@ -101,11 +101,9 @@ def _normalize_segmentations(segs: Any, video: _Video, where: str) -> list:
     # Fast path (results as written by pycocotools + json): compressed-string RLE dicts or null.
     out: list = [seg or None for seg in segs]
     present = [seg for seg in out if seg is not None]
-    if all(type(seg) is dict and type(seg.get("counts")) is str and seg.get("size") == hw for seg in present):
-        if present and _first_bad_rle_string([seg["counts"] for seg in present]) >= 0:
-            pass  # fall through to the slow path, which names the frame
-        else:
-            return out
+    fast = all(type(seg) is dict and type(seg.get("counts")) is str and seg.get("size") == hw for seg in present)
+    if fast and not (present and _first_bad_rle_string([seg["counts"] for seg in present]) >= 0):
+        return out  # else the slow path below names the bad frame
     out = [None] * len(segs)
     strs: list[str] = []
     str_frames: list[int] = []

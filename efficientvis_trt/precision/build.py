@@ -94,10 +94,6 @@ def compare_outputs(ref_session, test_session, feeds: Sequence[dict]) -> dict[st
     return out
 
 
-def _serialize(model) -> bytes:
-    return model.SerializeToString(deterministic=True)
-
-
 def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     """Write model.fp16.onnx or model.int8.onnx into the bundle and its calibration record section."""
     import onnx
@@ -236,7 +232,7 @@ def _checked_bytes(model) -> bytes:
     import onnx
 
     onnx.checker.check_model(model, full_check=True)
-    return _serialize(model)
+    return model.SerializeToString(deterministic=True)
 
 
 def _finite_check(ref_session, graph: bytes, feeds, what: str) -> dict[str, Any]:

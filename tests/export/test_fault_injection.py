@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import export_small_bundle, interruptible, our_temporaries
+from helpers import export_small_bundle, interruptible, next_writer, our_temporaries
 
 from efficientvis_trt.export.bundle import Bundle
 
@@ -76,11 +76,6 @@ def _state(bundle: Path) -> dict:
     return {name: rec["sha256"] for name, rec in Bundle.open(bundle).files.items()}
 
 
-def _next_writer(bundle: Path) -> None:
-    with Bundle.open(bundle).transaction():
-        pass
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """An exported bundle (old state) and, from a real int8 + fp16 build of a copy, the graphs to commit."""
@@ -123,7 +118,7 @@ def test_build_killed_at_every_rename(built, tmp_path, k, sig):
     )
     if sig != "SIGKILL":  # the signal handler ran the clean-up: nothing of ours is left even now
         assert our_temporaries(bundle) == []
-    _next_writer(bundle)
+    next_writer(bundle)
     assert our_temporaries(bundle) == [] and _state(bundle) == after
 
 
@@ -158,7 +153,7 @@ def test_reexport_killed_at_every_rename(built, tmp_path, k, sig):
     assert set(after) == set(before)  # old or new: the same two files, each verified against its record
     meta = Bundle.open(bundle).metadata
     assert meta["source"]["seed"] == (0 if after == before else 5)
-    _next_writer(bundle)
+    next_writer(bundle)
     assert our_temporaries(bundle) == []
 
 
