@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from efficientvis_trt.errors import EvisError
+from efficientvis_trt.resize import resize_area
 
 SAMPLE_VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
 PAD_VALUE = 114
@@ -224,12 +225,13 @@ class Letterbox:
         h, w = self.content_hw
         dh, dw = self.dst_hw
         canvas = np.empty((dh, dw, 3), np.uint8) if out is None else out
-        interp = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
         content = canvas[:h, :w]
-        if content.flags.c_contiguous:  # the content spans the canvas width: resize straight into it
-            cv2.resize(frame, (w, h), dst=content, interpolation=interp)
+        if self.scale < 1:  # OpenCV's INTER_AREA, byte for byte (efficientvis_trt/resize.py)
+            resize_area(frame, (w, h), out=content)
+        elif content.flags.c_contiguous:  # the content spans the canvas width: resize straight into it
+            cv2.resize(frame, (w, h), dst=content, interpolation=cv2.INTER_LINEAR)
         else:
-            content[...] = cv2.resize(frame, (w, h), interpolation=interp)
+            content[...] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
         canvas[h:] = PAD_VALUE
         canvas[:h, w:] = PAD_VALUE
         return canvas

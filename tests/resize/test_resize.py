@@ -1,0 +1,153 @@
+"""The letterbox's area resize: byte for byte OpenCV's INTER_AREA, on every path."""
+
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+
+from efficientvis_trt import resize
+from efficientvis_trt.resize import AreaResize, area_resizer, resize_area
+
+
+def _opencv(src: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    return cv2.resize(src, hw[::-1], interpolation=cv2.INTER_AREA)
+
+
+def _frames(rng: np.random.Generator, hw: tuple[int, int], channels: int) -> list[np.ndarray]:
+    """Noise, flat steps (where exact ties are common) and blocky edges."""
+    noise = rng.integers(0, 256, (*hw, channels), dtype=np.uint8)
+    blocks = np.repeat(np.repeat(noise[::4, ::4], 4, 0), 4, 1)[: hw[0], : hw[1]]
+    return [noise, (noise // 85 * 85).astype(np.uint8), np.ascontiguousarray(blocks)]
+
+
+@pytest.fixture
+def no_size_floor(monkeypatch):
+    """The fast path for small test images too."""
+    monkeypatch.setattr(resize, "MIN_SOURCE_PIXELS", 0)
+    area_resizer.cache_clear()
+    yield
+    area_resizer.cache_clear()
+
+
+def test_equals_opencv_on_random_sizes_and_contents():
+    rng = np.random.default_rng(0)
+    checked = 0
+    while checked < 40:
+        sh, sw = (int(v) for v in rng.integers(10, 200, 2))
+        dh, dw = int(rng.integers(1, sh + 1)), int(rng.integers(1, sw + 1))
+        if not resize._opencv_area_path((sh, sw), (dh, dw)):
+            continue
+        channels = int(rng.choice([1, 3, 4]))
+        r = AreaResize((sh, sw), (dh, dw), channels)
+        for src in _frames(rng, (sh, sw), channels):
+            out = np.empty((dh, dw, channels), np.uint8)
+            assert r(src, out, max_replay_share=1.0)
+            assert np.array_equal(out, _opencv(src, (dh, dw)).reshape(out.shape)), ((sh, sw), (dh, dw), channels)
+        checked += 1
+
+
+@pytest.mark.parametrize("src_hw, dst_hw", [((360, 640), (126, 224)), ((97, 131), (23, 40)), ((64, 300), (64, 77))])
+def test_the_replay_alone_is_opencvs_arithmetic(src_hw, dst_hw):
+    """Replaying every value, not only the near-ties, gives OpenCV's bytes: the replay is its arithmetic."""
+    rng = np.random.default_rng(1)
+    r = AreaResize(src_hw, dst_hw, 3)
+    for src in _frames(rng, src_hw, 3):
+        every = np.arange(dst_hw[0] * dst_hw[1] * 3)
+        got = r.replay(src, every).reshape(*dst_hw, 3).astype(np.uint8)
+        assert np.array_equal(got, _opencv(src, dst_hw))
+
+
+def test_the_fast_sums_stay_inside_the_error_bound_the_tie_band_assumes():
+    rng = np.random.default_rng(2)
+    r = AreaResize((720, 1280), (126, 224), 3)
+    src = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
+    exact = r.y.dense.astype(np.float64) @ src.reshape(720, -1).astype(np.float64)
+    exact = np.einsum("dx,yxc->ydc", r.x.dense.astype(np.float64), exact.reshape(126, 1280, 3))
+    err = np.abs(r.approximate(src).astype(np.float64) - exact.reshape(126, -1)).max()
+    assert 0 < err <= r.tie_band / 4
+
+
+def test_a_720p_video_frame_takes_the_fast_path_and_keeps_every_byte():
+    from efficientvis_trt.video import read_frames, sample_video
+
+    frames = read_frames(sample_video("bikes.mp4"), max_frames=4)
+    assert area_resizer((720, 1280), (126, 224), 3) is not None
+    for f in frames:
+        big = cv2.resize(f, (1280, 720), interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(resize_area(big, (224, 126)), _opencv(big, (126, 224)))
+
+
+@pytest.mark.parametrize(
+    "src_hw, dst_hw, why",
+    [
+        ((720, 1280), (360, 640), "integer scales: OpenCV's SIMD fast path"),
+        ((720, 1280), (1000, 1000), "upscaling: not the area path"),
+        ((720, 1280), (720, 1280), "same size: a copy"),
+        ((360, 640), (126, 224), "too small to gain"),
+    ],
+)
+def test_other_cases_are_opencvs_own_resize(src_hw, dst_hw, why):
+    assert area_resizer(src_hw, dst_hw, 3) is None, why
+    src = np.random.default_rng(3).integers(0, 256, (*src_hw, 3), dtype=np.uint8)
+    assert np.array_equal(resize_area(src, dst_hw[::-1]), _opencv(src, dst_hw))
+
+
+@pytest.mark.usefixtures("no_size_floor")
+def test_any_output_view_gray_four_channels_and_other_dtypes():
+    rng = np.random.default_rng(4)
+    src = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    canvas = np.zeros((40, 64, 3), np.uint8)
+    resize_area(src, (50, 28), out=canvas[:28, :50])  # not contiguous: the content of a wider canvas
+    assert np.array_equal(canvas[:28, :50], _opencv(src, (28, 50)))
+    assert not canvas[28:].any() and not canvas[:, 50:].any()
+    for other in (src[..., 0].copy(), rng.integers(0, 256, (90, 160, 4), dtype=np.uint8), src.astype(np.float32)):
+        assert np.array_equal(resize_area(other, (50, 28)), _opencv(other, (28, 50)))
+    assert area_resizer((90, 160), (28, 50), 1) is not None
+
+
+@pytest.mark.usefixtures("no_size_floor")
+def test_an_opencv_that_rounds_differently_keeps_opencvs_own_resize(monkeypatch):
+    real = cv2.resize
+    monkeypatch.setattr(cv2, "resize", lambda *a, **k: real(*a, **k) ^ np.uint8(1))
+    assert area_resizer((90, 160), (28, 50), 3) is None
+
+
+def test_too_many_near_ties_leave_the_output_untouched():
+    r = AreaResize((90, 160), (28, 50), 3)
+    src = (np.random.default_rng(5).integers(0, 256, (90, 160, 3)) // 85 * 85).astype(np.uint8)
+    out = np.zeros((28, 50, 3), np.uint8)
+    assert not r(src, out, max_replay_share=0.0) and not out.any()
+
+
+@pytest.mark.parametrize("src_hw", [(720, 1280), (1080, 1920), (2160, 3840)])
+def test_every_matrix_product_is_small_enough_for_one_blas_thread(src_hw):
+    r = AreaResize(src_hw, (126, 224), 3)
+    width = src_hw[1] * 3
+    vertical = [(b - a) * (s1 - s0) * width for a, b, s0, s1, _ in r._vertical]
+    horizontal = [126 * 9 * (b - a) * (s1 - s0) for a, b, s0, s1, _ in r._horizontal]
+    assert max(vertical + horizontal) < resize._GEMM_SINGLE_THREAD_MNK
+    assert len(r._vertical) < 126 or src_hw[0] > 1080  # blocks of several rows where they fit
+
+
+def test_one_resizer_serves_several_threads_at_once():
+    r = area_resizer((720, 1280), (126, 224), 3)
+    rng = np.random.default_rng(6)
+    srcs = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(3)]
+    wants = [_opencv(s, (126, 224)) for s in srcs]
+    bad: list[int] = []
+
+    def work(i: int) -> None:
+        out = np.empty((126, 224, 3), np.uint8)
+        for _ in range(4):
+            if not (r(srcs[i], out) and np.array_equal(out, wants[i])):
+                bad.append(i)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad
