@@ -2,12 +2,16 @@
 
     python benchmarks/gpu_check.py torch-bench --out DIR/torch_bench.json            # r50 on CUDA
     python benchmarks/gpu_check.py torch-bench --out F.json --config tiny --device cpu --iters 2   # CPU smoke
+    python benchmarks/gpu_check.py letterbox --out DIR/letterbox.json                  # host vs device letterbox
     python benchmarks/gpu_check.py summary DIR                                         # DIR/SUMMARY.md
 
 torch-bench: the model's per-clip forward (random init, seed 0) at fp32 and fp16 (autocast), each
 eagerly and replayed from a captured CUDA graph, timed with CUDA events, the modes interleaved
 (A, B, C, D, A, B, ...) so the ratios share the machine's state; a graph replay is checked against
 the eager output. On a CPU the CUDA-graph and fp16 rows say why they did not run.
+letterbox: per clip of 5 frames at 720p and 1080p into the tiny model's canvas, the host letterbox
+(`Letterbox.apply`) against the device one (copy to pinned memory, upload, `Letterbox.apply_torch`),
+interleaved, host CPU time and wall time with the device synchronised; the canvases must be equal.
 summary: one Markdown file with what benchmarks/RESULTS.md needs, from doctor.json, the kernel
 table, torch_bench.json and the training result; TensorRT rows say "not available" when TensorRT
 is absent, never a number.
@@ -142,6 +146,54 @@ def torch_bench(args: argparse.Namespace) -> dict:
     return report
 
 
+def letterbox_bench(args: argparse.Namespace) -> dict:
+    """Host vs device letterbox per clip, interleaved; every device canvas checked against the host's."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from efficientvis_trt.video import Letterbox, read_frames, sample_video
+
+    cv2.setNumThreads(1)
+    base = read_frames(sample_video("bikes.mp4"), max_frames=5 * args.clips)
+    report = {"device": args.device, "torch": torch.__version__, "clips": args.clips, "sizes": {}}
+    report["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    for name, (h, w) in {"720p": (720, 1280), "1080p": (1080, 1920)}.items():
+        frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in base]
+        lb = Letterbox((h, w), (128, 224))
+        if not lb.on_device():
+            report["sizes"][name] = {"status": "no device path for this size"}
+            continue
+        staging = torch.empty((5, h, w, 3), dtype=torch.uint8, pin_memory=args.device.startswith("cuda"))
+        sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
+        sums = {"host_cpu_ms": 0.0, "host_wall_ms": 0.0, "device_cpu_ms": 0.0, "device_wall_ms": 0.0}
+        equal = True
+        for i in range(-1, args.clips):  # clip -1 warms both paths up
+            clip = frames[5 * max(i, 0) : 5 * max(i, 0) + 5]
+            c0, w0 = time.thread_time(), time.perf_counter()
+            host = np.stack([lb.apply(f) for f in clip])
+            c1, w1 = time.thread_time(), time.perf_counter()
+            view = staging.numpy()
+            for t, f in enumerate(clip):
+                view[t] = f
+            dev = lb.apply_torch(staging.to(args.device))
+            c2 = time.thread_time()
+            sync()
+            w2 = time.perf_counter()
+            equal &= bool(np.array_equal(dev.cpu().numpy(), host))
+            if i >= 0:
+                sums["host_cpu_ms"] += (c1 - c0) * 1e3
+                sums["host_wall_ms"] += (w1 - w0) * 1e3
+                sums["device_cpu_ms"] += (c2 - c1) * 1e3
+                sums["device_wall_ms"] += (w2 - w1) * 1e3
+        row = {k: round(v / args.clips, 3) for k, v in sums.items()}
+        row["byte_identical"] = equal
+        report["sizes"][name] = row
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
 def _read(path: Path):
     try:
         return json.loads(path.read_text()) if path.suffix == ".json" else path.read_text()
@@ -199,6 +251,21 @@ def summary(args: argparse.Namespace) -> str:
             )
     else:
         lines.append("not run")
+    lines += ["", "## Letterbox per clip of 5 frames, host vs device (gpu_check.py letterbox)", ""]
+    lbx = _read(d / "letterbox.json")
+    if lbx:
+        lines += [
+            f"{lbx['device']}, torch {lbx['torch']}, {lbx['clips']} clips, {lbx['date']}",
+            "",
+            "| size | host CPU ms | host wall ms | device-path CPU ms | device-path wall ms | byte-identical |",
+            "|---|---|---|---|---|---|",
+        ]
+        for size, row in lbx["sizes"].items():
+            keys = ("host_cpu_ms", "host_wall_ms", "device_cpu_ms", "device_wall_ms", "byte_identical")
+            cells = [str(row.get(k, row.get("status", "-"))) for k in keys]
+            lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    else:
+        lines.append("not run")
     lines += ["", "## AMP training of tiny on the synthetic split", ""]
     train = _read(d / "train" / "result.json")
     if train:
@@ -223,11 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     tb.add_argument("--device", default="cuda")
     tb.add_argument("--iters", type=int, default=30)
     tb.add_argument("--warmup", type=int, default=5)
+    lx = sub.add_parser("letterbox", help="host vs device letterbox per clip, 720p and 1080p")
+    lx.add_argument("--out", required=True)
+    lx.add_argument("--device", default="cuda")
+    lx.add_argument("--clips", type=int, default=20)
     sm = sub.add_parser("summary", help="write DIR/SUMMARY.md from the steps' outputs")
     sm.add_argument("dir")
     args = parser.parse_args(argv)
     if args.cmd == "torch-bench":
         print(json.dumps(torch_bench(args), indent=2))
+    elif args.cmd == "letterbox":
+        print(json.dumps(letterbox_bench(args), indent=2))
     else:
         print(summary(args))
     return 0

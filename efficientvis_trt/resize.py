@@ -21,6 +21,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -173,6 +174,26 @@ class AreaResize:
             total = total + weighted[:, j]
         return np.clip(np.rint(total), 0, 255)
 
+    def exact_torch(self, frames: Any) -> Any:
+        """OpenCV's bytes for a batch of frames (n, H, W, C) uint8 torch tensor, on its own device: every
+        value by OpenCV's float32 arithmetic, in its order (each source row's horizontal sums once,
+        then the rows), one elementwise operation at a time: eager torch rounds each multiply and add
+        to float32 on the CPU and on CUDA alike and fuses none. A few dozen kernels a clip on a GPU,
+        far too much arithmetic for a CPU (which takes `__call__`)."""
+        import torch
+
+        dev = frames.device
+        xs, xw = (torch.as_tensor(a, device=dev) for a in (self.x.src, self.x.weight))
+        ys, yw = (torch.as_tensor(a, device=dev) for a in (self.y.src, self.y.weight))
+        xw, yw = xw[:, :, None], yw[:, :, None, None]  # broadcast over channels (and columns)
+        rows = frames.index_select(2, xs[:, 0]).float() * xw[:, 0]  # (n, H, w, C)
+        for k in range(1, self.x.width):  # left to right
+            rows = rows + frames.index_select(2, xs[:, k]).float() * xw[:, k]
+        total = rows.index_select(1, ys[:, 0]) * yw[:, 0]  # (n, h, w, C)
+        for j in range(1, self.y.width):  # then the rows, top to bottom
+            total = total + rows.index_select(1, ys[:, j]) * yw[:, j]
+        return torch.round(total).clamp_(0, 255).to(torch.uint8)
+
     def __call__(self, src: np.ndarray, out: np.ndarray, max_replay_share: float = _MAX_REPLAY_SHARE) -> bool:
         """Write the resized `src` (C-contiguous uint8) into `out` (C-contiguous h x w [x C] uint8).
         False, with `out` untouched, when more than `max_replay_share` of the values are near a tie
@@ -202,11 +223,11 @@ def _opencv_area_path(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> bool:
 
 
 @lru_cache(maxsize=64)
-def area_resizer(src_hw: tuple[int, int], dst_hw: tuple[int, int], channels: int) -> AreaResize | None:
-    """The fast exact resizer for this size pair, or None where `cv2.resize` should run: not OpenCV's
-    general area path, a source too small to gain, or an OpenCV build whose arithmetic differs from
-    the replay on a seeded noise image (checked once per size pair: 25-80 ms)."""
-    if not _opencv_area_path(src_hw, dst_hw) or not 1 <= channels <= 4 or src_hw[0] * src_hw[1] < MIN_SOURCE_PIXELS:
+def checked_resizer(src_hw: tuple[int, int], dst_hw: tuple[int, int], channels: int) -> AreaResize | None:
+    """The exact resizer for this size pair, or None where `cv2.resize` must run: not OpenCV's general
+    area path, or an OpenCV build whose arithmetic differs from the replay on a seeded noise image
+    (checked once per size pair: 25-80 ms)."""
+    if not _opencv_area_path(src_hw, dst_hw) or not 1 <= channels <= 4:
         return None
     import cv2
 
@@ -218,6 +239,11 @@ def area_resizer(src_hw: tuple[int, int], dst_hw: tuple[int, int], channels: int
     if not resizer(probe, got, max_replay_share=1.0) or not np.array_equal(got, want):
         return None
     return resizer
+
+
+def area_resizer(src_hw: tuple[int, int], dst_hw: tuple[int, int], channels: int) -> AreaResize | None:
+    """`checked_resizer` where it is faster than `cv2.resize` on the CPU (from `MIN_SOURCE_PIXELS`)."""
+    return checked_resizer(src_hw, dst_hw, channels) if src_hw[0] * src_hw[1] >= MIN_SOURCE_PIXELS else None
 
 
 def resize_area(src: np.ndarray, dst_wh: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:

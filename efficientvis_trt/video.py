@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -211,17 +212,22 @@ class Letterbox:
             min(self.dst_hw[1], max(1, round(self.src_hw[1] * s))),
         )
 
-    def apply(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-        """The letterboxed canvas of `frame`; written into `out` (a dst_hw x 3 uint8 array, e.g. one
-        frame of a clip) when given, so a clip is filled in place with no per-frame canvas."""
-        import cv2
-
+    def checked(self, frame: np.ndarray) -> np.ndarray:
+        """`frame` as BGR, or one clear error when its size is not this letterbox's source size."""
         frame = to_bgr(frame)
         if frame.shape[:2] != tuple(self.src_hw):
             raise EvisError(
                 f"frame size {frame.shape[1]}x{frame.shape[0]} changed mid-video "
                 f"(expected {self.src_hw[1]}x{self.src_hw[0]})"
             )
+        return frame
+
+    def apply(self, frame: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The letterboxed canvas of `frame`; written into `out` (a dst_hw x 3 uint8 array, e.g. one
+        frame of a clip) when given, so a clip is filled in place with no per-frame canvas."""
+        import cv2
+
+        frame = self.checked(frame)
         h, w = self.content_hw
         dh, dw = self.dst_hw
         canvas = np.empty((dh, dw, 3), np.uint8) if out is None else out
@@ -234,6 +240,29 @@ class Letterbox:
             content[...] = cv2.resize(frame, (w, h), interpolation=cv2.INTER_LINEAR)
         canvas[h:] = PAD_VALUE
         canvas[:h, w:] = PAD_VALUE
+        return canvas
+
+    def on_device(self) -> bool:
+        """Whether `apply_torch` can letterbox frames of this size (OpenCV's general area path: the
+        shrink of every non-integer scale; other cases stay on the host)."""
+        from efficientvis_trt.resize import checked_resizer
+
+        h, w = self.content_hw
+        return self.scale < 1 and checked_resizer(tuple(self.src_hw), (h, w), 3) is not None
+
+    def apply_torch(self, frames: Any) -> Any:
+        """The canvases of frames (n, H, W, 3) uint8 torch tensor, on the tensor's device, byte for byte
+        those of `apply` (docs/host-work.md, "On a GPU"). Only where `on_device()`."""
+        import torch
+
+        from efficientvis_trt.resize import checked_resizer
+
+        h, w = self.content_hw
+        resizer = checked_resizer(tuple(self.src_hw), (h, w), 3) if self.scale < 1 else None
+        if resizer is None or tuple(frames.shape[1:]) != (*self.src_hw, 3):
+            raise EvisError(f"no device letterbox for frames {list(frames.shape)} onto {list(self.dst_hw)}")
+        canvas = torch.full((frames.shape[0], *self.dst_hw, 3), PAD_VALUE, dtype=torch.uint8, device=frames.device)
+        canvas[:, :h, :w] = resizer.exact_torch(frames)
         return canvas
 
     def boxes_to_source(self, boxes_xyxy: np.ndarray, clip: bool = True) -> np.ndarray:

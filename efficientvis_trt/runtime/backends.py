@@ -95,22 +95,22 @@ class TorchBackend:
             raise EvisError("fp16 PyTorch needs a CUDA device (--device cuda); on CPU use fp32 or ONNX Runtime")
         self.torch = torch
         self.device = "cuda" if device.startswith("cuda") else "cpu"
-        self._device = torch.device(device)
+        self.torch_device = torch.device(device)  # with its index (cuda:1)
         self.precision = precision
-        self.model = model.to(self._device).eval()
+        self.model = model.to(self.torch_device).eval()
 
     def _tensor(self, name: str, value: Any):
         torch = self.torch
         if isinstance(value, torch.Tensor):
-            return value.to(self._device)
-        return torch.from_numpy(check_host_input(name, value, None)).to(self._device)
+            return value.to(self.torch_device)
+        return torch.from_numpy(check_host_input(name, value, None)).to(self.torch_device)
 
     def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
         torch = self.torch
         args = [self._tensor(k, inputs[k]) for k in INPUT_NAMES]
         with (
             torch.inference_mode(),
-            torch.autocast(self._device.type, dtype=torch.float16, enabled=self.precision == "fp16"),
+            torch.autocast(self.torch_device.type, dtype=torch.float16, enabled=self.precision == "fp16"),
         ):
             out = self.model.forward_clip(*args)
         return {k: (v.float() if k in keep_on_device else v.float().cpu().numpy()) for k, v in out.items()}

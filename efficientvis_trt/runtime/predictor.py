@@ -14,6 +14,7 @@ are streamed (tracks keep only boxes, scores and RLEs).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import time
@@ -41,7 +42,7 @@ class ClipJob:
     index: int
     first_frame: int
     valid: int
-    canvas: np.ndarray  # [T, H, W, 3] uint8
+    canvas: Any  # [T, H, W, 3] uint8: numpy, or a torch tensor already on the model's device
     letterbox: Letterbox
     originals: list[np.ndarray] | None
     decoded_at: float  # perf_counter when the clip's last real frame was decoded
@@ -77,6 +78,8 @@ class Predictor:
     this GPU has an engine, else OpenVINO on a CPU where it is installed, else ONNX Runtime;
     a checkpoint/model always runs on torch).
     `device`: cpu | cuda | None (best available).
+    `letterbox_on_device`: letterbox on the model's device (torch tensors, byte for byte the host's;
+    docs/host-work.md, "On a GPU"); None: where the backend is torch on CUDA.
     """
 
     def __init__(
@@ -93,6 +96,7 @@ class Predictor:
         providers=None,
         cuda_graph: bool = False,
         threads: int | None = None,
+        letterbox_on_device: bool | None = None,
     ):
         from efficientvis_trt.runtime.resolve import load_runtime
 
@@ -111,6 +115,11 @@ class Predictor:
         self.class_names = rt.class_names
         self.backend_reason = rt.reason
         self.precision = precision
+        if letterbox_on_device is None:
+            letterbox_on_device = self.backend.name == "torch" and self.backend.device == "cuda"
+        elif letterbox_on_device and self.backend.name != "torch":
+            raise EvisError(f"letterboxing on the device needs the torch backend, not {self.backend.name}")
+        self.letterbox_device: str | None = str(self.backend.torch_device) if letterbox_on_device else None
         self.state: dict[str, Any] = {}
         self._active: VideoRun | None = None
         self.reset()
@@ -125,12 +134,13 @@ class Predictor:
         """The carried state of the one stream as numpy [N, C] / [N, 4] (a device-to-host copy)."""
         return {k: self.backend.to_host(v)[0] for k, v in self.state.items()}
 
-    def run_clip(self, canvas_frames: np.ndarray | list[np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
-        """One letterboxed clip [T, H, W, 3] through the backend as B = 1, carrying the state on the device.
+    def run_clip(self, canvas_frames: Any) -> tuple[dict[str, np.ndarray], float]:
+        """One letterboxed clip [T, H, W, 3] (an array, a list of frames, or a torch tensor on the model's
+        device) through the backend as B = 1, carrying the state on the device.
 
         Returns (per-frame outputs without the B dimension, seconds).
         """
-        frames = canvas_frames if isinstance(canvas_frames, np.ndarray) else np.stack(canvas_frames)
+        frames = np.stack(canvas_frames) if isinstance(canvas_frames, (list, tuple)) else canvas_frames
         inputs = {"frames": frames[None], **self.state}
         start = time.perf_counter()
         out = self.backend.run(inputs, keep_on_device=STATE_OUTPUTS)
@@ -260,13 +270,15 @@ class VideoRun:
         self._finished = False
 
     # the three stages ------------------------------------------------------------------
-    def _produce(self) -> Iterator[ClipJob]:
+    def _produce(self, device: str | None = None) -> Iterator[ClipJob]:
         """Decode, group into clips (docs/contract.md, "Padding the last clip") and letterbox each frame
-        straight into its clip's array (no canvas per frame, no stacking)."""
+        straight into its clip's array (no canvas per frame, no stacking); with `device`, copy the
+        clip's frames there and letterbox them on it (`Letterbox.apply_torch`), where it can."""
         p, timings = self.p, self.timings
         keep_originals = self.overlay_path is not None
         frames = iter(self._frames())
         decoded_at = [0.0]  # perf_counter when the latest frame was decoded
+        staging = None  # [T, H, W, 3] uint8 host tensor (pinned for CUDA) the frames go to the device from
 
         def timed_frames() -> Iterator[np.ndarray]:
             while True:
@@ -285,9 +297,20 @@ class VideoRun:
                 t0 = time.perf_counter()
                 if self.letterbox is None:
                     self.letterbox = Letterbox(chunk[0].shape[:2], p.input_hw)
-                clip = np.empty((p.clip_len, *p.input_hw, 3), np.uint8)
-                for t, frame in enumerate(chunk):
-                    self.letterbox.apply(frame, out=clip[t])
+                    if device is not None and self.letterbox.on_device():
+                        import torch
+
+                        shape = (p.clip_len, *self.letterbox.src_hw, 3)
+                        staging = torch.empty(shape, dtype=torch.uint8, pin_memory=device.startswith("cuda"))
+                if staging is not None:
+                    host = staging.numpy()
+                    for t, frame in enumerate(chunk):
+                        host[t] = self.letterbox.checked(frame)
+                    clip = self.letterbox.apply_torch(staging.to(device))  # a blocking copy: staging is reused
+                else:
+                    clip = np.empty((p.clip_len, *p.input_hw, 3), np.uint8)
+                    for t, frame in enumerate(chunk):
+                        self.letterbox.apply(frame, out=clip[t])
                 timings["preprocess"] += time.perf_counter() - t0
                 originals = list(chunk[:valid]) if keep_originals else None
                 yield ClipJob(index, first, valid, clip, self.letterbox, originals, decoded_at[0])
@@ -349,7 +372,8 @@ class VideoRun:
             fps = self.source.fps if self.source is not None else 0.0
             self._overlay = OverlayWriter(self.overlay_path, fps, keep_on_interrupt=True)
         start = time.perf_counter()
-        loop = ThreadedClipLoop(self._produce, self._infer, self._post, self.p.queue_size)
+        produce = functools.partial(self._produce, self.p.letterbox_device)
+        loop = ThreadedClipLoop(produce, self._infer, self._post, self.p.queue_size)
         try:
             if self._overlay is not None:
                 with self._overlay:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from efficientvis_trt import resize
-from efficientvis_trt.resize import AreaResize, area_resizer, resize_area
+from efficientvis_trt.resize import AreaResize, area_resizer, checked_resizer, resize_area
 
 
 def _opencv(src: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -27,9 +27,9 @@ def _frames(rng: np.random.Generator, hw: tuple[int, int], channels: int) -> lis
 def no_size_floor(monkeypatch):
     """The fast path for small test images too."""
     monkeypatch.setattr(resize, "MIN_SOURCE_PIXELS", 0)
-    area_resizer.cache_clear()
+    checked_resizer.cache_clear()
     yield
-    area_resizer.cache_clear()
+    checked_resizer.cache_clear()
 
 
 def test_equals_opencv_on_random_sizes_and_contents():
@@ -151,3 +151,29 @@ def test_one_resizer_serves_several_threads_at_once():
     for t in threads:
         t.join()
     assert not bad
+
+
+@pytest.mark.parametrize("src_hw, dst_hw", [((272, 640), (122, 288)), ((97, 131), (23, 40)), ((720, 1280), (126, 224))])
+def test_the_torch_path_computes_opencvs_bytes_for_every_value(src_hw, dst_hw):
+    """The device letterbox's arithmetic (`exact_torch`), run here on CPU tensors: a batch of frames."""
+    import torch
+
+    rng = np.random.default_rng(7)
+    batch = np.stack(_frames(rng, src_hw, 3))
+    got = AreaResize(src_hw, dst_hw, 3).exact_torch(torch.from_numpy(batch))
+    assert got.dtype == torch.uint8 and tuple(got.shape) == (3, *dst_hw, 3)
+    for src, out in zip(batch, got.numpy()):
+        assert np.array_equal(out, _opencv(src, dst_hw))
+
+
+@pytest.mark.cuda
+def test_the_device_letterbox_on_cuda_is_the_hosts_byte_for_byte():
+    import torch
+
+    from efficientvis_trt.video import Letterbox, read_frames, sample_video
+
+    frames = [cv2.resize(f, (1280, 720)) for f in read_frames(sample_video("bikes.mp4"), max_frames=5)]
+    lb = Letterbox((720, 1280), (128, 224))
+    assert lb.on_device()
+    got = lb.apply_torch(torch.from_numpy(np.stack(frames)).cuda()).cpu().numpy()
+    assert np.array_equal(got, np.stack([lb.apply(f) for f in frames]))

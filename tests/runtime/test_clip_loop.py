@@ -96,6 +96,27 @@ def test_ort_tracks_match_torch_on_a_real_video(bundle, ort, bikes15):
         assert _video_iou(ta.segmentations, tb.segmentations) > 0.98
 
 
+def test_letterboxing_on_the_device_keeps_every_result(bundle, bikes15, videos):
+    """`letterbox_on_device` (torch tensors; on CUDA the default of the torch backend) gives the host
+    loop's outputs exactly; here on CPU tensors, which run the same arithmetic."""
+    import torch
+
+    host = Predictor(bundle, backend="torch", device="cpu", top_k=5, letterbox_on_device=False)
+    device = Predictor(bundle, backend="torch", device="cpu", top_k=5, letterbox_on_device=True)
+    assert host.letterbox_device is None and device.letterbox_device == "cpu"
+    for video in (bikes15, videos["odd_333x517"]):
+        a, b = host.predict_video(video), device.predict_video(video)
+        assert a.num_frames == b.num_frames and len(a.tracks) == len(b.tracks) == 5
+        for ta, tb in zip(a.tracks, b.tracks):
+            assert (ta.query_index, ta.label, ta.score) == (tb.query_index, tb.label, tb.score)
+            assert np.array_equal(ta.boxes, tb.boxes) and ta.segmentations == tb.segmentations
+    run = device.stream(bikes15, max_frames=5)
+    job = next(iter(run._produce(device.letterbox_device)))
+    assert isinstance(job.canvas, torch.Tensor) and tuple(job.canvas.shape) == (5, *device.input_hw, 3)
+    with pytest.raises(EvisError, match="needs the torch backend"):
+        Predictor(bundle, backend="ort", letterbox_on_device=True)
+
+
 def test_state_can_stay_on_the_backend_device(ort, bikes15):
     import onnxruntime as onnxrt
 

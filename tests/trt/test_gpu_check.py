@@ -18,15 +18,17 @@ def test_dry_run_lists_every_step_and_writes_a_summary(tmp_path):
         cwd=REPO_ROOT,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for step in ("doctor", "cuda_tests", "roi_align_kernel", "torch_bench", "train"):
+    for step in ("doctor", "cuda_tests", "roi_align_kernel", "torch_bench", "letterbox", "train"):
         assert f"== {step}:" in proc.stdout
     bench = json.loads((tmp_path / "torch_bench.json").read_text())
     assert bench["modes"]["fp32 eager"]["median_ms"] > 0  # the CPU path really ran
     assert (
         bench["modes"]["fp16 CUDA graph"]["status"] == "skipped" and "CUDA" in bench["modes"]["fp16 CUDA graph"]["why"]
     )
+    letterbox = json.loads((tmp_path / "letterbox.json").read_text())  # the device path on CPU tensors
+    assert all(letterbox["sizes"][s]["byte_identical"] for s in ("720p", "1080p"))
     summary = (tmp_path / "SUMMARY.md").read_text()
-    assert "| fp32 eager |" in summary and "TensorRT: not checked" in summary
+    assert "| fp32 eager |" in summary and "TensorRT: not checked" in summary and "| 1080p |" in summary
 
 
 def test_summary_says_tensorrt_not_available_and_never_invents_figures(tmp_path):
@@ -56,4 +58,4 @@ def test_summary_says_tensorrt_not_available_and_never_invents_figures(tmp_path)
     text = (tmp_path / "SUMMARY.md").read_text()
     assert "TensorRT: not available on this machine" in text and "NVIDIA H200" in text
     assert "AP 12.5" in text and "iterations 300" in text
-    assert text.count("not run") == 3  # kernel, torch bench, CUDA tests: named as missing, no numbers
+    assert text.count("not run") == 4  # kernel, torch bench, letterbox, CUDA tests: named as missing, no numbers
