@@ -11,7 +11,8 @@ values alone. docs/host-work.md, "The letterbox", gives the argument and the fig
 Only OpenCV's general area path is replaced. Integer scales (OpenCV's SIMD fast path), upscaling,
 other dtypes and an OpenCV build whose arithmetic differs go to `cv2.resize` itself: each size pair is
 checked once against `cv2.resize` on a seeded noise image (which has thousands of near-ties) before
-the fast path is used for it.
+the fast path is used for it. On a GPU, `AreaResize.exact_torch` computes every value in OpenCV's own
+order instead (the device letterbox, `video.Letterbox.apply_torch`).
 """
 
 from __future__ import annotations

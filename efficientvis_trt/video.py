@@ -242,25 +242,26 @@ class Letterbox:
         canvas[:h, w:] = PAD_VALUE
         return canvas
 
-    def on_device(self) -> bool:
-        """Whether `apply_torch` can letterbox frames of this size (OpenCV's general area path: the
-        shrink of every non-integer scale; other cases stay on the host)."""
+    def _device_resizer(self):
+        """The exact resizer `apply_torch` uses, or None: only OpenCV's general area path (the shrink at
+        a non-integer scale) runs on the device; other cases stay on the host."""
         from efficientvis_trt.resize import checked_resizer
 
-        h, w = self.content_hw
-        return self.scale < 1 and checked_resizer(tuple(self.src_hw), (h, w), 3) is not None
+        return checked_resizer(tuple(self.src_hw), self.content_hw, 3) if self.scale < 1 else None
+
+    def on_device(self) -> bool:
+        """Whether `apply_torch` can letterbox frames of this size."""
+        return self._device_resizer() is not None
 
     def apply_torch(self, frames: Any) -> Any:
         """The canvases of frames (n, H, W, 3) uint8 torch tensor, on the tensor's device, byte for byte
         those of `apply` (docs/host-work.md, "On a GPU"). Only where `on_device()`."""
         import torch
 
-        from efficientvis_trt.resize import checked_resizer
-
-        h, w = self.content_hw
-        resizer = checked_resizer(tuple(self.src_hw), (h, w), 3) if self.scale < 1 else None
+        resizer = self._device_resizer()
         if resizer is None or tuple(frames.shape[1:]) != (*self.src_hw, 3):
             raise EvisError(f"no device letterbox for frames {list(frames.shape)} onto {list(self.dst_hw)}")
+        h, w = self.content_hw
         canvas = torch.full((frames.shape[0], *self.dst_hw, 3), PAD_VALUE, dtype=torch.uint8, device=frames.device)
         canvas[:, :h, :w] = resizer.exact_torch(frames)
         return canvas
