@@ -248,7 +248,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(
             f"backend: {predictor.backend_reason} ({args.precision}, T={predictor.clip_len}, "
-            f"canvas {predictor.input_hw[0]}x{predictor.input_hw[1]})"
+            f"canvas {predictor.input_hw[0]}x{predictor.input_hw[1]}"
+            + (f", letterbox on {predictor.letterbox_device}" if predictor.letterbox_device else "")
+            + ")"
         )
         for note in predictor.runtime.notes:
             print(f"note: {note}")
