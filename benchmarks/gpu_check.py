@@ -10,7 +10,7 @@ eagerly and replayed from a captured CUDA graph, timed with CUDA events, the mod
 (A, B, C, D, A, B, ...) so the ratios share the machine's state; a graph replay is checked against
 the eager output. On a CPU the CUDA-graph and fp16 rows say why they did not run.
 letterbox: per clip of 5 frames at 720p and 1080p into the tiny model's canvas, the host letterbox
-(`Letterbox.apply`) against the device one (copy to pinned memory, upload, `Letterbox.apply_torch`),
+(`Letterbox.apply`) against the device one (`Letterbox.apply_staged`: copy to pinned memory, upload, `apply_torch`),
 interleaved, host CPU time and wall time with the device synchronised; the canvases must be equal.
 summary: one Markdown file with what benchmarks/RESULTS.md needs, from doctor.json, the kernel
 table, torch_bench.json and the training result; TensorRT rows say "not available" when TensorRT
@@ -164,7 +164,7 @@ def letterbox_bench(args: argparse.Namespace) -> dict:
         if not lb.on_device():
             report["sizes"][name] = {"status": "no device path for this size"}
             continue
-        staging = torch.empty((5, h, w, 3), dtype=torch.uint8, pin_memory=args.device.startswith("cuda"))
+        staging = lb.device_staging(5, args.device)
         sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
         sums = {"host_cpu_ms": 0.0, "host_wall_ms": 0.0, "device_cpu_ms": 0.0, "device_wall_ms": 0.0}
         equal = True
@@ -173,10 +173,7 @@ def letterbox_bench(args: argparse.Namespace) -> dict:
             c0, w0 = time.thread_time(), time.perf_counter()
             host = np.stack([lb.apply(f) for f in clip])
             c1, w1 = time.thread_time(), time.perf_counter()
-            view = staging.numpy()
-            for t, f in enumerate(clip):
-                view[t] = f
-            dev = lb.apply_torch(staging.to(args.device))
+            dev = lb.apply_staged(clip, staging, args.device)  # the clip loop's device path
             c2 = time.thread_time()
             sync()
             w2 = time.perf_counter()

@@ -123,6 +123,7 @@ class AreaResize:
         self._band_rows = max(s1 - s0 for _, _, s0, s1, _ in self._vertical)
         self._out_cols = dst_hw[1] * c
         self._scratch = threading.local()  # one resizer serves every stream of this frame size
+        self._on_device: dict[str, tuple] = {}  # exact_torch's tables, per torch device
         # Both OpenCV's float32 order and the BLAS products err from the exact weighted sum (same float32
         # weights) by at most (taps + 1) * u * 256 per pass, in any order, fused multiply-adds or not:
         # each pass sums at most `taps` nonnegative products totalling <= 255 (the standard bound for
@@ -175,6 +176,19 @@ class AreaResize:
             total = total + weighted[:, j]
         return np.clip(np.rint(total), 0, 255)
 
+    def _device_tables(self, device: Any) -> tuple:
+        """The tap tables as tensors on `device` (uploaded once per device, not per clip), the weights
+        shaped to broadcast over channels (and columns)."""
+        tables = self._on_device.get(str(device))
+        if tables is None:
+            import torch
+
+            xs, xw, ys, yw = (
+                torch.as_tensor(a, device=device) for a in (self.x.src, self.x.weight, self.y.src, self.y.weight)
+            )
+            tables = self._on_device[str(device)] = (xs, xw[:, :, None], ys, yw[:, :, None, None])
+        return tables
+
     def exact_torch(self, frames: Any) -> Any:
         """OpenCV's bytes for a batch of frames (n, H, W, C) uint8 torch tensor, on its own device: every
         value by OpenCV's float32 arithmetic, in its order (each source row's horizontal sums once,
@@ -183,10 +197,7 @@ class AreaResize:
         far too much arithmetic for a CPU (which takes `__call__`)."""
         import torch
 
-        dev = frames.device
-        xs, xw = (torch.as_tensor(a, device=dev) for a in (self.x.src, self.x.weight))
-        ys, yw = (torch.as_tensor(a, device=dev) for a in (self.y.src, self.y.weight))
-        xw, yw = xw[:, :, None], yw[:, :, None, None]  # broadcast over channels (and columns)
+        xs, xw, ys, yw = self._device_tables(frames.device)
         rows = frames.index_select(2, xs[:, 0]).float() * xw[:, 0]  # (n, H, w, C)
         for k in range(1, self.x.width):  # left to right
             rows = rows + frames.index_select(2, xs[:, k]).float() * xw[:, k]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,21 @@ class Letterbox:
         canvas = torch.full((frames.shape[0], *self.dst_hw, 3), PAD_VALUE, dtype=torch.uint8, device=frames.device)
         canvas[:, :h, :w] = resizer.exact_torch(frames)
         return canvas
+
+    def device_staging(self, frames: int, device: str) -> Any:
+        """A host buffer for `apply_staged`: [frames, H, W, 3] uint8, pinned when `device` is CUDA."""
+        import torch
+
+        return torch.empty((frames, *self.src_hw, 3), dtype=torch.uint8, pin_memory=device.startswith("cuda"))
+
+    def apply_staged(self, frames: Sequence[np.ndarray], staging: Any, device: str) -> Any:
+        """The canvases of host `frames` letterboxed on `device`: copied into `staging` (from
+        `device_staging`, reused clip after clip), uploaded, then `apply_torch`. The upload is a
+        blocking copy, so `staging` may be refilled as soon as this returns."""
+        host = staging.numpy()
+        for t, frame in enumerate(frames):
+            host[t] = self.checked(frame)
+        return self.apply_torch(staging[: len(frames)].to(device))
 
     def boxes_to_source(self, boxes_xyxy: np.ndarray, clip: bool = True) -> np.ndarray:
         """Canvas-pixel xyxy boxes -> source-frame pixels (clipped to the frame unless `clip=False`).

@@ -298,15 +298,9 @@ class VideoRun:
                 if self.letterbox is None:
                     self.letterbox = Letterbox(chunk[0].shape[:2], p.input_hw)
                     if device is not None and self.letterbox.on_device():
-                        import torch
-
-                        shape = (p.clip_len, *self.letterbox.src_hw, 3)
-                        staging = torch.empty(shape, dtype=torch.uint8, pin_memory=device.startswith("cuda"))
+                        staging = self.letterbox.device_staging(p.clip_len, device)
                 if staging is not None:
-                    host = staging.numpy()
-                    for t, frame in enumerate(chunk):
-                        host[t] = self.letterbox.checked(frame)
-                    clip = self.letterbox.apply_torch(staging.to(device))  # a blocking copy: staging is reused
+                    clip = self.letterbox.apply_staged(chunk, staging, device)
                 else:
                     clip = np.empty((p.clip_len, *p.input_hw, 3), np.uint8)
                     for t, frame in enumerate(chunk):
