@@ -156,8 +156,12 @@ def letterbox_bench(args: argparse.Namespace) -> dict:
 
     cv2.setNumThreads(1)
     base = read_frames(sample_video("bikes.mp4"), max_frames=5 * args.clips)
+    from efficientvis_trt.resize import compiled_kernels, warm_up
+
+    warm_up()
     report = {"device": args.device, "torch": torch.__version__, "clips": args.clips, "sizes": {}}
     report["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    report["host_path"] = "compiled (numba)" if compiled_kernels() is not None else "numpy (no numba)"
     for name, (h, w) in {"720p": (720, 1280), "1080p": (1080, 1920)}.items():
         frames = [cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in base]
         lb = Letterbox((h, w), (128, 224))
@@ -252,7 +256,8 @@ def summary(args: argparse.Namespace) -> str:
     lbx = _read(d / "letterbox.json")
     if lbx:
         lines += [
-            f"{lbx['device']}, torch {lbx['torch']}, {lbx['clips']} clips, {lbx['date']}",
+            f"{lbx['device']}, torch {lbx['torch']}, {lbx['clips']} clips, {lbx['date']}; "
+            f"host letterbox: {lbx.get('host_path', 'not recorded')}",
             "",
             "| size | host CPU ms | host wall ms | device-path CPU ms | device-path wall ms | byte-identical |",
             "|---|---|---|---|---|---|",

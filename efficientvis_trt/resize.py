@@ -1,12 +1,15 @@
-"""OpenCV's INTER_AREA downscale, byte for byte, in about half its time on one core.
+"""OpenCV's INTER_AREA downscale, byte for byte, in well under half its time on one core.
 
 The letterbox shrinks every frame with `cv2.resize(..., INTER_AREA)`, and its bytes are pinned: they
 decide the model's outputs, which must stay byte-identical. At a non-integer scale OpenCV runs a scalar
 loop over every source byte (about 1 ns each: 3-4 ms for a 720p frame), the largest host cost per frame.
-This module computes the same sums with two small matrix products per frame (BLAS, float32) and then
-repairs the few output values whose exact value lies so close to a rounding boundary (x.5) that the
-order of the float additions can decide them, by replaying OpenCV's own float32 arithmetic for those
-values alone. docs/host-work.md, "The letterbox", gives the argument and the figures.
+This module computes the same sums in a cheaper order (float32: a vertical pass, then a horizontal
+matrix product) and then repairs the few output values whose exact value lies so close to a rounding
+boundary (x.5) that the order of the float additions can decide them, by replaying OpenCV's own float32
+arithmetic for those values alone. The vertical pass and the rounding are compiled loops where numba
+is installed (`efficientvis_trt/resize_kernels.py`, the `fast` extra) and banded BLAS products and
+numpy otherwise: the same bytes either way. docs/host-work.md, "The letterbox", gives the argument and
+the figures.
 
 Only OpenCV's general area path is replaced. Integer scales (OpenCV's SIMD fast path), upscaling,
 other dtypes and an OpenCV build whose arithmetic differs go to `cv2.resize` itself: each size pair is
@@ -32,8 +35,9 @@ import numpy as np
 _GEMM_SINGLE_THREAD_MNK = 4 * 65536
 # Above this share of near-tie values the replay costs more than OpenCV's own loop.
 _MAX_REPLAY_SHARE = 0.05
-# Below this many source pixels OpenCV's loop is as fast (640x360 into 224x126: 0.9-1.1x measured;
-# 1280x720: 1.5-1.9x; benchmarks/RESULTS.md, "Host work per frame").
+# Below this many source pixels OpenCV's loop is as fast as the numpy path (640x360 into 224x126:
+# 0.9-1.1x measured; 1280x720: 1.5-1.9x; benchmarks/RESULTS.md, "Host work per frame"). The compiled
+# path gains at every size the area path takes.
 MIN_SOURCE_PIXELS = 500_000
 _U = 2.0**-24  # unit roundoff of float32
 
@@ -98,20 +102,51 @@ def _blocks(dense: np.ndarray, cols_per_row: int, rows_of_other: int) -> list[tu
     return out
 
 
+@lru_cache(maxsize=1)
+def compiled_kernels() -> Any | None:
+    """`efficientvis_trt.resize_kernels` (numba-compiled on first use), or None without numba."""
+    try:
+        from efficientvis_trt import resize_kernels
+    except ImportError:
+        return None
+    return resize_kernels
+
+
+@lru_cache(maxsize=1)
+def warm_up() -> None:
+    """Compile the letterbox loops now (or load them from numba's cache: 0.2 s measured; about 1 s the
+    first time), so that a video's first frame does not pay for it. A no-op without numba."""
+    if compiled_kernels() is None:
+        return
+    r = AreaResize((7, 11), (3, 5), 3)
+    src = np.zeros((7, 11, 3), np.uint8)
+    r(src, np.empty((3, 5, 3), np.uint8))  # a contiguous output
+    r(src, np.empty((3, 6, 3), np.uint8)[:, :5])  # and a canvas's content, rows strided: two signatures
+
+
 class AreaResize:
     """`cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA)` for one source size, destination size and
-    channel count, on OpenCV's general (non-integer scale) area path."""
+    channel count, on OpenCV's general (non-integer scale) area path. `compiled`: the numba loops
+    (default: where numba is installed) or the numpy path; both give the same bytes."""
 
-    def __init__(self, src_hw: tuple[int, int], dst_hw: tuple[int, int], channels: int) -> None:
+    def __init__(
+        self, src_hw: tuple[int, int], dst_hw: tuple[int, int], channels: int, compiled: bool | None = None
+    ) -> None:
         self.src_hw, self.dst_hw, self.channels = tuple(src_hw), tuple(dst_hw), channels
+        self.kernels = compiled_kernels() if compiled is not False else None
+        if compiled and self.kernels is None:
+            raise ImportError("the compiled letterbox needs numba: pip install 'efficientvis-trt[fast]'")
         self.y = axis_taps(src_hw[0], dst_hw[0])
         self.x = axis_taps(src_hw[1], dst_hw[1])
         c = channels
-        # Vertical pass: V = My @ S over rows, S viewed as (H, W*C); a block of output rows reads a band.
-        self._vertical = [
-            (a, b, s0, s1, np.ascontiguousarray(self.y.dense[a:b, s0:s1]))
-            for a, b, s0, s1 in _blocks(self.y.dense, src_hw[1] * c, 1)
-        ]
+        # numpy's vertical pass: V = My @ S over rows, S viewed as (H, W*C); a block of output rows reads
+        # a band (the compiled pass reads the rows themselves).
+        self._vertical = []
+        if self.kernels is None:
+            self._vertical = [
+                (a, b, s0, s1, np.ascontiguousarray(self.y.dense[a:b, s0:s1]))
+                for a, b, s0, s1 in _blocks(self.y.dense, src_hw[1] * c, 1)
+            ]
         # Horizontal pass on the channel-interleaved V: a band of columns times kron(Mx_band^T, I_C).
         eye = np.eye(c, dtype=np.float32)
         self._horizontal = [
@@ -120,36 +155,42 @@ class AreaResize:
         ]
         self._row_offsets = (self.y.src * (src_hw[1] * c)).astype(np.intp)
         self._col_offsets = (self.x.src * c).astype(np.intp)
-        self._band_rows = max(s1 - s0 for _, _, s0, s1, _ in self._vertical)
+        self._band_rows = max((s1 - s0 for _, _, s0, s1, _ in self._vertical), default=0)
         self._out_cols = dst_hw[1] * c
         self._scratch = threading.local()  # one resizer serves every stream of this frame size
         self._on_device: dict[str, tuple] = {}  # exact_torch's tables, per torch device
-        # Both OpenCV's float32 order and the BLAS products err from the exact weighted sum (same float32
-        # weights) by at most (taps + 1) * u * 256 per pass, in any order, fused multiply-adds or not:
-        # each pass sums at most `taps` nonnegative products totalling <= 255 (the standard bound for
-        # inner products, Higham, "Accuracy and Stability of Numerical Algorithms", 2nd ed., ch. 3).
+        # Both OpenCV's float32 order and this module's sums (compiled loop or BLAS) err from the exact
+        # weighted sum (same float32 weights) by at most (taps + 1) * u * 256 per pass, in any order,
+        # fused multiply-adds or not: each pass sums at most `taps` nonnegative products totalling <= 255
+        # (the standard bound for inner products, Higham, "Accuracy and Stability of Numerical
+        # Algorithms", 2nd ed., ch. 3).
         # A value farther than the two errors together from x.5 rounds the same in both; 2x margin.
         self.tie_band = 4.0 * (self.x.width + self.y.width + 2) * _U * 256.0
 
-    def _buffers(self) -> tuple[list, list, np.ndarray, np.ndarray]:
+    def _buffers(self) -> tuple[np.ndarray, list, list, np.ndarray, np.ndarray]:
         """This thread's float32 scratch (allocated once: fresh pages per frame would cost more than
-        the work), as the views each product reads and writes: (vertical, horizontal, sums, rounded)."""
+        the work), as the views each product reads and writes: (vertical sums, the numpy vertical
+        pass's bands, horizontal products, sums, rounded)."""
         bufs = getattr(self._scratch, "bufs", None)
         if bufs is None:
             width, c = self.src_hw[1] * self.channels, self.channels
-            band = np.empty((self._band_rows, width), np.float32)
             v = np.empty((self.dst_hw[0], width), np.float32)
             o = np.empty((self.dst_hw[0], self._out_cols), np.float32)
-            vertical = [(s0, s1, w, band[: s1 - s0], v[a:b]) for a, b, s0, s1, w in self._vertical]
+            vertical = []
+            if self.kernels is None:
+                band = np.empty((self._band_rows, width), np.float32)
+                vertical = [(s0, s1, w, band[: s1 - s0], v[a:b]) for a, b, s0, s1, w in self._vertical]
             horizontal = [(v[:, c * s0 : c * s1], k, o[:, c * a : c * b]) for a, b, s0, s1, k in self._horizontal]
-            bufs = self._scratch.bufs = (vertical, horizontal, o, np.empty_like(o))
+            bufs = self._scratch.bufs = (v, vertical, horizontal, o, np.empty_like(o))
         return bufs
 
     def approximate(self, src: np.ndarray) -> np.ndarray:
         """The float32 weighted sums, (h, w*C), within `tie_band / 4` of the exact ones (vertical pass
         first: it shrinks the data most; the order is free here, not in `replay`)."""
-        vertical, horizontal, o, _ = self._buffers()
+        v, vertical, horizontal, o, _ = self._buffers()
         s2 = src.reshape(src.shape[0], -1)
+        if self.kernels is not None:
+            self.kernels.vertical_sums(s2, self.y.src, self.y.weight, v)
         for s0, s1, w, band, v_rows in vertical:
             np.copyto(band, s2[s0:s1], casting="unsafe")
             np.matmul(w, band, out=v_rows)
@@ -207,11 +248,20 @@ class AreaResize:
         return torch.round(total).clamp_(0, 255).to(torch.uint8)
 
     def __call__(self, src: np.ndarray, out: np.ndarray, max_replay_share: float = _MAX_REPLAY_SHARE) -> bool:
-        """Write the resized `src` (C-contiguous uint8) into `out` (C-contiguous h x w [x C] uint8).
-        False, with `out` untouched, when more than `max_replay_share` of the values are near a tie
-        (the replay would then cost more than OpenCV's loop)."""
+        """Write the resized `src` (C-contiguous uint8) into `out` (h x w [x C] uint8, rows of any
+        stride, e.g. the content of a letterbox canvas). On the numpy path: False, with `out` untouched,
+        when more than `max_replay_share` of the values are near a tie (the replay would then cost more
+        than OpenCV's loop); the compiled replay costs too little for that to matter."""
+        rows = _row_view(out, self.dst_hw[0])
+        if rows is None:
+            raise ValueError(f"output rows of shape {out.shape} are not contiguous")
         o = self.approximate(src)
-        r = np.rint(o, out=self._buffers()[3])
+        if self.kernels is not None:
+            s2 = src.reshape(src.shape[0], -1)
+            x, y = self.x, self.y
+            self.kernels.round_and_replay(o, s2, y.src, y.weight, x.src, x.weight, self.channels, self.tie_band, rows)
+            return True
+        r = np.rint(o, out=self._buffers()[4])
         dist = np.subtract(o, r, out=o)
         np.abs(dist, out=dist)
         flat = np.flatnonzero(dist > 0.5 - self.tie_band)
@@ -219,8 +269,18 @@ class AreaResize:
             return False
         r.ravel()[flat] = self.replay(src, flat)
         # no clip: the weights of each output sum to at most 1, so every value is within [0, 255]
-        np.copyto(out.reshape(r.shape), r, casting="unsafe")
+        np.copyto(rows, r, casting="unsafe")
         return True
+
+
+def _row_view(a: np.ndarray, rows: int) -> np.ndarray | None:
+    """`a` as (rows, -1) without a copy (its rows may be strided), or None where that needs a copy."""
+    view = a.view()
+    try:
+        view.shape = (rows, -1)
+    except AttributeError:
+        return None
+    return view
 
 
 def _opencv_area_path(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> bool:
@@ -254,8 +314,11 @@ def checked_resizer(src_hw: tuple[int, int], dst_hw: tuple[int, int], channels: 
 
 
 def area_resizer(src_hw: tuple[int, int], dst_hw: tuple[int, int], channels: int) -> AreaResize | None:
-    """`checked_resizer` where it is faster than `cv2.resize` on the CPU (from `MIN_SOURCE_PIXELS`)."""
-    return checked_resizer(src_hw, dst_hw, channels) if src_hw[0] * src_hw[1] >= MIN_SOURCE_PIXELS else None
+    """`checked_resizer` where it is faster than `cv2.resize` on the CPU (the numpy path from
+    `MIN_SOURCE_PIXELS`, the compiled one at any size)."""
+    if compiled_kernels() is None and src_hw[0] * src_hw[1] < MIN_SOURCE_PIXELS:
+        return None
+    return checked_resizer(src_hw, dst_hw, channels)
 
 
 def resize_area(src: np.ndarray, dst_wh: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
@@ -270,9 +333,13 @@ def resize_area(src: np.ndarray, dst_wh: tuple[int, int], out: np.ndarray | None
         resizer = area_resizer(tuple(src.shape[:2]), (h, w), 1 if src.ndim == 2 else src.shape[2])
     if out is None:
         out = np.empty(shape, src.dtype)
-    target = out if out.flags.c_contiguous and out.dtype == src.dtype else np.empty(shape, src.dtype)
-    if resizer is None or not resizer(np.ascontiguousarray(src), target):
-        cv2.resize(src, (w, h), dst=target, interpolation=cv2.INTER_AREA)
-    if target is not out:
-        out[...] = target
+    if out.shape != shape:
+        raise ValueError(f"output of shape {out.shape} for a resize to {shape}")
+    fast = resizer is not None and out.dtype == np.uint8 and _row_view(out, h) is not None
+    if fast and resizer(np.ascontiguousarray(src), out):
+        return out
+    if out.flags.c_contiguous and out.dtype == src.dtype:
+        cv2.resize(src, (w, h), dst=out, interpolation=cv2.INTER_AREA)
+    else:
+        out[...] = cv2.resize(src, (w, h), interpolation=cv2.INTER_AREA)
     return out

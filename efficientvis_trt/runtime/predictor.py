@@ -30,6 +30,7 @@ from efficientvis_trt.errors import EvisError
 from efficientvis_trt.runtime.pipeline import ThreadedClipLoop
 from efficientvis_trt.runtime.postprocess import Instance, Track, TrackAccumulator, VideoResult
 from efficientvis_trt.runtime.sources import FrameSource, open_source
+from efficientvis_trt.resize import warm_up as warm_up_letterbox
 from efficientvis_trt.video import Letterbox
 
 STAGES = ("decode", "preprocess", "model", "postprocess")
@@ -120,6 +121,7 @@ class Predictor:
         elif letterbox_on_device and self.backend.name != "torch":
             raise EvisError(f"letterboxing on the device needs the torch backend, not {self.backend.name}")
         self.letterbox_device: str | None = str(self.backend.torch_device) if letterbox_on_device else None
+        warm_up_letterbox()  # its compiled loops, before any video is timed
         self.state: dict[str, Any] = {}
         self._active: VideoRun | None = None
         self.reset()

@@ -9,7 +9,11 @@ import numpy as np
 import pytest
 
 from efficientvis_trt import resize
-from efficientvis_trt.resize import AreaResize, area_resizer, checked_resizer, resize_area
+from efficientvis_trt.resize import AreaResize, area_resizer, checked_resizer, compiled_kernels, resize_area
+
+NEEDS_NUMBA = pytest.mark.skipif(compiled_kernels() is None, reason="numba is not installed (the fast extra)")
+# Every exactness test runs on both paths: the compiled loops and the numpy fallback.
+PATHS = pytest.mark.parametrize("compiled", [pytest.param(True, marks=NEEDS_NUMBA), False], ids=["compiled", "numpy"])
 
 
 def _opencv(src: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
@@ -32,7 +36,17 @@ def no_size_floor(monkeypatch):
     checked_resizer.cache_clear()
 
 
-def test_equals_opencv_on_random_sizes_and_contents():
+@pytest.fixture
+def numpy_only(monkeypatch):
+    """As if numba were not installed."""
+    monkeypatch.setattr(resize, "compiled_kernels", lambda: None)
+    checked_resizer.cache_clear()
+    yield
+    checked_resizer.cache_clear()
+
+
+@PATHS
+def test_equals_opencv_on_random_sizes_and_contents(compiled):
     rng = np.random.default_rng(0)
     checked = 0
     while checked < 40:
@@ -41,7 +55,7 @@ def test_equals_opencv_on_random_sizes_and_contents():
         if not resize._opencv_area_path((sh, sw), (dh, dw)):
             continue
         channels = int(rng.choice([1, 3, 4]))
-        r = AreaResize((sh, sw), (dh, dw), channels)
+        r = AreaResize((sh, sw), (dh, dw), channels, compiled=compiled)
         for src in _frames(rng, (sh, sw), channels):
             out = np.empty((dh, dw, channels), np.uint8)
             assert r(src, out, max_replay_share=1.0)
@@ -49,20 +63,39 @@ def test_equals_opencv_on_random_sizes_and_contents():
         checked += 1
 
 
-@pytest.mark.parametrize("src_hw, dst_hw", [((360, 640), (126, 224)), ((97, 131), (23, 40)), ((64, 300), (64, 77))])
+REPLAY_SIZES = [((360, 640), (126, 224)), ((97, 131), (23, 40)), ((64, 300), (64, 77))]
+
+
+@pytest.mark.parametrize("src_hw, dst_hw", REPLAY_SIZES)
 def test_the_replay_alone_is_opencvs_arithmetic(src_hw, dst_hw):
     """Replaying every value, not only the near-ties, gives OpenCV's bytes: the replay is its arithmetic."""
     rng = np.random.default_rng(1)
-    r = AreaResize(src_hw, dst_hw, 3)
+    r = AreaResize(src_hw, dst_hw, 3, compiled=False)
     for src in _frames(rng, src_hw, 3):
         every = np.arange(dst_hw[0] * dst_hw[1] * 3)
         got = r.replay(src, every).reshape(*dst_hw, 3).astype(np.uint8)
         assert np.array_equal(got, _opencv(src, dst_hw))
 
 
-def test_the_fast_sums_stay_inside_the_error_bound_the_tie_band_assumes():
+@NEEDS_NUMBA
+@pytest.mark.parametrize("src_hw, dst_hw", REPLAY_SIZES)
+def test_the_compiled_replay_alone_is_opencvs_arithmetic(src_hw, dst_hw):
+    """The compiled rounding with a band of 1 replays every value: OpenCV's bytes, and the count says so."""
+    rng = np.random.default_rng(1)
+    r = AreaResize(src_hw, dst_hw, 3, compiled=True)
+    x, y = r.x, r.y
+    for src in _frames(rng, src_hw, 3):
+        got = np.zeros((*dst_hw, 3), np.uint8)
+        sums = np.full((dst_hw[0], dst_hw[1] * 3), 0.5, np.float32)  # rounded alone, 0 or 1 everywhere
+        s2, rows = src.reshape(src_hw[0], -1), got.reshape(dst_hw[0], -1)
+        replayed = r.kernels.round_and_replay(sums, s2, y.src, y.weight, x.src, x.weight, 3, 1.0, rows)
+        assert replayed == got.size and np.array_equal(got, _opencv(src, dst_hw))
+
+
+@PATHS
+def test_the_fast_sums_stay_inside_the_error_bound_the_tie_band_assumes(compiled):
     rng = np.random.default_rng(2)
-    r = AreaResize((720, 1280), (126, 224), 3)
+    r = AreaResize((720, 1280), (126, 224), 3, compiled=compiled)
     src = rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8)
     exact = r.y.dense.astype(np.float64) @ src.reshape(720, -1).astype(np.float64)
     exact = np.einsum("dx,yxc->ydc", r.x.dense.astype(np.float64), exact.reshape(126, 1280, 3))
@@ -86,7 +119,6 @@ def test_a_720p_video_frame_takes_the_fast_path_and_keeps_every_byte():
         ((720, 1280), (360, 640), "integer scales: OpenCV's SIMD fast path"),
         ((720, 1280), (1000, 1000), "upscaling: not the area path"),
         ((720, 1280), (720, 1280), "same size: a copy"),
-        ((360, 640), (126, 224), "too small to gain"),
     ],
 )
 def test_other_cases_are_opencvs_own_resize(src_hw, dst_hw, why):
@@ -95,8 +127,32 @@ def test_other_cases_are_opencvs_own_resize(src_hw, dst_hw, why):
     assert np.array_equal(resize_area(src, dst_hw[::-1]), _opencv(src, dst_hw))
 
 
-@pytest.mark.usefixtures("no_size_floor")
-def test_any_output_view_gray_four_channels_and_other_dtypes():
+@pytest.mark.usefixtures("numpy_only")
+def test_without_numba_small_frames_keep_opencvs_own_resize():
+    assert area_resizer((360, 640), (126, 224), 3) is None, "the numpy path does not gain there"
+    assert area_resizer((720, 1280), (126, 224), 3).kernels is None
+    with pytest.raises(ImportError, match="needs numba"):
+        AreaResize((720, 1280), (126, 224), 3, compiled=True)
+
+
+@NEEDS_NUMBA
+def test_with_numba_small_frames_take_the_compiled_path():
+    r = area_resizer((360, 640), (126, 224), 3)
+    assert r is not None and r.kernels is not None
+
+
+@pytest.fixture(params=[pytest.param(True, marks=NEEDS_NUMBA), False], ids=["compiled", "numpy"])
+def either_path(request, monkeypatch):
+    """`resize_area` on one path: the compiled loops, or numpy with no size floor."""
+    if not request.param:
+        monkeypatch.setattr(resize, "compiled_kernels", lambda: None)
+    monkeypatch.setattr(resize, "MIN_SOURCE_PIXELS", 0)
+    checked_resizer.cache_clear()
+    yield request.param
+    checked_resizer.cache_clear()
+
+
+def test_any_output_view_gray_four_channels_and_other_dtypes(either_path):
     rng = np.random.default_rng(4)
     src = rng.integers(0, 256, (90, 160, 3), dtype=np.uint8)
     canvas = np.zeros((40, 64, 3), np.uint8)
@@ -105,7 +161,7 @@ def test_any_output_view_gray_four_channels_and_other_dtypes():
     assert not canvas[28:].any() and not canvas[:, 50:].any()
     for other in (src[..., 0].copy(), rng.integers(0, 256, (90, 160, 4), dtype=np.uint8), src.astype(np.float32)):
         assert np.array_equal(resize_area(other, (50, 28)), _opencv(other, (28, 50)))
-    assert area_resizer((90, 160), (28, 50), 1) is not None
+    assert (area_resizer((90, 160), (28, 50), 1).kernels is not None) == either_path
 
 
 @pytest.mark.usefixtures("no_size_floor")
@@ -116,7 +172,7 @@ def test_an_opencv_that_rounds_differently_keeps_opencvs_own_resize(monkeypatch)
 
 
 def test_too_many_near_ties_leave_the_output_untouched():
-    r = AreaResize((90, 160), (28, 50), 3)
+    r = AreaResize((90, 160), (28, 50), 3, compiled=False)
     src = (np.random.default_rng(5).integers(0, 256, (90, 160, 3)) // 85 * 85).astype(np.uint8)
     out = np.zeros((28, 50, 3), np.uint8)
     assert not r(src, out, max_replay_share=0.0) and not out.any()
@@ -124,7 +180,7 @@ def test_too_many_near_ties_leave_the_output_untouched():
 
 @pytest.mark.parametrize("src_hw", [(720, 1280), (1080, 1920), (2160, 3840)])
 def test_every_matrix_product_is_small_enough_for_one_blas_thread(src_hw):
-    r = AreaResize(src_hw, (126, 224), 3)
+    r = AreaResize(src_hw, (126, 224), 3, compiled=False)
     width = src_hw[1] * 3
     vertical = [(b - a) * (s1 - s0) * width for a, b, s0, s1, _ in r._vertical]
     horizontal = [126 * 9 * (b - a) * (s1 - s0) for a, b, s0, s1, _ in r._horizontal]
@@ -132,8 +188,9 @@ def test_every_matrix_product_is_small_enough_for_one_blas_thread(src_hw):
     assert len(r._vertical) < 126 or src_hw[0] > 1080  # blocks of several rows where they fit
 
 
-def test_one_resizer_serves_several_threads_at_once():
-    r = area_resizer((720, 1280), (126, 224), 3)
+@PATHS
+def test_one_resizer_serves_several_threads_at_once(compiled):
+    r = AreaResize((720, 1280), (126, 224), 3, compiled=compiled)
     rng = np.random.default_rng(6)
     srcs = [rng.integers(0, 256, (720, 1280, 3), dtype=np.uint8) for _ in range(3)]
     wants = [_opencv(s, (126, 224)) for s in srcs]
