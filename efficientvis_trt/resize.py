@@ -21,6 +21,7 @@ order instead (the device letterbox, `video.Letterbox.apply_torch`).
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 from dataclasses import dataclass
@@ -104,12 +105,18 @@ def _blocks(dense: np.ndarray, cols_per_row: int, rows_of_other: int) -> list[tu
 
 @lru_cache(maxsize=1)
 def compiled_kernels() -> Any | None:
-    """`efficientvis_trt.resize_kernels` (numba-compiled on first use), or None without numba."""
+    """`efficientvis_trt.resize_kernels` (numba-compiled on first use), or None: without numba, or with
+    NUMBA_DISABLE_JIT=1 (numba would run the loops as Python; the setting also keeps numba's 110-130 MB
+    of LLVM out of the process, docs/host-work.md, "The letterbox")."""
+    if os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0"):
+        return None
     try:
         from efficientvis_trt import resize_kernels
     except ImportError:
         return None
-    return resize_kernels
+    import numba
+
+    return None if numba.config.DISABLE_JIT else resize_kernels
 
 
 @lru_cache(maxsize=1)
@@ -275,12 +282,8 @@ class AreaResize:
 
 def _row_view(a: np.ndarray, rows: int) -> np.ndarray | None:
     """`a` as (rows, -1) without a copy (its rows may be strided), or None where that needs a copy."""
-    view = a.view()
-    try:
-        view.shape = (rows, -1)
-    except AttributeError:
-        return None
-    return view
+    view = a.reshape(rows, -1)  # a view where the strides allow it, else a copy
+    return view if np.may_share_memory(view, a) else None
 
 
 def _opencv_area_path(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> bool:

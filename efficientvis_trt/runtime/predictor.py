@@ -27,10 +27,10 @@ import numpy as np
 
 from efficientvis_trt.contract import STATE_INPUT_OF, STATE_OUTPUTS, drop_padded, split_into_clips
 from efficientvis_trt.errors import EvisError
+from efficientvis_trt.resize import warm_up as warm_up_letterbox
 from efficientvis_trt.runtime.pipeline import ThreadedClipLoop
 from efficientvis_trt.runtime.postprocess import Instance, Track, TrackAccumulator, VideoResult
 from efficientvis_trt.runtime.sources import FrameSource, open_source
-from efficientvis_trt.resize import warm_up as warm_up_letterbox
 from efficientvis_trt.video import Letterbox
 
 STAGES = ("decode", "preprocess", "model", "postprocess")

@@ -135,6 +135,28 @@ def test_without_numba_small_frames_keep_opencvs_own_resize():
         AreaResize((720, 1280), (126, 224), 3, compiled=True)
 
 
+@pytest.mark.parametrize("how", ["numba blocked", "NUMBA_DISABLE_JIT=1"])
+def test_without_numba_or_with_its_jit_off_the_letterbox_is_the_numpy_path_and_opencvs_bytes(how):
+    """A process with no numba (or with numba's JIT off, where its loops would run as Python) letterboxes
+    with numpy and never loads numba."""
+    from helpers import run_python
+
+    code = (
+        "import sys, cv2, numpy as np\n"
+        "from efficientvis_trt.resize import area_resizer, resize_area\n"
+        "src = np.random.default_rng(0).integers(0, 256, (720, 1280, 3), dtype=np.uint8)\n"
+        "assert area_resizer((720, 1280), (126, 224), 3).kernels is None\n"
+        "want = cv2.resize(src, (224, 126), interpolation=cv2.INTER_AREA)\n"
+        "assert np.array_equal(resize_area(src, (224, 126)), want)\n"
+        "assert 'numba' not in sys.modules\n"
+    )
+    if how == "numba blocked":
+        proc = run_python(code, block=("numba",))
+    else:
+        proc = run_python(code, env={"NUMBA_DISABLE_JIT": "1"})
+    assert proc.returncode == 0, proc.stderr
+
+
 @NEEDS_NUMBA
 def test_with_numba_small_frames_take_the_compiled_path():
     r = area_resizer((360, 640), (126, 224), 3)
