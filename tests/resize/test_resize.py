@@ -158,6 +158,23 @@ def test_without_numba_or_with_its_jit_off_the_letterbox_is_the_numpy_path_and_o
 
 
 @NEEDS_NUMBA
+def test_warm_up_compiles_both_output_layouts_before_any_frame():
+    """A contiguous canvas and a canvas's strided content are two numba signatures: both ready up front
+    (a fresh interpreter, so nothing else has compiled them)."""
+    from helpers import run_python
+
+    code = (
+        "from efficientvis_trt import resize, resize_kernels as k\n"
+        "assert not k.round_and_replay.signatures\n"
+        "resize.warm_up()\n"
+        "assert len(k.vertical_sums.signatures) == 1\n"
+        "assert {sig[-1].layout for sig in k.round_and_replay.signatures} == {'C', 'A'}\n"
+    )
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr
+
+
+@NEEDS_NUMBA
 def test_with_numba_small_frames_take_the_compiled_path():
     r = area_resizer((360, 640), (126, 224), 3)
     assert r is not None and r.kernels is not None
