@@ -17,6 +17,7 @@ _LIBRARIES = (
     "openvino",
     "numpy",
     "opencv-python-headless",
+    "numba",
     "triton",
     "tensorrt",
     "cuda-python",
