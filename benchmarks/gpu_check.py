@@ -24,7 +24,9 @@ import json
 import platform
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -202,6 +204,12 @@ def _read(path: Path):
         return None
 
 
+def _table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """A markdown table: the header, its separator, one line per row."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def summary(args: argparse.Namespace) -> str:
     """DIR/SUMMARY.md from whatever the steps wrote; a missing step is named, not invented."""
     d = Path(args.dir)
@@ -217,10 +225,9 @@ def summary(args: argparse.Namespace) -> str:
             "",
             "## evis doctor",
             "",
-            "| check | status | detail |",
-            "|---|---|---|",
         ]
-        lines += [f"| {c['name']} | {c['status']} | {c['detail']} |" for c in doctor["checks"]]
+        checks = ((c["name"], c["status"], c["detail"]) for c in doctor["checks"])
+        lines += _table(("check", "status", "detail"), checks)
     else:
         lines += ["## evis doctor", "", "no doctor.json (the doctor step did not run)"]
     lines += ["", "## TensorRT", ""]
@@ -241,15 +248,15 @@ def summary(args: argparse.Namespace) -> str:
             f"{bench['config']} on {bench['device']}, torch {bench['torch']}, clip {bench['clip']}, "
             f"{bench['iters']} interleaved rounds, {bench['date']}",
             "",
-            "| mode | median ms/clip | clips/s | vs eager | max abs diff vs eager | note |",
-            "|---|---|---|---|---|---|",
         ]
-        for name, row in bench["modes"].items():
-            lines.append(
-                f"| {name} | {row.get('median_ms', '-')} | {row.get('clips_per_s', '-')} | "
-                f"{row.get('speedup_vs_eager', '-')} | {row.get('max_abs_diff_vs_eager', '-')} | "
-                f"{row.get('why', row.get('status', ''))} |"
-            )
+        keys = ("median_ms", "clips_per_s", "speedup_vs_eager", "max_abs_diff_vs_eager")
+        lines += _table(
+            ("mode", "median ms/clip", "clips/s", "vs eager", "max abs diff vs eager", "note"),
+            (
+                (name, *(row.get(k, "-") for k in keys), row.get("why", row.get("status", "")))
+                for name, row in bench["modes"].items()
+            ),
+        )
     else:
         lines.append("not run")
     lines += ["", "## Letterbox per clip of 5 frames, host vs device (gpu_check.py letterbox)", ""]
@@ -259,13 +266,12 @@ def summary(args: argparse.Namespace) -> str:
             f"{lbx['device']}, torch {lbx['torch']}, {lbx['clips']} clips, {lbx['date']}; "
             f"host letterbox: {lbx.get('host_path', 'not recorded')}",
             "",
-            "| size | host CPU ms | host wall ms | device-path CPU ms | device-path wall ms | byte-identical |",
-            "|---|---|---|---|---|---|",
         ]
-        for size, row in lbx["sizes"].items():
-            keys = ("host_cpu_ms", "host_wall_ms", "device_cpu_ms", "device_wall_ms", "byte_identical")
-            cells = [str(row.get(k, row.get("status", "-"))) for k in keys]
-            lines.append(f"| {size} | " + " | ".join(cells) + " |")
+        keys = ("host_cpu_ms", "host_wall_ms", "device_cpu_ms", "device_wall_ms", "byte_identical")
+        lines += _table(
+            ("size", "host CPU ms", "host wall ms", "device-path CPU ms", "device-path wall ms", "byte-identical"),
+            ((size, *(row.get(k, row.get("status", "-")) for k in keys)) for size, row in lbx["sizes"].items()),
+        )
     else:
         lines.append("not run")
     lines += ["", "## AMP training of tiny on the synthetic split", ""]
