@@ -43,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=Recipe.batch_size)
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--resume", action="store_true", help="continue OUT/run/last.pt")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the recipe: `lr=1e-3` (a Recipe field), `model.num_stages=3`, `train.mask_stages=last`",
+    )
+    parser.add_argument("--data", default=None, help="synthetic splits folder (default OUT/data; shared by A/B runs)")
+    parser.add_argument("--evals", type=int, default=1, help="evaluate at this many evenly spaced points")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument(
         "--ship",
@@ -55,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     recipe = Recipe(lr=args.lr, batch_size=args.batch_size, train_videos=args.train_videos, val_videos=args.val_videos)
+    recipe = apply_overrides(recipe, args.set)
     minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES
     final = train_synthetic_recipe(
         args.out,
@@ -62,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         iters=args.iters,
         recipe=recipe,
         device=args.device,
+        data_dir=args.data,
         progress=not args.no_progress,
         resume=args.resume,
+        evals=args.evals,
     )
     result = json.loads((Path(args.out) / "result.json").read_text())
 
@@ -80,6 +92,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.ship:
         print(f"shipped: {ship(final, result, argv if argv is not None else sys.argv[1:])}")
     return 0
+
+
+def apply_overrides(recipe: Recipe, settings: list[str]) -> Recipe:
+    """`KEY=VALUE` strings (values read as YAML) -> a new Recipe; `model.`/`train.` prefixes go to its dicts."""
+    import dataclasses
+
+    import yaml
+
+    from efficientvis_trt.errors import EvisError
+
+    model, extra, top = dict(recipe.model), dict(recipe.extra), {}
+    for item in settings:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise EvisError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            value = float(raw) if any(c in raw for c in ".eE") else int(raw)  # YAML 1.1 reads 1e-3 as a string
+        except ValueError:
+            value = yaml.safe_load(raw)
+        if key.startswith("model."):
+            model[key[6:]] = value
+        elif key.startswith("train."):
+            extra[key[6:]] = value
+        elif key in {f.name for f in dataclasses.fields(Recipe)}:
+            top[key] = tuple(value) if isinstance(value, list) else value
+        else:
+            raise EvisError(f"--set {key}: not a Recipe field (use model.X or train.X for the config)")
+    out = dataclasses.replace(recipe, model=model, extra=extra, **top)
+    out.config(100)  # fail now, with the field's name, rather than after making the data
+    return out
 
 
 def ship(checkpoint: Path, result: dict, argv: list[str]) -> Path:

@@ -63,7 +63,9 @@ class ModelConfig:
     mask_dim: int = 256
     prior_prob: float = 0.01  # focal-loss bias init of the class logits
     bbox_weights: list[float] = field(default_factory=lambda: [2.0, 2.0, 1.0, 1.0])
-    carry_boxes: str = "last"  # next clip's proposals: "last" (this clip's last-frame boxes) or "init"
+    # next clip's proposals: "last" (this clip's last-frame boxes), "velocity" (those moved on by the clip's
+    # motion, EfficientVIS._extrapolated) or "init" (the learned boxes)
+    carry_boxes: str = "last"
     pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])  # RGB
     pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
 
@@ -108,6 +110,8 @@ class TrainConfig:
     gt_proposals: float = (
         0.0  # weight of an extra clip-1 pass from jittered ground-truth tubes (0 = off; train/trainer.py)
     )
+    mask_stages: str = "all"  # mask heads and losses on "all" stages (QueryInst) or only the "last" (docs/training.md)
+    lr_schedule: str = "step"  # "step" (x lr_gamma at each of lr_steps) or "cosine" (to 0 after warm-up)
 
 
 @dataclass
@@ -179,10 +183,15 @@ class Config:
             raise EvisError("pooler.sampling_ratio must be > 0 (adaptive sampling does not export to TensorRT)")
         if m.pooler.resolution % m.pooler.box_pool_stride:
             raise EvisError("pooler.resolution must be divisible by pooler.box_pool_stride")
-        if m.carry_boxes not in ("last", "init"):
-            raise EvisError(f"carry_boxes must be 'last' or 'init', got {m.carry_boxes!r}")
+        if m.carry_boxes not in ("last", "velocity", "init"):
+            raise EvisError(f"carry_boxes must be 'last', 'velocity' or 'init', got {m.carry_boxes!r}")
         if m.pooler.impl not in ("reference", "triton"):
             raise EvisError(f"pooler.impl must be 'reference' or 'triton', got {m.pooler.impl!r}")
+        t = self.train
+        if t.mask_stages not in ("all", "last"):
+            raise EvisError(f"train.mask_stages must be 'all' or 'last', got {t.mask_stages!r}")
+        if t.lr_schedule not in ("step", "cosine"):
+            raise EvisError(f"train.lr_schedule must be 'step' or 'cosine', got {t.lr_schedule!r}")
         if m.backbone.norm not in ("bn", "frozen_bn"):
             raise EvisError(f"backbone.norm must be 'bn' or 'frozen_bn', got {m.backbone.norm!r}")
         return self

@@ -316,8 +316,11 @@ class EfficientVIS(nn.Module):
         h, w = image_hw
         scale = torch.tensor([w, h, w, h], dtype=last["boxes_xyxy"].dtype, device=last["boxes_xyxy"].device)
         boxes = xyxy_to_cxcywh(last["boxes_xyxy"] / scale)
-        if self.config.model.carry_boxes == "last":
+        carry = self.config.model.carry_boxes
+        if carry == "last":
             boxes_out = self._carried_boxes(last["boxes_xyxy"][:, :, -1] / scale)
+        elif carry == "velocity":
+            boxes_out = self._carried_boxes(self._extrapolated(last["boxes_xyxy"] / scale))
         else:
             boxes_out = self.init_boxes.weight[None].expand_as(boxes_in)
         return {
@@ -327,6 +330,14 @@ class EfficientVIS(nn.Module):
             "query_out": last["query"].mean(dim=2),
             "boxes_out": boxes_out,
         }
+
+    @staticmethod
+    def _extrapolated(xyxy: Tensor) -> Tensor:
+        """[B, N, T, 4] -> [B, N, 4]: the last box moved on by the clip's mean per-frame motion to the
+        next clip's centre frame, (T + 1) / 2 frames ahead (one proposal serves that clip's T frames)."""
+        t = xyxy.shape[2]
+        velocity = (xyxy[:, :, -1] - xyxy[:, :, 0]) / (t - 1)
+        return xyxy[:, :, -1] + velocity * ((t + 1) / 2)
 
     @staticmethod
     def _carried_boxes(xyxy: Tensor) -> Tensor:

@@ -266,7 +266,12 @@ class TrackAccumulator:
         mask_threshold: float = 0.5,
         keep_history: bool = True,
         class_names: list[str] | None = None,
+        score_frames: int | None = None,
     ):
+        if score_frames is not None and score_frames < 1:
+            raise ValueError(f"score_frames must be >= 1 or None, got {score_frames}")
+        self.score_frames = score_frames
+        self._top: np.ndarray | None = None  # [N, K, <= score_frames] the highest per-frame probabilities so far
         self.letterbox = letterbox
         self.mask_threshold = mask_threshold
         self.keep_history = keep_history
@@ -287,6 +292,11 @@ class TrackAccumulator:
         rles = encode_masks(masks, paste_boxes, self.letterbox.src_hw, self.mask_threshold)
         clip_sum = probs.sum(axis=1)
         self._prob_sum = clip_sum if self._prob_sum is None else self._prob_sum + clip_sum
+        if self.score_frames is not None:
+            seen = probs.transpose(0, 2, 1)  # [N, K, v]
+            seen = seen if self._top is None else np.concatenate([self._top, seen], axis=2)
+            m = self.score_frames
+            self._top = seen if seen.shape[2] <= m else -np.partition(-seen, m - 1, axis=2)[..., :m]
         if self.keep_history:
             self._probs.append(probs)
             self._boxes.append(boxes)
@@ -295,9 +305,13 @@ class TrackAccumulator:
         return ClipPost(probs, boxes, rles)
 
     def running_scores(self) -> np.ndarray:
-        """[N, K] mean class probability over the frames seen so far."""
+        """[N, K] video scores so far: the mean class probability over all frames, or over the
+        `score_frames` highest frames (so an object seen in only part of a video is not scored down
+        for the frames it was absent; docs/runtime.md, "Video scores")."""
         if self._prob_sum is None:
             return np.zeros((0, 0), np.float32)
+        if self._top is not None:
+            return self._top.mean(axis=2)
         return self._prob_sum / max(self.num_frames, 1)
 
     def ranked(self, top_k: int = 10, score_threshold: float = 0.0) -> list[tuple[int, int, float]]:

@@ -49,6 +49,7 @@ class Recipe:
     frames: int = 20
     data_seed: int = 0  # train split seed; val uses data_seed + 1
     extra: dict[str, Any] = field(default_factory=dict)  # further TrainConfig overrides
+    model: dict[str, Any] = field(default_factory=dict)  # ModelConfig overrides
 
     def config(self, iters: int) -> Config:
         cfg = get_config("tiny")
@@ -61,10 +62,11 @@ class Recipe:
         t.eval_every = 0
         t.loss_aux_sem, t.init_proposals, t.gt_proposals = self.loss_aux_sem, self.init_proposals, self.gt_proposals
         t.loss_class = self.loss_class
-        for k, v in self.extra.items():
-            if not hasattr(t, k):
-                raise EvisError(f"recipe: unknown train config field {k!r}")
-            setattr(t, k, v)
+        for section, overrides in ((t, self.extra), (cfg.model, self.model)):
+            for k, v in overrides.items():
+                if not hasattr(section, k):
+                    raise EvisError(f"recipe: unknown {type(section).__name__} field {k!r}")
+                setattr(section, k, v)
         return cfg.validate()
 
 
@@ -144,11 +146,14 @@ def train_synthetic_recipe(
     data_dir: str | os.PathLike | None = None,
     progress: bool = True,
     resume: bool = False,
+    evals: int = 1,
 ) -> Path:
     """Make the synthetic splits, train `tiny` for `iters` (or what fits `minutes_budget`), evaluate on val.
 
     -> the final checkpoint (OUT/run/final.pt). OUT/result.json records AP/AP50/AP75, the
-    iteration count, wall and CPU time and the machine.
+    iteration count, wall and CPU time and the machine. `evals` > 1 also evaluates at that many
+    evenly spaced points (OUT/run/log.csv: the AP-vs-minutes curve; evaluation time is not counted
+    in the training minutes but is in the wall time).
     """
     from efficientvis_trt.train.trainer import load_metrics, train
 
@@ -165,6 +170,8 @@ def train_synthetic_recipe(
         # Evaluation and checkpoints take roughly 10 % on top of the steps.
         iters = max(20, int(0.9 * (minutes_budget * 60.0 - (time.perf_counter() - wall0)) / per_iter))
     cfg = recipe.config(iters)
+    if evals > 1:
+        cfg.train.eval_every = max(1, iters // evals)
     run = out / "run"
     t0, c0 = time.perf_counter(), time.process_time()
     final = train(

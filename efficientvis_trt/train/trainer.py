@@ -120,10 +120,11 @@ class PairForward(nn.Module):
     also returns the auxiliary semantic logits ([B*T, K, H/8, W/8] per clip, else None).
     """
 
-    def __init__(self, model: nn.Module, aux_head: nn.Module | None = None):
+    def __init__(self, model: nn.Module, aux_head: nn.Module | None = None, all_masks: bool = True):
         super().__init__()
         self.model = model
         self.aux_head = aux_head
+        self.all_masks = all_masks
         self._features: list[list[Tensor]] = []
         self._capturing = False
         self._hook = model.backbone.register_forward_hook(self._capture) if aux_head is not None else None
@@ -147,12 +148,13 @@ class PairForward(nn.Module):
         query0 = m.init_query.weight[None].expand(b, -1, -1)
         boxes0 = m.init_boxes.weight[None].expand(b, -1, -1)
         features1 = m.backbone(m.preprocess(frames1))
-        stages1 = m.forward_stages(frames1, query0, boxes0, all_masks=True, features=features1)
+        masks = self.all_masks
+        stages1 = m.forward_stages(frames1, query0, boxes0, all_masks=masks, features=features1)
         gt_stages = None
         if gt_tubes is not None:
-            gt_stages = m.forward_stages(frames1, query0, gt_tubes, all_masks=True, features=features1)
+            gt_stages = m.forward_stages(frames1, query0, gt_tubes, all_masks=masks, features=features1)
         carry = m.outputs_from_last_stage(stages1[-1], boxes0, hw)
-        stages2 = m.forward_stages(frames2, carry["query_out"], carry["boxes_out"].detach(), all_masks=True)
+        stages2 = m.forward_stages(frames2, carry["query_out"], carry["boxes_out"].detach(), all_masks=masks)
         aux = (None, None)
         if self.aux_head is not None:
             aux = tuple(self.aux_head(f) for f in self._features[-2:])
@@ -220,10 +222,21 @@ def grid_proposals(n: int, aspect: float) -> Tensor:
 
 
 def lr_factor(
-    iteration: int, total: int, warmup: int, steps: list[float], gamma: float, warmup_factor: float = 0.001
+    iteration: int,
+    total: int,
+    warmup: int,
+    steps: list[float],
+    gamma: float,
+    warmup_factor: float = 0.001,
+    schedule: str = "step",
 ) -> float:
-    """Linear warmup from `warmup_factor`, then x`gamma` at each fraction in `steps` of `total`."""
-    factor = gamma ** sum(iteration >= int(round(s * total)) for s in steps)
+    """Linear warmup from `warmup_factor`, then x`gamma` at each fraction in `steps` of `total`,
+    or (`schedule="cosine"`) a half cosine from 1 after the warm-up to 0 at `total`."""
+    if schedule == "cosine":
+        progress = min(1.0, max(0, iteration - warmup) / max(1, total - warmup))
+        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
+    else:
+        factor = gamma ** sum(iteration >= int(round(s * total)) for s in steps)
     if iteration < warmup:
         alpha = iteration / max(1, warmup)
         factor *= warmup_factor * (1 - alpha) + alpha
@@ -385,7 +398,7 @@ class Trainer:
             from efficientvis_trt.train.semantic_aux import SemanticAuxHead
 
             self.aux_head = SemanticAuxHead(cfg.model.hidden_dim, cfg.model.num_classes).to(self.device).train()
-        self.pair_forward = PairForward(self.model, self.aux_head)
+        self.pair_forward = PairForward(self.model, self.aux_head, all_masks=t.mask_stages == "all")
         self.net: nn.Module = self.pair_forward
         if self.dist.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
@@ -438,7 +451,7 @@ class Trainer:
             "iteration": self.iteration,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {
-                "kind": "warmup_step",
+                "kind": f"warmup_{t.lr_schedule}",
                 "last_iter": self.iteration,
                 "total": t.iters,
                 "warmup": t.warmup_iters,
@@ -488,7 +501,7 @@ class Trainer:
     # ---- one step ----------------------------------------------------------------------
     def step(self, samples: list[dict]) -> dict[str, float]:
         t = self.cfg.train
-        lr = t.lr * lr_factor(self.iteration, t.iters, t.warmup_iters, t.lr_steps, t.lr_gamma)
+        lr = t.lr * lr_factor(self.iteration, t.iters, t.warmup_iters, t.lr_steps, t.lr_gamma, schedule=t.lr_schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         frames1, targets1 = stack_clip(samples, 0, self.device)

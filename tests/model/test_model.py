@@ -95,6 +95,14 @@ def test_carried_boxes_never_collapse(tiny_model):
     assert torch.allclose(out[0, 1], torch.tensor([0.5, 0.5, 1.0, 1.0]))
 
 
+def test_velocity_carry_moves_the_box_to_the_next_clips_centre(tiny_model):
+    # A box moving +0.02 in x per frame over 5 frames: the next clip's centre frame is 3 frames on.
+    t = torch.arange(5, dtype=torch.float32)
+    xyxy = torch.stack([0.2 + 0.02 * t, 0.3 + 0 * t, 0.4 + 0.02 * t, 0.5 + 0 * t], dim=-1)[None, None]
+    moved = tiny_model._extrapolated(xyxy)
+    torch.testing.assert_close(moved[0, 0], torch.tensor([0.34, 0.3, 0.54, 0.5]))
+
+
 def test_bad_inputs_give_one_line_errors(tiny_model):
     q, b = tiny_model.initial_state()
     with pytest.raises(EvisError, match="uint8"):

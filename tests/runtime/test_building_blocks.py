@@ -91,6 +91,27 @@ def test_live_accumulator_keeps_no_history():
         acc.finish()
 
 
+@pytest.mark.parametrize("keep_history", [True, False])
+def test_video_score_over_the_top_frames(keep_history):
+    lb = Letterbox((64, 64), (64, 64))
+    rng = np.random.default_rng(3)
+    top, mean = TrackAccumulator(lb, keep_history=keep_history, score_frames=4), TrackAccumulator(lb)
+    clips = [rng.normal(size=(3, 5, 2)).astype(np.float32) for _ in range(3)]
+    for logits in clips:
+        out = {
+            "logits": logits,
+            "boxes": np.full((3, 5, 4), 0.5, np.float32),
+            "mask_logits": np.zeros((3, 5, 28, 28), np.float32),
+        }
+        top.add_clip(out, 5)
+        mean.add_clip(out, 5)
+    probs = 1 / (1 + np.exp(-np.concatenate(clips, axis=1)))  # [N, 15, K]
+    np.testing.assert_allclose(top.running_scores(), np.sort(probs, axis=1)[:, -4:].mean(axis=1), rtol=1e-5)
+    np.testing.assert_allclose(mean.running_scores(), probs.mean(axis=1), rtol=1e-5)
+    with pytest.raises(ValueError):
+        TrackAccumulator(lb, score_frames=0)
+
+
 def test_track_ytvis_record():
     seg = encode_rle(np.eye(4, dtype=np.uint8))
     track = Track(3, 1, 0.5, np.zeros((1, 4)), np.array([0.5]), [seg], "b")

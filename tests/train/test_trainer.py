@@ -152,6 +152,33 @@ def test_lr_schedule_warms_up_and_steps():
     assert f[50] == pytest.approx(0.1) and f[80] == pytest.approx(0.01)
 
 
+def test_cosine_schedule_warms_up_then_falls_to_zero():
+    from efficientvis_trt.train.trainer import lr_factor
+
+    f = [lr_factor(i, 110, 10, [0.5], 0.1, schedule="cosine") for i in range(111)]
+    assert f[0] == pytest.approx(0.001) and f[10] == pytest.approx(1.0)
+    assert f[60] == pytest.approx(0.5) and f[110] == pytest.approx(0.0, abs=1e-12)
+    assert all(a >= b for a, b in zip(f[10:], f[11:]))  # monotone after the warm-up
+
+
+def test_mask_stages_last_drops_the_earlier_mask_heads(tiny_data):
+    from efficientvis_trt.config import get_config
+    from efficientvis_trt.errors import EvisError
+    from efficientvis_trt.model.efficientvis import EfficientVIS
+    from efficientvis_trt.train.trainer import PairForward
+
+    cfg = get_config("tiny")
+    cfg.model.num_stages = 3
+    model = EfficientVIS(cfg)
+    frames = torch.zeros((1, cfg.model.clip_len, *cfg.model.input_size, 3), dtype=torch.uint8)
+    stages1, stages2, *_ = PairForward(model, all_masks=False)(frames, frames)
+    assert [s["mask_logits"] is None for s in stages1] == [True, True, False]
+    assert [s["mask_logits"] is None for s in stages2] == [True, True, False]
+    cfg.train.mask_stages = "some"
+    with pytest.raises(EvisError, match="mask_stages"):
+        cfg.validate()
+
+
 def test_evaluation_runs_and_is_logged(tiny_data, tmp_path):
     from efficientvis_trt.train.trainer import train
 
