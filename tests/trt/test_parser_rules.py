@@ -133,3 +133,16 @@ def test_check_bundle_fails_with_one_line(tmp_path):
         R.check_bundle(tmp_path)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("model.onnx: node 'frames_view'") and "more)" in msg
+
+
+def test_build_engine_refuses_a_graph_the_parser_would_refuse_before_tensorrt_is_imported(tmp_path, monkeypatch):
+    from efficientvis_trt.trt import build as B
+    from efficientvis_trt.trt import env
+
+    def no_tensorrt(*a, **k):
+        raise AssertionError("TensorRT was imported before the parser rules ran")
+
+    monkeypatch.setattr(env, "import_tensorrt", no_tensorrt)
+    onnx.save(_uint8_reshape_first(), str(tmp_path / "model.onnx"))
+    with pytest.raises(EvisError, match=r"model.onnx: node 'frames_view' .* rule uint8-"):
+        B.build_engine(tmp_path, "fp32", tmp_path / "model.onnx")
