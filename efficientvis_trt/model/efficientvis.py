@@ -274,8 +274,14 @@ class EfficientVIS(nn.Module):
 
     # ---- forward --------------------------------------------------------------------
     def preprocess(self, frames: Tensor) -> Tensor:
-        """uint8 BGR [..., H, W, 3] -> normalised RGB float [B*T, 3, H, W]."""
-        x = frames.reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float()
+        """uint8 BGR [..., H, W, 3] -> normalised RGB float [B*T, 3, H, W].
+
+        Cast first (exact for 0..255): TensorRT's ONNX parser accepts uint8 only as a network input or
+        output, so the uint8 `frames` input must feed the Cast directly, never a Reshape/Transpose
+        (docs/tensorrt.md, "Parser rules").
+        """
+        x = frames.float()
+        x = x.reshape(-1, *x.shape[-3:]).permute(0, 3, 1, 2)
         x = x[:, [2, 1, 0]]
         return (x - self.pixel_mean) / self.pixel_std
 

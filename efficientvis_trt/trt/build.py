@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,22 @@ def set_timing_cache(config, cache_path: Path):
 # ---- what the parser bound ---------------------------------------------------------------------------
 
 
+def _v3_core(trt, layer):
+    """The core interface of a V3 plugin layer, or None where the bindings cannot give it (10.3)."""
+    plugin = getattr(layer, "plugin", None)
+    if plugin is None:
+        return None
+    return plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
+
+
+def _builtin_roialign_layer_name(name: str) -> bool:
+    """A layer the parser made from our function body's RoiAlign: unnamed ONNX nodes become layers named
+    "node_of_<first output>" (onnx-tensorrt release/10.1-GA importerUtils.cpp getNodeName), and the body's
+    RoiAlign outputs are named "_roialign_<n>_0" (export/roi_align_onnx.py)."""
+    low = name.lower()
+    return "roialign" in low and "multilevel" not in low
+
+
 def plugin_in_network(trt, network, selected: str) -> dict:
     """What the parsed network holds for RoIAlign: our plugin (aot/jit), ROIAlign_TRT, or unknown.
 
@@ -126,13 +143,18 @@ def plugin_in_network(trt, network, selected: str) -> dict:
     version table. `network.get_layer` returns ILayer; the subclass is set the way Polygraphy does
     (polygraphy/backend/trt/util.py, str_from_network).
     """
-    ours = builtin = 0
+    ours = builtin = by_name = 0
     try:
         for i in range(network.num_layers):
             layer = network.get_layer(i)
             if layer.type == trt.LayerType.PLUGIN_V3:
                 layer.__class__ = trt.IPluginV3Layer
-                core = layer.plugin.get_capability_interface(trt.PluginCapabilityType.CORE)
+                core = _v3_core(trt, layer)
+                if core is None:  # TensorRT 10.3: the bindings return None here (pyPlugin.cpp, fixed in 10.8)
+                    if _builtin_roialign_layer_name(str(getattr(layer, "name", ""))):
+                        builtin += 1
+                        by_name += 1
+                    continue
                 name, namespace = str(core.plugin_name), str(core.plugin_namespace)
             elif layer.type == trt.LayerType.PLUGIN_V2:
                 layer.__class__ = trt.IPluginV2Layer
@@ -149,7 +171,10 @@ def plugin_in_network(trt, network, selected: str) -> dict:
         mode = selected if selected in ("aot", "jit") else "plugin"
         return {"in_engine": mode, "how": f"{ours} efficientvis::MultiLevelRoIAlign plugin layer(s) in the network"}
     if builtin:
-        return {"in_engine": "builtin-roialign", "how": f"{builtin} {BUILTIN_ROIALIGN} layer(s) in the network"}
+        how = f"{builtin} {BUILTIN_ROIALIGN} layer(s) in the network"
+        if by_name:
+            how += f" ({by_name} known by layer name: this TensorRT's bindings hide a V3 plugin's name)"
+        return {"in_engine": "builtin-roialign", "how": how}
     return {"in_engine": "unknown", "how": "neither our plugin nor ROIAlign_TRT found among the network's layers"}
 
 
@@ -206,13 +231,8 @@ def build_engine(
     `batch`: optimisation profile for a leading dynamic stream/batch dimension (None: static graph).
     """
     E.check_precision(precision)
-    trt = env.import_tensorrt("Builder")
-    try:
-        from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, Profile, engine_bytes_from_network
-    except ImportError:
-        raise EvisError(f"Polygraphy is not installed: {env.INSTALL_HINT}") from None
-    gpu_name, cc = env.cuda_device_info()
-    trt_version = str(trt.__version__)
+    from efficientvis_trt.trt import parser_rules
+
     if onnx_path is None:
         onnx_path = bundle.onnx_path(precision)
     onnx_path = Path(onnx_path)
@@ -221,6 +241,22 @@ def build_engine(
             f"{precision} graph not found: {onnx_path} (run `evis build BUNDLE --precision {precision}` "
             "for the ONNX graph first)"
         )
+    # The graph as TensorRT will get it (LayerNorm in explicit fp32 ops), judged by the parser rules
+    # before TensorRT is imported: a refused graph is one line here, not a parser log on a GPU machine.
+    import onnx
+
+    prepared, _ = parser_rules.prepare_for_tensorrt(onnx.load(str(onnx_path)))
+    problems = parser_rules.check_model(prepared)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise EvisError(problems[0].line(onnx_path.name) + more)
+    trt = env.import_tensorrt("Builder")
+    try:
+        from polygraphy.backend.trt import CreateConfig, NetworkFromOnnxPath, Profile, engine_bytes_from_network
+    except ImportError:
+        raise EvisError(f"Polygraphy is not installed: {env.INSTALL_HINT}") from None
+    gpu_name, cc = env.cuda_device_info()
+    trt_version = str(trt.__version__)
     if not 0 <= int(opt_level) <= 5:
         raise EvisError(f"--opt-level must be 0..5, got {opt_level}")
     if workspace_gb <= 0:
@@ -245,10 +281,13 @@ def build_engine(
     trt_plugin.take_plugin_errors()  # errors from an earlier build are not this build's cause
     # parse_from_file resolves external weights relative to the model file; Polygraphy calls
     # init_libnvinfer_plugins before parsing as well.
-    builder, network, parser = _polygraphy(
-        f"TensorRT's ONNX parser rejected {onnx_path.name}",
-        NetworkFromOnnxPath(str(onnx_path), strongly_typed=True),
-    )
+    with tempfile.TemporaryDirectory(prefix="evis-trt-graph-") as tmp:
+        parse_path = Path(tmp) / onnx_path.name  # the prepared graph; weights inline (parsed before the dir goes)
+        onnx.save(prepared, str(parse_path))
+        builder, network, parser = _polygraphy(
+            f"TensorRT's ONNX parser rejected {onnx_path.name}",
+            NetworkFromOnnxPath(str(parse_path), strongly_typed=True),
+        )
     bound = plugin_in_network(trt, network, selected.mode)
     shapes = profile_shapes(_network_inputs(network), batch)
     profiles = None

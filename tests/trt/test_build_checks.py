@@ -222,3 +222,14 @@ def test_tensorrt_is_imported_only_by_the_trt_layer():
         if any(m == "tensorrt" or m.startswith("tensorrt.") for m in _imports(p)):
             found.add(p.relative_to(REPO_ROOT).as_posix())
     assert found <= allowed, found - allowed
+
+
+def test_on_tensorrt_10_3_the_builtin_roialign_is_known_by_its_layer_name():
+    # 10.3's bindings return None for a V3 plugin layer's `plugin` (pyPlugin.cpp): the name must tell.
+    trt, net = _fake_trt_network([("CONV", "", ""), ("V3", "ROIAlign_TRT", "")])
+    layer = net.get_layer(1)
+    layer.plugin, layer.name = None, "node_of__roialign_41_0"
+    got = plugin_in_network(trt, net, "builtin-roialign")
+    assert got["in_engine"] == "builtin-roialign" and "layer name" in got["how"]
+    layer.name = "some_conv"
+    assert plugin_in_network(trt, net, "builtin-roialign")["in_engine"] == "unknown"
