@@ -14,7 +14,8 @@ import sys
 from collections.abc import Sequence
 
 from efficientvis_trt import __version__
-from efficientvis_trt.errors import EvisError
+from efficientvis_trt.errors import BackendUnavailable, EvisError
+from efficientvis_trt.extras import missing_module_hint
 
 # name -> module; order is the order shown in --help.
 COMMANDS: dict[str, str] = {
@@ -102,6 +103,13 @@ def _main(argv: Sequence[str] | None) -> int:
             raise
         print(f"evis {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        # An optional dependency this command needs (torch for export/train, ...): one line naming its extra.
+        hint = missing_module_hint(exc.name or "", args.command)
+        if args.verbose or hint is None:
+            raise
+        print(f"evis {args.command}: error: {hint}", file=sys.stderr)
+        return BackendUnavailable.exit_code
     except OSError as exc:
         if args.verbose or not _is_write_error(exc):
             raise

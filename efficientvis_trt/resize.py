@@ -30,6 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.extras import install_command
+
 # OpenBLAS splits a GEMM over threads once m*n*k exceeds 4 * 65536 (GEMM_MULTITHREAD_THRESHOLD x
 # SMP_THRESHOLD_MIN in its interface/gemm.c). Every product here stays below that, so the resize runs
 # on the calling thread alone and leaves the other cores to the model.
@@ -143,7 +145,7 @@ class AreaResize:
         self.src_hw, self.dst_hw, self.channels = tuple(src_hw), tuple(dst_hw), channels
         self.kernels = compiled_kernels() if compiled is not False else None
         if compiled and self.kernels is None:
-            raise ImportError("the compiled letterbox needs numba: pip install 'efficientvis-trt[fast]'")
+            raise ImportError(f"the compiled letterbox needs numba: {install_command('fast')}")
         self.y = axis_taps(src_hw[0], dst_hw[0])
         self.x = axis_taps(src_hw[1], dst_hw[1])
         c = channels

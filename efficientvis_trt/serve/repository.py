@@ -39,6 +39,7 @@ import numpy as np
 
 from efficientvis_trt.contract import STATE_PAIRS
 from efficientvis_trt.errors import BackendUnavailable, EvisError
+from efficientvis_trt.extras import install_command
 
 REPOSITORY_FORMAT = "efficientvis-trt-triton-repository"
 REPOSITORY_VERSION = 1
@@ -53,7 +54,7 @@ STATE_FILES = {"query_in": "init_query", "boxes_in": "init_boxes"}  # initial_st
 # Request parameter a client sets to the bundle fingerprint of the state it sends (checked by evis_python).
 FINGERPRINT_PARAMETER = "evis_fingerprint"
 _TRITON_TYPES = {"uint8": "TYPE_UINT8", "float32": "TYPE_FP32"}
-INSTALL_HINT = "tritonclient is not installed: `pip install 'efficientvis-trt[serve]'`"
+INSTALL_HINT = f"tritonclient is not installed: `{install_command('serve')}` in this repository"
 
 
 def model_config_pb2():

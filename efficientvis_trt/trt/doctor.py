@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from efficientvis_trt.errors import EvisError
+from efficientvis_trt.extras import missing_module_hint
 
 HELP = "check this machine end to end: versions, GPU, plugin path, and a real export/build/run of a tiny model"
 CLIPS = 3
@@ -103,6 +104,11 @@ class Doctor:
             status, detail = "pass", fn()
         except Skip as exc:
             status, detail = "skipped", str(exc)
+        except ModuleNotFoundError as exc:  # an optional dependency (torch, ...) this install does not have
+            hint = missing_module_hint(exc.name or "")
+            if hint is None:
+                raise
+            status, detail = "skipped", hint
         except Exception as exc:  # a failed check is reported, never raised
             cause = " ".join(str(exc).split()) or type(exc).__name__
             status, detail = "fail", f"{type(exc).__name__}: {cause}"[:600]
@@ -133,7 +139,7 @@ class Doctor:
         from efficientvis_trt.trt import env
 
         if not env.tensorrt_available("Builder"):
-            raise Skip("TensorRT not available (not installed: pip install 'efficientvis-trt[trt]' on a GPU machine)")
+            raise Skip(f"TensorRT not available ({env.INSTALL_HINT})")
         ok, why = env.runtime_available()
         if not ok:
             raise Skip(f"TensorRT runtime not usable here: {why}")
@@ -345,7 +351,9 @@ def run_doctor(workdir: Path) -> dict:
     """Every check in order; returns the report (what doctor.json holds)."""
     from efficientvis_trt.plugins.trt_plugin import detect_plugin_path
     from efficientvis_trt.trt.env import gpu_info_or_none
+    from efficientvis_trt.trt.install_checks import install_findings
 
+    install = [asdict(f) for f in install_findings()]
     gpu = gpu_info_or_none()
     path = detect_plugin_path()
     d = Doctor(workdir)
@@ -361,13 +369,16 @@ def run_doctor(workdir: Path) -> dict:
     d.run("TensorRT CUDA-graph replay == plain execution", d.cuda_graph)
     d.run("TensorRT engines reload in a fresh process", d.reload)
     failed = [c.name for c in d.checks if c.status == "fail"]
+    problems = [f["name"] for f in install if f["problem"]]
     return {
+        "install": install,
         "versions": versions(),
         "gpu": None if gpu is None else {"name": gpu.name, "compute_capability": gpu.cc_text, "via": gpu.source},
         "plugin_path": {"mode": path.mode, "reason": path.reason, "needs_python_at_load": path.needs_python_at_load},
         "checks": [asdict(c) for c in d.checks],
         "failed": failed,
-        "ok": not failed,
+        "install_problems": problems,
+        "ok": not failed and not problems,
     }
 
 
@@ -386,11 +397,19 @@ def format_table(report: dict) -> str:
         f"RoIAlign plugin path: {report['plugin_path']['mode']} ({report['plugin_path']['reason']})",
         "",
     ]
+    for f in report.get("install", []):
+        lines.append(f"{'PROBLEM' if f['problem'] else 'note':8} install: {f['detail']}")
+        if f["fix"]:
+            lines.append(f"{'':8} fix: {f['fix']}")
+    if report.get("install"):
+        lines.append("")
     width = max(len(c["name"]) for c in report["checks"])
     for c in report["checks"]:
         lines.append(f"{c['status'].upper():8} {c['name']:<{width}}  {c['seconds']:6.1f} s  {c['detail']}")
     counts = {s: sum(c["status"] == s for c in report["checks"]) for s in ("pass", "fail", "skipped")}
     lines.append(f"\n{counts['pass']} passed, {counts['fail']} failed, {counts['skipped']} skipped")
+    if report.get("install_problems"):
+        lines.append(f"install problems: {', '.join(report['install_problems'])} (each with its fix above)")
     return "\n".join(lines)
 
 

@@ -15,14 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
+from efficientvis_trt.extras import CUDA_PYTHON_HINT, TENSORRT_HINT
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = (
-    "TensorRT is not installed: on a machine with an NVIDIA GPU run `pip install 'efficientvis-trt[trt]'` "
-    "(TensorRT, cuda-python, Polygraphy, Triton; on Jetson use JetPack's TensorRT), or use --backend ort"
-)
-CUDA_PYTHON_HINT = "cuda-python is not installed: `pip install 'efficientvis-trt[trt]'` (or `pip install cuda-python`)"
+INSTALL_HINT = TENSORRT_HINT
 
 # The ONNX opsets TensorRT's parser documents (onnx/onnx-tensorrt docs/operators.md: "TensorRT 10.x
 # supports operators in the inclusive range of opset 9 to opset 20"). 11.x: no newer statement seen,

@@ -26,7 +26,7 @@ def _rows() -> list[BenchRow]:
     return [
         BenchRow("ort", "fp32", True, metrics={**full, "model_fps": 10.0}),
         BenchRow("ort", "int8", True, metrics={**full, "model_fps": 25.0, "AP": 0.45}),
-        BenchRow("trt", "fp32", False, "TensorRT is not installed: pip install efficientvis-trt[trt]"),
+        BenchRow("trt", "fp32", False, 'TensorRT is not installed: pip install -e ".[trt-cu13]"'),
     ]
 
 

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.tensorrt
 def _gpu_ready() -> str | None:
     """None when TensorRT and a CUDA GPU are usable, else why not."""
     if not env.tensorrt_available():
-        return "TensorRT is not installed (pip install 'efficientvis-trt[trt]' on an NVIDIA GPU machine)"
+        return "TensorRT is not installed (pip install -e '.[trt-cu13]' or '.[trt-cu12]' on an NVIDIA GPU machine)"
     try:
         env.cuda_device_info()
     except Exception as exc:

@@ -184,7 +184,7 @@ def test_without_tensorrt_build_and_load_are_one_clear_line_and_write_nothing(tm
     assert proc.returncode == 0, proc.stderr
     for name in ("build", "load", "backend"):
         assert f"{name} BackendUnavailable TensorRT is not installed" in proc.stdout, proc.stdout
-    assert "pip install 'efficientvis-trt[trt]'" in proc.stdout
+    assert 'pip install -e ".[trt-cu13]"' in proc.stdout and "pip install efficientvis-trt" not in proc.stdout
     assert "files []" in proc.stdout
 
 

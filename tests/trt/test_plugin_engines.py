@@ -27,7 +27,7 @@ from efficientvis_trt.trt import env
 
 def _why_no_trt() -> str | None:
     if not env.tensorrt_available():
-        return "TensorRT not installed (pip install 'efficientvis-trt[trt]' on an NVIDIA GPU machine)"
+        return "TensorRT not installed (pip install -e '.[trt-cu13]' or '.[trt-cu12]' on an NVIDIA GPU machine)"
     if not torch.cuda.is_available():
         return "no CUDA GPU (TensorRT needs one to build engines)"
     return None
