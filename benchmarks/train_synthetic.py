@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def apply_overrides(recipe: Recipe, settings: list[str]) -> Recipe:
     """`KEY=VALUE` strings (values read as YAML) -> a new Recipe; `model.`/`train.` prefixes go to its dicts."""
+    import contextlib
     import dataclasses
 
     import yaml
@@ -103,19 +104,20 @@ def apply_overrides(recipe: Recipe, settings: list[str]) -> Recipe:
     from efficientvis_trt.errors import EvisError
 
     model, extra, top = dict(recipe.model), dict(recipe.extra), {}
+    fields = {f.name for f in dataclasses.fields(Recipe)}
     for item in settings:
         key, sep, raw = item.partition("=")
         if not sep:
             raise EvisError(f"--set {item!r}: expected KEY=VALUE")
-        try:
-            value = float(raw) if any(c in raw for c in ".eE") else int(raw)  # YAML 1.1 reads 1e-3 as a string
-        except ValueError:
-            value = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)  # YAML 1.1 reads 1e-3 as a string
         if key.startswith("model."):
             model[key[6:]] = value
         elif key.startswith("train."):
             extra[key[6:]] = value
-        elif key in {f.name for f in dataclasses.fields(Recipe)}:
+        elif key in fields:
             top[key] = tuple(value) if isinstance(value, list) else value
         else:
             raise EvisError(f"--set {key}: not a Recipe field (use model.X or train.X for the config)")

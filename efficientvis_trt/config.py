@@ -110,7 +110,9 @@ class TrainConfig:
     gt_proposals: float = (
         0.0  # weight of an extra clip-1 pass from jittered ground-truth tubes (0 = off; train/trainer.py)
     )
-    mask_stages: str = "all"  # mask heads and losses on "all" stages (QueryInst) or only the "last" (docs/training.md)
+    # mask heads and losses on "all" stages (QueryInst deep supervision) or only the "last": about a third
+    # of a tiny step goes to the earlier stages' masks, which inference never reads
+    mask_stages: str = "all"
     lr_schedule: str = "step"  # "step" (x lr_gamma at each of lr_steps) or "cosine" (to 0 after warm-up)
 
 
