@@ -112,6 +112,17 @@ TARGETS: tuple[Target, ...] = (
         (("gpu", "trt-cu13", "train", "demo", "triton", *ALL_RUNTIME), ("cpu", "export")),
         _trt_standins(13),
     ),
+    Target(  # the Dockerfile's base: NVIDIA's PyTorch container 25.10+ (torch 2.9.0a0 ... nv25.10, CUDA 13.0)
+        "x86-cu13-cp312-ngc",
+        "x86_64",
+        (2, 39),
+        "3.12",
+        13,
+        "2.9.0a0+145a3a7bda.nv25.10",
+        "x86-cu13.txt",
+        (),
+        _trt_standins(13),
+    ),
     Target(
         "x86-cu12-cp313",
         "x86_64",

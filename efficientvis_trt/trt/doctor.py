@@ -104,16 +104,16 @@ class Doctor:
             status, detail = "pass", fn()
         except Skip as exc:
             status, detail = "skipped", str(exc)
-        except ModuleNotFoundError as exc:  # an optional dependency (torch, ...) this install does not have
-            hint = missing_module_hint(exc.name or "")
-            if hint is None:
-                raise
-            status, detail = "skipped", hint
         except Exception as exc:  # a failed check is reported, never raised
-            cause = " ".join(str(exc).split()) or type(exc).__name__
-            status, detail = "fail", f"{type(exc).__name__}: {cause}"[:600]
-            if not isinstance(exc, EvisError):
-                detail += " @ " + traceback.format_exc(limit=-1).strip().splitlines()[-2].strip()[:200]
+            # an optional dependency (torch, ...) this install does not have: skipped, naming its extra
+            hint = missing_module_hint(exc.name or "") if isinstance(exc, ModuleNotFoundError) else None
+            if hint is not None:
+                status, detail = "skipped", hint
+            else:
+                cause = " ".join(str(exc).split()) or type(exc).__name__
+                status, detail = "fail", f"{type(exc).__name__}: {cause}"[:600]
+                if not isinstance(exc, EvisError):
+                    detail += " @ " + traceback.format_exc(limit=-1).strip().splitlines()[-2].strip()[:200]
         check = Check(name, status, detail, round(time.perf_counter() - start, 2))
         self.checks.append(check)
         return check

@@ -169,3 +169,18 @@ def test_doctor_table_prints_each_problem_and_its_fix():
     text = format_table(report)
     assert "PROBLEM  install: two" in text and "fix: pip uninstall -y a && pip install b" in text
     assert "install problems: onnxruntime-twice" in text
+
+
+def test_a_doctor_check_missing_an_optional_module_is_skipped_with_its_install_line(tmp_path):
+    from efficientvis_trt.trt.doctor import Doctor
+
+    def needs_torch() -> str:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+    def needs_unknown() -> str:
+        raise ModuleNotFoundError("No module named 'mystery'", name="mystery")
+
+    d = Doctor(tmp_path)
+    check = d.run("export", needs_torch)
+    assert check.status == "skipped" and 'pip install -e ".[export]"' in check.detail
+    assert d.run("other", needs_unknown).status == "fail"  # a module we do not provide is a real failure
