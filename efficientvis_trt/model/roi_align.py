@@ -204,11 +204,13 @@ def multi_level_roi_align_dense(
     canonical_level: int = 4,
     aligned: bool = True,
     min_level: int = 2,
+    skip_empty_levels: bool = True,
 ) -> Tensor:
     """`multi_level_roi_align` in the dense separable form (training: cheaper backward).
 
     Each level runs every box through dense weights over the whole map, zeroed for boxes
-    of other levels; a level without boxes is skipped.
+    of other levels; a level without boxes is skipped unless `skip_empty_levels` is False,
+    which leaves no host sync (no nonzero, no .tolist(), no bool of a tensor): CUDA-graph capturable.
     """
     b, r = rois.shape[:2]
     c = features[0].shape[1]
@@ -217,7 +219,7 @@ def multi_level_roi_align_dense(
     out = features[0].new_zeros((b, r, c, output_size, output_size), dtype=torch.float32)
     for i, feature in enumerate(features):
         on_level = levels == i
-        if not bool(on_level.any()):
+        if skip_empty_levels and not bool(on_level.any()):
             continue
         height, width = feature.shape[-2:]
         wy, wx = _box_weights(rois, output_size, 1.0 / 2 ** (min_level + i), sampling_ratio, aligned, height, width)

@@ -73,7 +73,22 @@ CONSTEXPR_ARGS = (
 # Parameters of the compiled kernel (after constexprs are baked in), in ABI order.
 RUNTIME_ARGS = FEATURE_ARGS + ("rois_ptr",) + SCALAR_ARGS + ("out_ptr",)
 
+# 3.3 is the first Triton whose ASTSource takes `constexprs=` (python/triton/compiler/compiler.py of the
+# 3.3.1 wheel: `def __init__(self, fn, signature, constexprs=None, attrs=None)`), which compile_ptx passes.
+MIN_TRITON = (3, 3)
 TRITON_HINT = install_command("triton")
+
+
+def triton_at_floor(version: str | None) -> bool:
+    """True when `version` (e.g. "3.3.1", "3.6.0+git") is at least MIN_TRITON."""
+    if not version:
+        return False
+    parts = []
+    for piece in version.split(".")[:2]:
+        digits = "".join(c for c in piece if c.isdigit()) or "0"
+        parts.append(int(digits))
+    return tuple(parts) >= MIN_TRITON
+
 
 tl: Any = None  # triton.language, bound by _require_triton() before the kernel is used
 
@@ -86,6 +101,8 @@ def _require_triton():
         import triton.language as language
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise BackendUnavailable(f"Triton is not installed ({exc}); {TRITON_HINT}") from exc
+    if not triton_at_floor(str(getattr(triton, "__version__", ""))):
+        raise BackendUnavailable(f"Triton {triton.__version__} is older than 3.3; {TRITON_HINT}")
     tl = language
     return triton
 

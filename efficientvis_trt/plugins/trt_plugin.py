@@ -108,7 +108,7 @@ def select_plugin_path(
     if not triton_available:
         return PluginPath(
             "builtin-roialign",
-            f"{tag} could use the Python plugin but Triton is not installed "
+            f"{tag} could use the Python plugin but Triton is not installed or older than 3.3 "
             f"({install_command('triton')}): no plugin is registered and {builtin_tail}",
             False,
             trt_version,
@@ -159,13 +159,16 @@ def select_plugin_path(
 
 
 def triton_available() -> bool:
+    """An importable Triton at the floor (3.3: the ASTSource signature compile_ptx uses)."""
     import importlib
 
     try:
-        importlib.import_module("triton")  # importing is the probe: a broken install fails here too
-        return True
+        mod = importlib.import_module("triton")  # importing is the probe: a broken install fails here too
     except Exception:
         return False
+    from efficientvis_trt.plugins.triton_roi_align import triton_at_floor
+
+    return triton_at_floor(str(getattr(mod, "__version__", "")))
 
 
 def torch_cuda_available() -> bool:

@@ -106,3 +106,22 @@ def test_strip_scratch_params_refuses_to_drop_a_used_parameter():
         _strip_scratch_params(used, "k", 3)
     with pytest.raises(EvisError, match="expected at least"):
         _strip_scratch_params(SYNTHETIC, "k", 6)
+
+
+def test_the_triton_floor_is_the_version_whose_astsource_takes_constexprs():
+    """compile_ptx passes ASTSource(constexprs=...): the installed Triton must take it, and it is >= the floor.
+
+    The same file runs at the floor itself with Triton 3.3.1 first on PYTHONPATH (docs/tensorrt.md).
+    """
+    import inspect
+
+    import triton
+    from triton.compiler import ASTSource
+
+    from efficientvis_trt.plugins.triton_roi_align import MIN_TRITON, triton_at_floor
+
+    assert MIN_TRITON == (3, 3)
+    assert "constexprs" in inspect.signature(ASTSource.__init__).parameters
+    assert triton_at_floor(triton.__version__)
+    assert triton_at_floor("3.3.0") and triton_at_floor("3.10.1+git") and not triton_at_floor("3.2.0")
+    assert not triton_at_floor(None)

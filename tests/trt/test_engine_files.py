@@ -158,17 +158,31 @@ def test_an_engine_holding_our_jit_plugin_fails_clearly_when_the_plugin_is_not_r
 
 
 def test_without_tensorrt_build_and_load_are_one_clear_line_and_write_nothing(tmp_path):
-    """Import-blocked, so it runs (and means the same) on a machine that has TensorRT."""
+    """Import-blocked, so it runs (and means the same) on a machine that has TensorRT. The build gets a graph
+    that passes the parser rules (they run before TensorRT is looked for), kept outside the output folder."""
+    graphs = tmp_path / "graphs"
+    graphs.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
     proc = run_python(
         f"""
         from pathlib import Path
+        import onnx
+        from onnx import TensorProto, helper
+        graph = helper.make_graph(
+            [helper.make_node("Relu", ["x"], ["y"])], "g",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        )
+        onnx_path = Path({str(graphs)!r}) / "model.fp16.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(onnx_path))
         from efficientvis_trt.errors import BackendUnavailable
         from efficientvis_trt.trt.build import build_engine
         from efficientvis_trt.trt.engine import deserialize
         from efficientvis_trt.runtime.trt_backend import TensorRTBackend
-        out = Path({str(tmp_path)!r})
+        out = Path({str(out)!r})
         for name, call in [
-            ("build", lambda: build_engine(out, "fp16", out / "model.fp16.onnx")),
+            ("build", lambda: build_engine(out, "fp16", onnx_path)),
             ("load", lambda: deserialize(out / "x.plan")),
             ("backend", lambda: TensorRTBackend(out / "model.plan", "fp32")),
         ]:
