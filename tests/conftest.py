@@ -13,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import missing_for
+from helpers import CALIB_CLIPS, missing_for
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 torch.set_num_threads(2)
@@ -28,24 +28,36 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.fixture(scope="session")
 def make_tiny_bundle(tmp_path_factory):
-    """`make_tiny_bundle(**export_options)` -> a fresh copy of a tiny random-init bundle.
+    """`make_tiny_bundle(precisions=(), **export_options)` -> a fresh copy of a tiny random-init bundle.
 
-    Each distinct set of options is exported once per session (unverified: the export tests verify
-    their own); every call returns its own copy, so a test may build into it or break it.
+    Each distinct set of options is exported once per session (unverified: the export tests verify their
+    own), and each asked precision is built into it once, through `evis build` (CALIB_CLIPS clips, seed 0);
+    every call returns its own copy, so a test may build into it or break it.
     """
+    from efficientvis_trt.cli import main
     from efficientvis_trt.export.exporter import export_bundle
 
-    exported: dict[tuple, object] = {}
+    made: dict[tuple, object] = {}
 
-    def make(**options):
+    def make(precisions=(), **options):
         opts = {"config": "tiny", "init": "random", "seed": 0, "verify": False, **options}
         key = tuple(sorted(opts.items()))
-        if key not in exported:
+        if key not in made:
             src = tmp_path_factory.mktemp("tiny_export") / "bundle"
             export_bundle(src, echo=None, **opts)
-            exported[key] = src
+            made[key] = src
+        built = made[key]
+        for n, precision in enumerate(precisions):
+            step = (*key, ("precisions", tuple(precisions[: n + 1])))
+            if step not in made:
+                out = tmp_path_factory.mktemp(f"tiny_{precision}") / "bundle"
+                shutil.copytree(built, out)
+                argv = ["build", str(out), "--precision", precision, "--calib-clips", str(CALIB_CLIPS)]
+                assert main([*argv, "--seed", "0"]) == 0, f"evis build {precision} failed"
+                made[step] = out
+            built = made[step]
         out = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
-        shutil.copytree(exported[key], out)
+        shutil.copytree(built, out)
         return out
 
     return make

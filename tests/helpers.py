@@ -93,6 +93,10 @@ def missing_for(marker: str) -> str | None:
     return None
 
 
+# conftest's `make_tiny_bundle(precisions=...)` builds its fp16/int8 graphs on this many real calibration
+# clips (seed 0): the suite tests parity and determinism, not accuracy.
+CALIB_CLIPS = 4
+
 # The cheapest real bundle: tiny, T=2, 64x96 canvas, TorchScript exporter, no simplifier, no verification.
 # Tests that only need such a bundle ask conftest's `make_tiny_bundle(**SMALL_BUNDLE)`; tests of the export
 # itself (where it writes, what it refuses) call `export_small_bundle`.

@@ -8,14 +8,13 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+from helpers import CALIB_CLIPS as CLIPS
 from onnx import TensorProto, helper, numpy_helper
 
 from efficientvis_trt.ort_session import make_session, run
 from efficientvis_trt.precision import fp16
 from efficientvis_trt.precision import graph as G
 from efficientvis_trt.precision import int8 as I
-
-CLIPS = 4
 
 
 @pytest.fixture(scope="module")
@@ -25,16 +24,9 @@ def exported(make_tiny_bundle):
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(exported):
-    """The tiny bundle with model.fp16.onnx and model.int8.onnx built through the CLI."""
-    from efficientvis_trt.cli import main
-
-    out = exported.parent / "tiny"
-    shutil.copytree(exported, out)
-    for precision in ("fp16", "int8"):
-        rc = main(["build", str(out), "--precision", precision, "--calib-clips", str(CLIPS), "--seed", "0"])
-        assert rc == 0
-    return out
+def bundle_dir(make_tiny_bundle):
+    """The tiny bundle with model.fp16.onnx and model.int8.onnx built through the CLI (the suite's shared build)."""
+    return make_tiny_bundle(precisions=("fp16", "int8"))
 
 
 @pytest.fixture(scope="module")

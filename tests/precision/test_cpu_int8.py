@@ -8,23 +8,19 @@ import shutil
 import numpy as np
 import onnx
 import pytest
+from helpers import CALIB_CLIPS as CLIPS
 from onnx import TensorProto, numpy_helper
 
 from efficientvis_trt.ort_session import make_session, run
 from efficientvis_trt.precision import graph as G
 
-CLIPS = 4
 CPU_FILE = "model.int8.cpu.onnx"
 
 
 @pytest.fixture(scope="module")
 def bundle_dir(make_tiny_bundle):
-    """A tiny random-init bundle with its int8 graphs built through the CLI."""
-    from efficientvis_trt.cli import main
-
-    out = make_tiny_bundle()
-    assert main(["build", str(out), "--precision", "int8", "--calib-clips", str(CLIPS), "--seed", "0"]) == 0
-    return out
+    """A tiny random-init bundle with its int8 graphs built through the CLI (the suite's shared build)."""
+    return make_tiny_bundle(precisions=("fp16", "int8"))
 
 
 def _io(model):

@@ -23,12 +23,8 @@ LENGTHS = (13, 4, 7)  # frames; T = 5 -> 3, 1 and 2 clips
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    from efficientvis_trt.export.exporter import export_bundle
-
-    out = tmp_path_factory.mktemp("streams") / "tiny_bundle"
-    export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None)
-    return out
+def bundle(make_tiny_bundle):
+    return make_tiny_bundle()
 
 
 @pytest.fixture(scope="module")

@@ -31,12 +31,8 @@ skip_without_trt = pytest.mark.skipif(_WHY is not None, reason=_WHY or "")
 
 
 @pytest.fixture(scope="module")
-def trt_bundle(tmp_path_factory):
-    from efficientvis_trt.export.exporter import export_bundle
-
-    out = tmp_path_factory.mktemp("trt") / "tiny"
-    export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None)
-    return out
+def trt_bundle(make_tiny_bundle):
+    return make_tiny_bundle()
 
 
 @skip_without_trt

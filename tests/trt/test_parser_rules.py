@@ -108,11 +108,7 @@ def test_plugin_node_needs_namespace_and_its_function():
 
 
 def test_every_graph_of_a_tiny_bundle_passes_and_frames_feed_only_a_cast(make_tiny_bundle):
-    from efficientvis_trt.precision.build import BuildOptions, build
-
-    path = make_tiny_bundle()
-    for precision in ("fp16", "int8"):
-        build(path, BuildOptions(precision=precision, backend="ort", calib_clips=2, progress=False))
+    path = make_tiny_bundle(precisions=("fp16", "int8"))
     checked = R.check_bundle(path)
     assert set(checked) == {"model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8.cpu.onnx"}
     for name in checked:

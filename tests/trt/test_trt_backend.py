@@ -21,15 +21,13 @@ needs_trt = pytest.mark.skipif(not TRT_OK, reason=f"TensorRT backend not runnabl
 
 
 @pytest.fixture(scope="module")
-def trt_bundle(tmp_path_factory):
+def trt_bundle(make_tiny_bundle):
     if not TRT_OK:
         pytest.skip(f"TensorRT backend not runnable here: {TRT_WHY}")
     from efficientvis_trt.export.bundle import Bundle
-    from efficientvis_trt.export.exporter import export_bundle
     from efficientvis_trt.trt.build import build_engine
 
-    out = tmp_path_factory.mktemp("trt") / "tiny_bundle"
-    export_bundle(out, config="tiny", init="random", seed=0, verify=False, echo=None)
+    out = make_tiny_bundle()
     build_engine(Bundle.open(out), "fp32", bundle_path=out)
     return out
 
