@@ -153,3 +153,25 @@ def test_mask_warp_matches_cutting_the_mask_with_the_new_box():
     iou = (warped & direct).sum() / (warped | direct).sum()
     assert iou > 0.9
     assert not torch.equal(mask_targets(canvas, a), mask_targets(canvas, b))  # the test is not vacuous
+
+
+def test_box_loss_gradient_reaches_every_stages_box_head_and_the_proposals():
+    """Issue #27: the only detaches on the box path are the proposals between stages (Sparse R-CNN);
+    a box loss on stage k must reach stage k's regression head, and stage 1's the learned proposals."""
+    torch.manual_seed(0)
+    cfg = get_config("tiny")
+    cfg.model.input_size = [64, 128]
+    cfg.model.num_stages = 3
+    model = build_model(cfg).train()
+    frames = torch.randint(0, 255, (1, 3, 64, 128, 3), dtype=torch.uint8)
+    q0, b0 = model.init_query.weight[None], model.init_boxes.weight[None]
+    for k in range(3):
+        model.zero_grad(set_to_none=True)
+        stages = model.forward_stages(frames, q0, b0)
+        stages[k]["boxes_xyxy"].sum().backward()
+        for i, stage in enumerate(model.stages):
+            grad = stage.bbox_delta.bias.grad
+            reached = grad is not None and bool(grad.abs().sum() > 0)
+            assert reached == (i == k), (k, i)  # later stages see detached boxes, earlier ones no loss
+        proposals = model.init_boxes.weight.grad
+        assert (proposals is not None and bool(proposals.abs().sum() > 0)) == (k == 0)
