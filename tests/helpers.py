@@ -109,7 +109,7 @@ def export_small_bundle(out):
 def next_writer(bundle) -> None:
     """Open and close one write transaction on `bundle`: what a killed writer left behind is rolled
     forward or removed by the next writer (docs/bundle.md)."""
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     with Bundle.open(bundle).transaction():
         pass

@@ -51,7 +51,7 @@ def _is_bundle(obj: Any) -> bool:
 
 
 def open_bundle(path: str | os.PathLike):
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     return Bundle.open(path)
 

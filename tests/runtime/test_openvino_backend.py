@@ -41,7 +41,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clips(bundle):
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     b = Bundle.open(bundle)
     frames = read_frames(sample_video("bikes.mp4"), max_frames=CLIPS * b.clip_len)

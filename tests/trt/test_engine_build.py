@@ -42,8 +42,8 @@ def trt_bundle(tmp_path_factory):
 @skip_without_trt
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_build_engine_at_the_asked_precision(trt_bundle, precision):
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.cli import main
-    from efficientvis_trt.export.bundle import Bundle
 
     rc = main(
         [

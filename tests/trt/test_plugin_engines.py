@@ -2,7 +2,7 @@
 
 The engine tests need TensorRT and a CUDA GPU (torch with CUDA provides the buffers) and skip
 otherwise, with the reason. The ONNX file holds one ``efficientvis::MultiLevelRoIAlign`` node with
-``plugin_namespace``, parsed after `env.prepare_plugins` (``init_libnvinfer_plugins`` + our plugin):
+``plugin_namespace``, parsed after `plugin.prepare_plugins` (``init_libnvinfer_plugins`` + our plugin):
 TensorRT >= 10.9 binds it to the AOT plugin (PTX in the engine), 10.7-10.8 to the JIT plugin; on
 the built-in path (< 10.7) the model also carries the standard-op function body, which the parser
 expands into ROIAlign_TRT. The built-in-path models themselves are checked on ONNX Runtime on any CPU.
@@ -23,6 +23,7 @@ from onnx import TensorProto, helper
 from efficientvis_trt.model.roi_align import multi_level_roi_align_reference
 from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
 from efficientvis_trt.trt import env
+from efficientvis_trt.trt.plugin import prepare_plugins
 
 
 def _why_no_trt() -> str | None:
@@ -43,11 +44,11 @@ ONNX_DTYPE = {torch.float32: TensorProto.FLOAT, torch.float16: TensorProto.FLOAT
 
 @pytest.fixture(scope="module")
 def plugin_path():
-    from efficientvis_trt.plugins.trt_plugin import select_plugin_path
+    from efficientvis_trt.trt.plugin import select_plugin_path
 
     trt = env.import_tensorrt("Builder")
-    path = env.prepare_plugins(trt, env.make_logger(trt))
-    assert env.prepare_plugins(trt, env.make_logger(trt)) is path  # registered once per process
+    path = prepare_plugins(trt, env.make_logger(trt))
+    assert prepare_plugins(trt, env.make_logger(trt)) is path  # registered once per process
     assert path.mode == select_plugin_path(trt.__version__).mode or path.mode == "builtin-roialign"
     return path
 
@@ -101,7 +102,7 @@ def test_builtin_path_models_are_valid_onnx_and_match_the_reference_on_onnxrunti
 def build_engine(model: bytes):
     trt = env.import_tensorrt("Builder")
     logger = trt.Logger(trt.Logger.WARNING)
-    env.prepare_plugins(trt, logger)  # init_libnvinfer_plugins: ROIAlign_TRT must be in the registry
+    prepare_plugins(trt, logger)  # init_libnvinfer_plugins: ROIAlign_TRT must be in the registry
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
@@ -119,7 +120,7 @@ def build_engine(model: bytes):
 def run_engine(plan: bytes, feeds: dict, out: torch.Tensor) -> torch.Tensor:
     trt = env.import_tensorrt("Runtime")
     logger = trt.Logger(trt.Logger.WARNING)
-    env.prepare_plugins(trt, logger)
+    prepare_plugins(trt, logger)
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     assert engine is not None
     context = engine.create_execution_context()

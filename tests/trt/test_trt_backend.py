@@ -24,7 +24,7 @@ needs_trt = pytest.mark.skipif(not TRT_OK, reason=f"TensorRT backend not runnabl
 def trt_bundle(tmp_path_factory):
     if not TRT_OK:
         pytest.skip(f"TensorRT backend not runnable here: {TRT_WHY}")
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.export.exporter import export_bundle
     from efficientvis_trt.trt.build import build_engine
 
@@ -67,7 +67,7 @@ def test_trt_tracks_match_onnxruntime(trt_bundle, bikes15):
 
 
 def _canvas(bundle_path, n):
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
     b = Bundle.open(bundle_path)

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 3. Export.
     t = _step("3/6 export a verified bundle (ONNX + custom RoIAlign node)")
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.export.exporter import export_bundle
 
     bundle_dir = out / "bundle"
@@ -286,8 +286,8 @@ def _have_tensorrt() -> bool:
 
 def _bundle_of(bundle_dir: Path, checkpoint: Path) -> bool:
     """True if `bundle_dir` is a valid bundle exported from exactly this checkpoint file."""
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.errors import EvisError
-    from efficientvis_trt.export.bundle import Bundle
     from efficientvis_trt.io_utils import file_sha256
 
     if not (bundle_dir / "metadata.json").is_file():

@@ -147,7 +147,7 @@ class Doctor:
 
     # -- steps -----------------------------------------------------------------------------------------
     def export(self) -> str:
-        from efficientvis_trt.export.bundle import Bundle
+        from efficientvis_trt.bundle import Bundle
         from efficientvis_trt.export.exporter import export_bundle
 
         # The default exporter route; onnxslim is skipped to stay within a minute on a CPU.
@@ -401,9 +401,9 @@ class Doctor:
 
 def run_doctor(workdir: Path) -> dict:
     """Every check in order; returns the report (what doctor.json holds)."""
-    from efficientvis_trt.plugins.trt_plugin import detect_plugin_path
     from efficientvis_trt.trt.env import gpu_info_or_none
     from efficientvis_trt.trt.install_checks import install_findings
+    from efficientvis_trt.trt.plugin import detect_plugin_path
 
     install = [asdict(f) for f in install_findings()]
     gpu = gpu_info_or_none()

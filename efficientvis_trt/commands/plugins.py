@@ -65,7 +65,7 @@ def _ptx_checks() -> list[dict]:
 
 def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.plugins.triton_roi_align import triton_version
-    from efficientvis_trt.plugins.trt_plugin import select_plugin_path, torch_cuda_available
+    from efficientvis_trt.trt.plugin import select_plugin_path, torch_cuda_available
 
     trt_info = _probe_trt()
     tv = triton_version()
