@@ -279,9 +279,9 @@ def model_source(given: Path | None, cached: Path, shipped: Path | None, wants_t
 
 def _have_tensorrt() -> bool:
     """The full TensorRT builder (not just the bindings or the lean runtime) imports here."""
-    from efficientvis_trt.trt.env import tensorrt_available
+    from efficientvis_trt import capabilities
 
-    return tensorrt_available()
+    return capabilities.tensorrt().available
 
 
 def _bundle_of(bundle_dir: Path, checkpoint: Path) -> bool:

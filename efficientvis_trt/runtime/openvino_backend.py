@@ -62,12 +62,11 @@ def import_openvino():
 
 
 def openvino_available() -> tuple[bool, str]:
-    """(True, '') when OpenVINO imports here, else (False, why)."""
-    try:
-        import_openvino()
-    except BackendUnavailable as exc:
-        return False, str(exc)
-    return True, ""
+    """(True, '') when OpenVINO imports here, else (False, why): `capabilities.openvino()`, probed once."""
+    from efficientvis_trt import capabilities
+
+    feature = capabilities.openvino()
+    return feature.available, "" if feature.available else feature.reason
 
 
 def device_capabilities(core, device: str = "CPU") -> list[str]:
