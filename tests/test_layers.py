@@ -157,3 +157,9 @@ def test_the_layer_order_is_the_one_in_the_design_doc():
     section = doc.split("## Layers", 1)[1].split("\n## ", 1)[0]
     listed = [line.split("**")[1] for line in section.splitlines() if line[:1].isdigit() and "**" in line]
     assert listed == [name for name, _ in LAYERS]
+
+
+def test_every_folder_of_the_package_is_a_package():
+    # setuptools' find (pyproject.toml) packs only folders with an __init__.py: a module elsewhere is lost
+    folders = {p.parent for p in ROOT.rglob("*.py") if "__pycache__" not in p.parts}
+    assert sorted(str(f.relative_to(ROOT)) for f in folders if not (f / "__init__.py").is_file()) == []
