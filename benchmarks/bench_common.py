@@ -30,8 +30,8 @@ def ensure_bundle(
 ) -> Path:
     """WORKDIR/CONFIG: a random-init bundle (seed 0) with the graphs of `precisions` (int8 with its
     ONNX Runtime CPU form), exported and built where missing, or rebuilt with `rebuild`."""
+    from efficientvis_trt.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES, Bundle
     from efficientvis_trt.errors import EvisError
-    from efficientvis_trt.export.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES, Bundle
     from efficientvis_trt.export.exporter import export_bundle
     from efficientvis_trt.precision.build import BuildOptions, build
 

@@ -97,8 +97,8 @@ def fidelity(ref: dict, got: dict) -> dict:
 def measure_config(config: str, args, log) -> dict:
     from bench_common import ensure_bundle
 
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.errors import EvisError
-    from efficientvis_trt.export.bundle import Bundle
     from efficientvis_trt.timing import latency_stats
 
     bundle = Bundle.open(ensure_bundle(config, args.workdir, args.calib_clips, log))

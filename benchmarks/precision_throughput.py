@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime
 
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.io_utils import write_json_atomic
     from efficientvis_trt.ort_session import make_session, run
 

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.ort_session import make_session, run
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -216,7 +216,7 @@ def main() -> int:
     ap.add_argument("--workdir", type=Path, default=ROOT / "bench_out" / "streams")
     args = ap.parse_args()
 
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     results = {

@@ -19,17 +19,17 @@ from efficientvis_trt.extras import missing_module_hint
 
 # name -> module; order is the order shown in --help.
 COMMANDS: dict[str, str] = {
-    "demo": "efficientvis_trt.bench.demo",
-    "infer": "efficientvis_trt.runtime.cli",
-    "export": "efficientvis_trt.export.cli",
-    "build": "efficientvis_trt.precision.cli",
-    "bench": "efficientvis_trt.bench.cli",
-    "eval": "efficientvis_trt.eval.cli",
-    "make-synthetic": "efficientvis_trt.data.synthetic_cli",
-    "train": "efficientvis_trt.train.cli",
-    "plugins": "efficientvis_trt.plugins.cli",
-    "doctor": "efficientvis_trt.trt.doctor",
-    "serve": "efficientvis_trt.serve.cli",
+    "demo": "efficientvis_trt.commands.demo",
+    "infer": "efficientvis_trt.commands.infer",
+    "export": "efficientvis_trt.commands.export",
+    "build": "efficientvis_trt.commands.build",
+    "bench": "efficientvis_trt.commands.bench",
+    "eval": "efficientvis_trt.commands.eval",
+    "make-synthetic": "efficientvis_trt.commands.make_synthetic",
+    "train": "efficientvis_trt.commands.train",
+    "plugins": "efficientvis_trt.commands.plugins",
+    "doctor": "efficientvis_trt.commands.doctor",
+    "serve": "efficientvis_trt.commands.serve",
 }
 
 

@@ -96,7 +96,7 @@ def ort_graph(bundle, precision: str, cpu_provider: bool) -> tuple[Path, str]:
     int8 it gets model.int8.cpu.onnx (written by `evis build`); GPU providers and TensorRT
     get the bundle's model.int8.onnx. An older bundle without the CPU form falls back, out loud.
     """
-    from efficientvis_trt.export.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES
+    from efficientvis_trt.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES
 
     if not cpu_provider or precision not in ORT_CPU_ONNX_FILES:
         return bundle.onnx_path(precision), ""

@@ -88,7 +88,7 @@ def real_clips(bundle_dir):
 
     Uses the requesting module's own `bundle_dir` fixture.
     """
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.ort_session import make_session, run
     from efficientvis_trt.video import Letterbox, read_frames, sample_video
 

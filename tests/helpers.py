@@ -77,19 +77,16 @@ def missing_for(marker: str) -> str | None:
     The one definition behind the markers (tests/conftest.py) and behind tests that assert what the
     machine has (a row is available exactly where this says so).
     """
-    import torch
+    from efficientvis_trt import capabilities
 
     if marker == "cuda":
-        return None if torch.cuda.is_available() else "needs a CUDA device (torch sees none)"
+        return None if capabilities.torch_cuda() else f"needs a CUDA device: {capabilities.torch_cuda().reason}"
     if marker != "tensorrt":
         raise ValueError(f"unknown hardware marker {marker!r}")
-    from efficientvis_trt.trt.env import runtime_available, tensorrt_available
-
-    ok, why = runtime_available()
-    if not ok:
-        return f"needs TensorRT and an NVIDIA GPU: {why}"
-    if not tensorrt_available("Builder"):
-        return "needs the TensorRT builder (this install has the runtime only)"
+    if not (runtime := capabilities.tensorrt_runtime()):
+        return f"needs TensorRT and an NVIDIA GPU: {runtime.reason}"
+    if not (builder := capabilities.tensorrt()):
+        return f"needs the TensorRT builder: {builder.reason}"
     return None
 
 
@@ -113,7 +110,7 @@ def export_small_bundle(out):
 def next_writer(bundle) -> None:
     """Open and close one write transaction on `bundle`: what a killed writer left behind is rolled
     forward or removed by the next writer (docs/bundle.md)."""
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     with Bundle.open(bundle).transaction():
         pass

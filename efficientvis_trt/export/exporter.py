@@ -224,7 +224,7 @@ def check_graph(
     """
     import onnx
 
-    from efficientvis_trt.export.bundle import check_onnx_io
+    from efficientvis_trt.bundle import check_onnx_io
     from efficientvis_trt.export.roi_align_onnx import custom_nodes, node_attributes
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE
     from efficientvis_trt.precision.graph import structure_only
@@ -385,8 +385,8 @@ def export_bundle(
     import onnx
     from tqdm import tqdm
 
+    from efficientvis_trt.bundle import MODEL_FILE, STATE_FILE, Bundle, check_export_target
     from efficientvis_trt.contract import io_table, model_io_dims
-    from efficientvis_trt.export.bundle import MODEL_FILE, STATE_FILE, Bundle, check_export_target
     from efficientvis_trt.export.source import load_source, weights_fingerprint
     from efficientvis_trt.export.verify import format_report, load_clips, public_report, torch_reference, verify_model
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs

@@ -240,7 +240,7 @@ def verify_bundle(
     seed) and must match the recorded weights fingerprint. Returns the report dict; the
     caller decides what a failure means (the CLI exits with an error).
     """
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.export.source import rebuild_model
 
     bundle = Bundle.open(path)

@@ -7,7 +7,7 @@ One kernel source serves three callers:
   tests and debugging), otherwise `BackendUnavailable` says what to do.
 * `compile_ptx`: PTX for a given compute capability with no GPU present
   (``triton.compile(ASTSource(...), target=GPUTarget("cuda", cc, 32))``), used by the
-  TensorRT AOT plugin (`trt_plugin`) to embed the kernel in the engine.
+  TensorRT AOT plugin (`trt.plugin`) to embed the kernel in the engine.
 * The JIT TensorRT plugin (TensorRT 10.6-10.8) launches it through torch.
 
 Semantics are exactly `efficientvis_trt.model.roi_align.multi_level_roi_align_reference`

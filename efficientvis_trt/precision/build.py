@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.bundle import CALIBRATION_FILE, MODEL_FILE, ONNX_FILES, ORT_CPU_ONNX_FILES
 from efficientvis_trt.contract import BUILD_BACKENDS, PRECISIONS
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.export.bundle import CALIBRATION_FILE, MODEL_FILE, ONNX_FILES, ORT_CPU_ONNX_FILES
 from efficientvis_trt.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
@@ -248,7 +248,7 @@ def _finite_check(ref_session, graph: bytes, feeds, what: str) -> dict[str, Any]
 
 def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
     """Build what `evis build` asks for; returns a summary for the CLI."""
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.trt import env
 
     if opts.precision not in PRECISIONS:

@@ -69,6 +69,51 @@ def check_host_input(name: str, value: np.ndarray, shape: Sequence[int] | None) 
     return np.ascontiguousarray(arr)
 
 
+def _static(shape: Sequence[Any]) -> tuple[int, ...] | None:
+    """A shape whose every dimension is a number, else None (a named or unknown dimension)."""
+    shape = tuple(shape)
+    return shape if all(isinstance(d, int) for d in shape) else None
+
+
+class ContractIO:
+    """The one check of a graph's declared I/O against the contract, for backends that load a graph file.
+
+    `_check_io` runs once, when the graph is loaded: the input and output names, each input's dtype, and
+    each input's static shape (kept in `input_shapes` for `_host_feed`, which checks every clip's feed).
+    """
+
+    input_shapes: dict[str, tuple[int, ...] | None]
+
+    def _check_io(
+        self,
+        where: Any,
+        inputs: Mapping[str, tuple[Any, str, tuple[int, ...] | None]],
+        outputs: Collection[str],
+        *,
+        extra_outputs: bool = False,
+    ) -> None:
+        """`inputs`: name -> (numpy dtype or None, the type as the runtime writes it, static shape or None)."""
+        outputs_ok = set(OUTPUT_NAMES) <= set(outputs) if extra_outputs else set(outputs) == set(OUTPUT_NAMES)
+        names_ok = set(inputs) == set(INPUT_NAMES) and outputs_ok
+        if not names_ok:
+            raise EvisError(
+                f"{where} does not have the per-clip I/O (inputs {sorted(inputs)}, outputs {sorted(outputs)}; "
+                f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)})"
+            )
+        self.input_shapes = {}
+        for name, (dtype, type_text, shape) in inputs.items():
+            if dtype != INPUT_DTYPES[name]:
+                raise EvisError(
+                    f"{where}: input {name!r} is {type_text}, expected {INPUT_DTYPES[name]} "
+                    "(I/O types are the same at every precision)"
+                )
+            self.input_shapes[name] = shape
+
+    def _host_feed(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Every contract input as a contiguous host array of its dtype and the graph's static shape."""
+        return {name: check_host_input(name, inputs[name], self.input_shapes.get(name)) for name in INPUT_NAMES}
+
+
 # ---- PyTorch -----------------------------------------------------------------------------
 
 
@@ -156,7 +201,7 @@ def ort_providers_for(device: str, providers: Sequence[Any] | None = None) -> li
     return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
-class OrtBackend:
+class OrtBackend(ContractIO):
     """ONNX Runtime on any execution provider, through IOBinding.
 
     Frames and a numpy state are bound from host memory; kept outputs are OrtValues on the
@@ -196,26 +241,12 @@ class OrtBackend:
                 f"active providers: {', '.join(active)}"
             )
         self.providers = active
-        self._check_io(onnx_path)
+        self._check_io(
+            onnx_path,
+            {i.name: (_ORT_TYPES.get(i.type), i.type, _static(i.shape)) for i in self.session.get_inputs()},
+            [o.name for o in self.session.get_outputs()],
+        )
         self._out_device = ("cuda", device_id) if self.device == "cuda" else ("cpu", 0)
-
-    def _check_io(self, onnx_path) -> None:
-        ins = {i.name: i for i in self.session.get_inputs()}
-        outs = [o.name for o in self.session.get_outputs()]
-        if set(ins) != set(INPUT_NAMES) or set(outs) != set(OUTPUT_NAMES):
-            raise EvisError(
-                f"{onnx_path} does not have the per-clip I/O (inputs {sorted(ins)}, outputs {sorted(outs)}; "
-                f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)})"
-            )
-        self.input_shapes: dict[str, tuple[int, ...] | None] = {}
-        for name, info in ins.items():
-            if _ORT_TYPES.get(info.type) != INPUT_DTYPES[name]:
-                raise EvisError(
-                    f"{onnx_path}: input {name!r} is {info.type}, expected {INPUT_DTYPES[name]} "
-                    "(I/O types are the same at every precision)"
-                )
-            shape = tuple(info.shape)
-            self.input_shapes[name] = shape if all(isinstance(d, int) for d in shape) else None
 
     def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
         binding = self.session.io_binding()

@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from efficientvis_trt.contract import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES
+from efficientvis_trt.contract import OUTPUT_NAMES
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.extras import install_command
-from efficientvis_trt.runtime.backends import check_host_input
+from efficientvis_trt.runtime.backends import ContractIO
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,11 @@ def import_openvino():
 
 
 def openvino_available() -> tuple[bool, str]:
-    """(True, '') when OpenVINO imports here, else (False, why)."""
-    try:
-        import_openvino()
-    except BackendUnavailable as exc:
-        return False, str(exc)
-    return True, ""
+    """(True, '') when OpenVINO imports here, else (False, why): `capabilities.openvino()`, probed once."""
+    from efficientvis_trt import capabilities
+
+    feature = capabilities.openvino()
+    return feature.available, "" if feature.available else feature.reason
 
 
 def device_capabilities(core, device: str = "CPU") -> list[str]:
@@ -110,7 +109,7 @@ def read_inlined(core, onnx_path: str | os.PathLike):
         raise EvisError(f"OpenVINO cannot read {Path(onnx_path).name}: {why}") from None
 
 
-class OpenVINOBackend:
+class OpenVINOBackend(ContractIO):
     """One compiled OpenVINO model and one infer request; every output comes back as a fresh numpy array.
 
     On the CPU host memory is the device, so `keep_on_device` needs no special values here:
@@ -141,7 +140,19 @@ class OpenVINOBackend:
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
         model = read_inlined(core, onnx_path)
-        self._check_io(model, onnx_path)
+        self._check_io(
+            onnx_path,
+            {
+                p.get_any_name(): (
+                    _OV_DTYPES.get(p.get_element_type().get_type_name()),
+                    p.get_element_type(),
+                    tuple(d.get_length() for d in p.get_partial_shape()) if p.get_partial_shape().is_static else None,
+                )
+                for p in model.inputs
+            },
+            {n for p in model.outputs for n in p.get_names()},
+            extra_outputs=True,
+        )
         try:
             self.compiled = core.compile_model(model, device, config)
         except Exception as exc:
@@ -153,27 +164,8 @@ class OpenVINOBackend:
         self._request = self.compiled.create_infer_request()
         self._outputs = [(name, self.compiled.output(name)) for name in OUTPUT_NAMES]
 
-    def _check_io(self, model, onnx_path) -> None:
-        ins = {p.get_any_name(): p for p in model.inputs}
-        outs = {n for p in model.outputs for n in p.get_names()}
-        if set(ins) != set(INPUT_NAMES) or not set(OUTPUT_NAMES) <= outs:
-            raise EvisError(
-                f"{onnx_path} does not have the per-clip I/O (inputs {sorted(ins)}, outputs {sorted(outs)}; "
-                f"expected {list(INPUT_NAMES)} -> {list(OUTPUT_NAMES)})"
-            )
-        self.input_shapes: dict[str, tuple[int, ...] | None] = {}
-        for name, port in ins.items():
-            dtype = _OV_DTYPES.get(port.get_element_type().get_type_name())
-            if dtype != INPUT_DTYPES[name]:
-                raise EvisError(
-                    f"{onnx_path}: input {name!r} is {port.get_element_type()}, expected {INPUT_DTYPES[name]} "
-                    "(I/O types are the same at every precision)"
-                )
-            shape = port.get_partial_shape()
-            self.input_shapes[name] = tuple(d.get_length() for d in shape) if shape.is_static else None
-
     def run(self, inputs: Mapping[str, Any], keep_on_device: Collection[str] = ()) -> dict[str, Any]:
-        feed = {name: check_host_input(name, inputs[name], self.input_shapes.get(name)) for name in INPUT_NAMES}
+        feed = self._host_feed(inputs)
         try:
             result = self._request.infer(feed, share_inputs=True, share_outputs=False)
         except Exception as exc:

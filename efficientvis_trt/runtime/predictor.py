@@ -5,7 +5,7 @@ tracklet state lives only in the named tensors `query_in`/`boxes_in`, fed back f
 `query_out`/`boxes_out`; the predictor asks the backend to keep them on its device, so
 on a GPU the state never makes a host round trip between clips. Every graph is batched
 (docs/contract.md, "Batched graph"): one video is a batch of one stream (B = 1); many
-videos at once go through `runtime.streams.MultiStreamRunner` (`predict_videos`).
+videos at once go through `runtime.streams.MultiStreamRunner`, which drives a `Predictor`.
 
 Decoding and post-processing run in their own threads (`pipeline.ThreadedClipLoop`),
 overlapped with the model; memory is flat in video length because frames and masks
@@ -18,7 +18,7 @@ import functools
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,19 +212,6 @@ class Predictor:
             render_tracks(run.source, result.tracks, overlay, max_frames)
             result.timings["overlay"] = time.perf_counter() - t0
         return result
-
-    def predict_videos(
-        self,
-        sources: Sequence[str | os.PathLike | FrameSource],
-        streams: int,
-        max_frames: int | None = None,
-        *,
-        overlays: Sequence[str | os.PathLike | None] | None = None,
-    ) -> list[VideoResult]:
-        """Many videos, up to `streams` at once through the batched graph (`runtime.streams`), in input order."""
-        from efficientvis_trt.runtime.streams import MultiStreamRunner
-
-        return MultiStreamRunner(self, streams).predict_videos(sources, max_frames, overlays=overlays)
 
     def close(self) -> None:
         self.backend.close()

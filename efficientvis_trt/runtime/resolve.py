@@ -51,7 +51,7 @@ def _is_bundle(obj: Any) -> bool:
 
 
 def open_bundle(path: str | os.PathLike):
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     return Bundle.open(path)
 
@@ -115,9 +115,12 @@ def _bundle_torch_model(bundle):
 def _ort_device(device: str | None) -> str:
     if device:
         return "cuda" if device.startswith("cuda") else "cpu"
-    import onnxruntime as ort
+    from efficientvis_trt import capabilities
 
-    return "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
+    ort, providers = capabilities.onnxruntime()
+    if not ort:  # the command line turns this into the line naming the extra
+        raise ModuleNotFoundError(ort.reason, name="onnxruntime")
+    return "cuda" if "CUDAExecutionProvider" in providers else "cpu"
 
 
 def _uses_cpu_provider(want: str, providers: Sequence[Any] | None) -> bool:
@@ -148,9 +151,10 @@ def _make_ort(
 
 def _cpu_backend(precision: str, why: str) -> tuple[str, str]:
     """(backend, reason) on a CPU: OpenVINO where it is installed and runs the precision, else ONNX Runtime."""
-    from efficientvis_trt.runtime.openvino_backend import OPENVINO_PRECISIONS, openvino_available
+    from efficientvis_trt import capabilities
+    from efficientvis_trt.runtime.openvino_backend import OPENVINO_PRECISIONS
 
-    installed, _ = openvino_available()
+    installed = capabilities.openvino().available
     if precision == "bf16" or (installed and precision in OPENVINO_PRECISIONS):
         # (bf16 without OpenVINO: the backend's own error says how to install it)
         return "openvino", f"openvino: {why}; OpenVINO is installed, the faster CPU runtime (docs/openvino.md)"
@@ -173,12 +177,12 @@ def _make_openvino(bundle, precision: str, device: str | None, threads: int | No
 
 def _find_trt_engine(bundle, precision: str) -> tuple[Path | None, str]:
     """(engine path, '') or (None, why not)."""
+    from efficientvis_trt import capabilities
     from efficientvis_trt.trt.engine import find_engine
-    from efficientvis_trt.trt.env import runtime_available
 
-    ok, why = runtime_available()
-    if not ok:
-        return None, why
+    usable = capabilities.tensorrt_runtime()
+    if not usable:
+        return None, usable.reason
     try:
         path = find_engine(bundle, precision)
     except BackendUnavailable as exc:

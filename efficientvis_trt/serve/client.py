@@ -363,7 +363,7 @@ def split_server_args(args) -> Any:
     """
     from pathlib import Path
 
-    from efficientvis_trt.export.bundle import METADATA_FILE
+    from efficientvis_trt.bundle import METADATA_FILE
 
     local_only = [
         flag
@@ -380,7 +380,7 @@ def split_server_args(args) -> Any:
         raise EvisError(f"--retry-s must be >= 0, got {args.retry_s}")
     parse_server(args.server)
     if Path(args.source).is_dir() and (Path(args.source) / METADATA_FILE).is_file():
-        from efficientvis_trt.export.bundle import Bundle
+        from efficientvis_trt.bundle import Bundle
 
         return Bundle.open(args.source)
     args.videos = [args.source, *args.videos]

@@ -134,8 +134,8 @@ class ServedContract:
 
 def _check_batched(graph: Path) -> None:
     """Triton's max_batch_size > 0 needs the stream dimension B first on every tensor (docs/contract.md)."""
+    from efficientvis_trt.bundle import read_onnx_io
     from efficientvis_trt.contract import BATCH_DIM
-    from efficientvis_trt.export.bundle import read_onnx_io
 
     rows = read_onnx_io(graph)
     flat = [r["name"] for r in rows if not r["shape"] or r["shape"][0] not in (BATCH_DIM, None)]
@@ -348,7 +348,7 @@ def write_repository(
     threads: int = 0,
 ) -> RepositoryReport:
     """Write (or replace, whole) the Triton model repository `repo` for one precision of a bundle."""
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.io_utils import atomic_dir
 
     model_config_pb2()  # fail before anything else when tritonclient is missing

@@ -266,7 +266,9 @@ def build_engine(
         env.check_onnx_opset(opset, trt_version, onnx_path.name)
 
     logger = env.make_logger(trt, verbose)
-    selected = env.prepare_plugins(trt, logger)
+    from efficientvis_trt.trt import plugin as trt_plugin
+
+    selected = trt_plugin.prepare_plugins(trt, logger)
     log.info(
         "TensorRT %s on %s (sm%d%d); RoIAlign plugin path: %s (%s)",
         trt_version,
@@ -276,8 +278,6 @@ def build_engine(
         selected.mode,
         selected.reason,
     )
-    from efficientvis_trt.plugins import trt_plugin
-
     trt_plugin.take_plugin_errors()  # errors from an earlier build are not this build's cause
     # parse_from_file resolves external weights relative to the model file; Polygraphy calls
     # init_libnvinfer_plugins before parsing as well.
@@ -377,7 +377,9 @@ def build_failure(precision: str, failure: str, plugin_errors: list[str]) -> Evi
 
 def _deserialize_fresh(trt, logger, plan_bytes: bytes):
     """Deserialize the bytes just built (same process: plugins already prepared, called again all the same)."""
-    env.prepare_plugins(trt, logger)
+    from efficientvis_trt.trt.plugin import prepare_plugins
+
+    prepare_plugins(trt, logger)
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(plan_bytes)
     if engine is None:

@@ -170,7 +170,9 @@ def deserialize(path: str | os.PathLike, bundle_path: str | os.PathLike | None =
     gpu_name, cc = env.cuda_device_info()
     check_compat(meta, gpu_name, cc, trt.__version__, path, bundle_path)
     logger = env.make_logger(trt)
-    env.prepare_plugins(trt, logger, plugin_required=engine_needs_python_plugin(meta))
+    from efficientvis_trt.trt.plugin import prepare_plugins
+
+    prepare_plugins(trt, logger, plugin_required=engine_needs_python_plugin(meta))
     runtime = trt.Runtime(logger)
     engine = runtime.deserialize_cuda_engine(path.read_bytes())
     if engine is None:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import threading
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Optional
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.extras import CUDA_PYTHON_HINT, TENSORRT_HINT
@@ -207,45 +206,6 @@ def runtime_available() -> tuple[bool, str]:
     return True, ""
 
 
-# ---- plugins ---------------------------------------------------------------------------------------
-
-_PLUGIN_LOCK = threading.Lock()
-_PLUGIN_PATH: list[Any] = []  # the PluginPath registered in this process (at most one)
-
-
-def prepare_plugins(trt, logger, *, plugin_required: bool = False):
-    """Call before EVERY parse and EVERY deserialize; returns the `PluginPath` this process registered.
-
-    ``trt.init_libnvinfer_plugins(logger, "")`` registers TensorRT's built-in plugins (ROIAlign_TRT
-    among them): they are not registered at import (plugin/api/inferPlugin.cpp in NVIDIA/TensorRT),
-    so without it the parser's RoiAlign importer fails ("ROIAlign plugin was not found in the plugin
-    registry") and a plan holding ROIAlign_TRT fails to deserialize in a fresh process. Polygraphy's
-    trt loader does the same before parsing and deserializing (polygraphy/backend/trt/loader.py).
-    Our Python plugin is registered once per process (a second ``@trtp.register`` raises).
-    `plugin_required`: the engine to load holds our JIT plugin (Python runs it at inference), so not
-    registering it is an error; an AOT engine carries its PTX and loads without Python.
-    """
-    trt.init_libnvinfer_plugins(logger, "")
-    with _PLUGIN_LOCK:
-        if not _PLUGIN_PATH:
-            try:
-                from efficientvis_trt.plugins.trt_plugin import register_trt_plugin
-
-                path = register_trt_plugin()
-            except (ImportError, BackendUnavailable) as exc:
-                from efficientvis_trt.plugins.trt_plugin import PluginPath
-
-                path = PluginPath("builtin-roialign", f"the Python plugin cannot be registered here ({exc})", False)
-            _PLUGIN_PATH.append(path)
-        path = _PLUGIN_PATH[0]
-    if plugin_required and path.mode != "jit":
-        raise EvisError(
-            "this engine holds the efficientvis::MultiLevelRoIAlign JIT plugin, which needs Python with torch "
-            f"(CUDA), triton and efficientvis_trt at load, but this process did not register it: {path.reason}"
-        )
-    return path
-
-
 def make_logger(trt, verbose: bool = False):
     return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
 
@@ -264,7 +224,6 @@ __all__ = [
     "make_logger",
     "onnx_opset_range",
     "parse_version",
-    "prepare_plugins",
     "runtime_available",
     "short_version",
     "tensorrt_available",

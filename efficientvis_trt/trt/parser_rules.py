@@ -563,7 +563,7 @@ def check_bundle(bundle_path: str | os.PathLike) -> list[str]:
     """
     import onnx
 
-    from efficientvis_trt.export.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES
+    from efficientvis_trt.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES
 
     root = Path(bundle_path)
     checked: list[str] = []

@@ -60,7 +60,7 @@ def test_truth_beside_prediction_differs_where_they_differ(tmp_path):
     import cv2
     import numpy as np
 
-    from efficientvis_trt.bench.demo import ground_truth_tracks
+    from efficientvis_trt.commands.demo import ground_truth_tracks
     from efficientvis_trt.data.synthetic import make_synthetic
     from efficientvis_trt.runtime.overlay import BANNER_HEIGHT, render_comparison
     from efficientvis_trt.runtime.postprocess import decode_rle
@@ -143,7 +143,7 @@ def test_second_run_reuses_model_bundle_and_graphs(demo_dir, capsys):
 
 
 def test_model_source_prefers_given_then_cached_then_training_when_asked_then_shipped(tmp_path):
-    from efficientvis_trt.bench.demo import model_source
+    from efficientvis_trt.commands.demo import model_source
 
     cached, shipped = tmp_path / "run" / "final.pt", tmp_path / "shipped.pt"
     assert model_source(None, cached, shipped, wants_training=False) == "shipped"

@@ -195,7 +195,7 @@ def test_cli(tmp_path: Path, capsys) -> None:
     import argparse
 
     from efficientvis_trt.cli import COMMANDS
-    from efficientvis_trt.data import synthetic_cli
+    from efficientvis_trt.commands import make_synthetic as synthetic_cli
 
     assert COMMANDS["make-synthetic"] == synthetic_cli.__name__
     parser = argparse.ArgumentParser()

@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from efficientvis_trt.export.bundle import SCHEMA_VERSION, Bundle
+from efficientvis_trt.bundle import SCHEMA_VERSION, Bundle
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 

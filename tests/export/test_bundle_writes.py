@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from helpers import SMALL_BUNDLE, export_small_bundle, our_temporaries
 
+from efficientvis_trt.bundle import Bundle, Transaction
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.export.bundle import Bundle, Transaction
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_swapped_file_of_same_size_is_refused(small_bundle, tmp_path):
 
 
 def test_open_is_cheap_once_cached(small_bundle, monkeypatch):
-    import efficientvis_trt.export.bundle as bundle_module
+    import efficientvis_trt.bundle as bundle_module
 
     Bundle.open(small_bundle)
     monkeypatch.setattr(bundle_module, "_hash_cache", {})  # a fresh process: only the sidecar remains
@@ -154,7 +154,7 @@ def test_transactions_serialise_and_reread_metadata(small_bundle, tmp_path):
 
 def test_unfinished_commit_is_rolled_forward_on_open(small_bundle, tmp_path, monkeypatch):
     """A crash right after the commit point: the journal is there, the renames are not; open finishes them."""
-    import efficientvis_trt.export.bundle as bundle_module
+    import efficientvis_trt.bundle as bundle_module
 
     b = _copy(small_bundle, tmp_path / "b")
     monkeypatch.setattr(bundle_module, "_roll_forward", lambda path: None)

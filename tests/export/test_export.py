@@ -18,10 +18,9 @@ import pytest
 import torch
 from onnx import AttributeProto
 
+from efficientvis_trt.bundle import Bundle, read_onnx_io
 from efficientvis_trt.contract import IO_TABLE, PRECISIONS, io_dims, io_table
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.export import Bundle
-from efficientvis_trt.export.bundle import read_onnx_io
 from efficientvis_trt.export.exporter import export_bundle
 from efficientvis_trt.export.roi_align_onnx import LEVEL_INPUTS, attach_function, custom_nodes, node_attributes
 from efficientvis_trt.export.verify import TOLERANCES, verify_bundle
@@ -432,7 +431,7 @@ def _temporaries(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("existing", [False, True])
 def test_failure_after_model_written_leaves_nothing(plugin_bundle, tmp_path, monkeypatch, existing):
-    import efficientvis_trt.export.bundle as bundle_module
+    import efficientvis_trt.bundle as bundle_module
 
     out = tmp_path / "bundle"
     if existing:

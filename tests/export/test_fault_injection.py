@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from helpers import export_small_bundle, interruptible, next_writer, our_temporaries
 
-from efficientvis_trt.export.bundle import Bundle
+from efficientvis_trt.bundle import Bundle
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ if mode == "cli":
     sys.exit(main(rest))
 import json
 from pathlib import Path
-from efficientvis_trt.export.bundle import Bundle
+from efficientvis_trt.bundle import Bundle
 from efficientvis_trt.precision.build import commit_graphs
 precision, graphs = rest
 g = json.loads(Path(graphs).read_text())

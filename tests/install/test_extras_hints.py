@@ -59,8 +59,9 @@ def test_the_ort_inference_path_imports_without_torch():
     proc = run_python(
         """
         import sys
-        import efficientvis_trt.cli, efficientvis_trt.runtime.cli, efficientvis_trt.runtime.resolve
-        import efficientvis_trt.runtime.predictor, efficientvis_trt.runtime.postprocess, efficientvis_trt.trt.doctor
+        import efficientvis_trt.cli, efficientvis_trt.commands.infer, efficientvis_trt.runtime.resolve
+        import efficientvis_trt.runtime.predictor, efficientvis_trt.runtime.postprocess
+        import efficientvis_trt.commands.doctor
         from efficientvis_trt.cli import build_parser
         build_parser()
         print("torch" in sys.modules)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from efficientvis_trt.commands.doctor import format_table
 from efficientvis_trt.trt import install_checks as ic
-from efficientvis_trt.trt.doctor import format_table
 
 JP62 = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8 2025\n"
 
@@ -172,7 +172,7 @@ def test_doctor_table_prints_each_problem_and_its_fix():
 
 
 def test_a_doctor_check_missing_an_optional_module_is_skipped_with_its_install_line(tmp_path):
-    from efficientvis_trt.trt.doctor import Doctor
+    from efficientvis_trt.commands.doctor import Doctor
 
     def needs_torch() -> str:
         raise ModuleNotFoundError("No module named 'torch'", name="torch")

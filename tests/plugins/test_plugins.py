@@ -19,7 +19,7 @@ import pytest
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.plugins.spec import RoIAlignAttrs
 from efficientvis_trt.plugins.triton_roi_align import covered_output_indices, kernel_config, launch_geometry
-from efficientvis_trt.plugins.trt_plugin import PluginPath, attrs_from_fields, attrs_to_fields, select_plugin_path
+from efficientvis_trt.trt.plugin import PluginPath, attrs_from_fields, attrs_to_fields, select_plugin_path
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -159,8 +159,8 @@ def _run_python(code: str, block: tuple[str, ...] = ()) -> subprocess.CompletedP
 def test_importing_plugins_imports_neither_tensorrt_nor_triton():
     proc = _run_python("""
         import sys
-        import efficientvis_trt.plugins, efficientvis_trt.plugins.spec, efficientvis_trt.plugins.cli
-        import efficientvis_trt.plugins.trt_plugin, efficientvis_trt.plugins.triton_roi_align
+        import efficientvis_trt.plugins, efficientvis_trt.plugins.spec, efficientvis_trt.commands.plugins
+        import efficientvis_trt.trt.plugin, efficientvis_trt.plugins.triton_roi_align
         print(sorted(m for m in ('tensorrt', 'triton', 'torch') if m in sys.modules))
     """)
     assert proc.returncode == 0, proc.stderr
@@ -173,7 +173,8 @@ def test_everything_degrades_to_one_clear_error_without_tensorrt_and_triton():
         import torch
         from efficientvis_trt.errors import BackendUnavailable
         from efficientvis_trt.plugins.spec import RoIAlignAttrs
-        from efficientvis_trt.plugins import trt_plugin, triton_roi_align
+        from efficientvis_trt.plugins import triton_roi_align
+        from efficientvis_trt.trt import plugin as trt_plugin
         print('path', trt_plugin.detect_plugin_path().mode)
         for name, call in [
             ('register', trt_plugin.register_trt_plugin),
@@ -204,7 +205,7 @@ def test_register_without_tensorrt_raises_backend_unavailable():
     proc = _run_python(
         """
         from efficientvis_trt.errors import BackendUnavailable
-        from efficientvis_trt.plugins.trt_plugin import register_trt_plugin
+        from efficientvis_trt.trt.plugin import register_trt_plugin
         try:
             register_trt_plugin()
         except BackendUnavailable as exc:

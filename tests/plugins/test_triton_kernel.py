@@ -24,13 +24,12 @@ from efficientvis_trt.plugins.triton_roi_align import _launch, multi_level_roi_a
 IMAGE = (512, 640)  # H, W: P2 128x160 ... P5 16x20
 
 
-@pytest.fixture(params=["interpreter", "cuda"])
+@pytest.fixture(params=["interpreter", pytest.param("cuda", marks=pytest.mark.cuda)])
 def device(request, monkeypatch):
+    """The compiled kernel on CUDA (the `cuda` marker skips it elsewhere), the interpreter on the CPU."""
     if request.param == "interpreter":
         monkeypatch.setenv("TRITON_INTERPRET", "1")
         return torch.device("cpu")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA GPU: the compiled kernel is tested on CUDA only")
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     return torch.device("cuda")
 

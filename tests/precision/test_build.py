@@ -174,7 +174,7 @@ def test_calibration_record(bundle_dir, models):
 
 
 def test_calibration_carries_state_and_is_deterministic(bundle_dir):
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.precision.data import build_calibration_set, plan_sequences
 
     b = Bundle.open(bundle_dir)

@@ -24,7 +24,7 @@ ort = pytest.importorskip("onnxruntime")
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A small tiny-config bundle (2 frames, 96x160), its fp32 model and 3 calibration clips with carried state."""
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.export.exporter import export_bundle
     from efficientvis_trt.precision.data import build_calibration_set
 

@@ -28,7 +28,7 @@ def _io(model):
 
 
 def test_cpu_graph_written_and_recorded(bundle_dir):
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     assert (bundle_dir / CPU_FILE).is_file() and (bundle_dir / "model.int8.onnx").is_file()
     meta = json.loads((bundle_dir / "metadata.json").read_text())

@@ -273,7 +273,7 @@ def test_overlay_writer_is_atomic(tmp_path):
 def test_runtime_import_is_light():
     code = (
         "import sys, efficientvis_trt.runtime as r, efficientvis_trt.runtime.trt_backend, "
-        "efficientvis_trt.runtime.cli; r.Predictor; "
+        "efficientvis_trt.commands.infer; r.Predictor; "
         "print(','.join(m for m in ('torch', 'tensorrt', 'onnxruntime', 'cuda') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

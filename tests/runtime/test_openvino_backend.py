@@ -34,7 +34,7 @@ def bundle(make_tiny_bundle):
 
 @pytest.fixture(scope="module")
 def clips(bundle):
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     b = Bundle.open(bundle)
     frames = read_frames(sample_video("bikes.mp4"), max_frames=CLIPS * b.clip_len)
@@ -76,8 +76,12 @@ def ort_fp32(bundle, clips):
 # ---- everywhere ---------------------------------------------------------------------------
 
 
-def test_without_openvino_the_backend_says_so_and_auto_stays_on_ort(bundle, monkeypatch):
+def test_without_openvino_the_backend_says_so_and_auto_stays_on_ort(bundle, monkeypatch, request):
+    from efficientvis_trt import capabilities
+
     monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` now raises ImportError
+    capabilities.forget()  # probed again without it, and again after the test with it
+    request.addfinalizer(capabilities.forget)
     with pytest.raises(BackendUnavailable) as info:
         Predictor(bundle, backend="openvino")
     assert "OpenVINO is not installed" in str(info.value) and "[openvino]" in str(info.value)

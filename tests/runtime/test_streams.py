@@ -77,7 +77,7 @@ def test_clips_equal_solo_runs_and_slots_are_refilled(predictor, videos, solo):
 
 
 def test_predict_videos_equals_predict_video(predictor, videos, solo):
-    batched = predictor.predict_videos(videos, streams=2)
+    batched = MultiStreamRunner(predictor, 2).predict_videos(videos)
     for a, b in zip([result for _, result in solo], batched, strict=True):
         assert (a.num_frames, len(a.tracks)) == (b.num_frames, len(b.tracks))
         for ta, tb in zip(a.tracks, b.tracks):

@@ -9,9 +9,9 @@ import pytest
 from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from efficientvis_trt.bundle import Bundle
 from efficientvis_trt.cli import main as evis_main
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.export.bundle import Bundle
 from efficientvis_trt.serve.client import is_retryable, parse_server
 from efficientvis_trt.serve.repository import (
     MARKER_FILE,

@@ -70,7 +70,7 @@ def _served_run(served: ServerModel, video, retry_s: float = 30.0):
 
 
 def test_four_concurrent_client_streams_equal_local_results(server, tiny_random_bundle, videos, local_results):
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     bundle = Bundle.open(tiny_random_bundle)
     served = {proto: connect(server.url(proto), proto, bundle=bundle) for proto in ("grpc", "http")}
@@ -181,7 +181,7 @@ def _raw_request(client_module, client, inputs, fingerprint=None):
 def test_bad_requests_get_a_clear_error_and_the_server_keeps_serving(server, tiny_random_bundle, protocol):
     from tritonclient.utils import InferenceServerException
 
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     module = {"grpc": tritonclient.grpc, "http": tritonclient.http}[protocol]
     client = module.InferenceServerClient(server.url(protocol))
@@ -213,7 +213,7 @@ def test_client_with_another_bundles_state_fails_at_once_with_one_line(server, t
     from dataclasses import replace
     from types import SimpleNamespace
 
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     served = connect(server.grpc_url, "grpc")
     other = replace(served, contract=replace(served.contract, fingerprint="f" * 64))

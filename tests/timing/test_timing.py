@@ -38,7 +38,7 @@ def test_time_calls_warms_up_untimed_and_syncs_before_every_clock_read():
 
 
 def test_infer_prints_the_same_p90_as_the_bench_for_the_same_samples():
-    from efficientvis_trt.runtime.cli import _timing_line
+    from efficientvis_trt.commands.infer import _timing_line
     from efficientvis_trt.runtime.postprocess import VideoResult
 
     samples = list(np.linspace(0.1, 1.0, 10))  # 100..1000 ms: nearest-rank p90 would say 1000 ms

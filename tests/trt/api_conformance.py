@@ -461,9 +461,9 @@ class _Registry:
 
 
 def check_plugins(trt, trtp, version: str) -> tuple[list[str], dict]:
-    from efficientvis_trt.plugins import trt_plugin
     from efficientvis_trt.plugins.spec import PLUGIN_ID, RoIAlignAttrs
     from efficientvis_trt.plugins.triton_roi_align import ptx_entry_params
+    from efficientvis_trt.trt import plugin as trt_plugin
     from efficientvis_trt.trt.env import GpuInfo
 
     problems, info = [], {}

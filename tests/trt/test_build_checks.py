@@ -151,7 +151,7 @@ def _capture_definitions():
 
 
 def test_an_exception_inside_aot_impl_is_the_build_failure_message(monkeypatch):
-    from efficientvis_trt.plugins import trt_plugin
+    from efficientvis_trt.trt import plugin as trt_plugin
 
     monkeypatch.setattr(trt_plugin, "gpu_info_or_none", lambda: None)  # no GPU: aot_impl raises
     trtp, got = _capture_definitions()
@@ -171,7 +171,7 @@ def test_an_exception_inside_aot_impl_is_the_build_failure_message(monkeypatch):
 
 
 def test_autotune_declares_every_type_combination_the_kernel_takes():
-    from efficientvis_trt.plugins import trt_plugin
+    from efficientvis_trt.trt import plugin as trt_plugin
 
     trtp, got = _capture_definitions()
     trt_plugin._define_plugin(trtp, aot=False)
@@ -216,7 +216,7 @@ def test_runtime_never_imports_the_precision_package():
 
 def test_tensorrt_is_imported_only_by_the_trt_layer():
     """One home for `import tensorrt` (the plugin module needs `tensorrt.plugin` for its definitions)."""
-    allowed = {"efficientvis_trt/trt/env.py", "efficientvis_trt/plugins/trt_plugin.py"}
+    allowed = {"efficientvis_trt/trt/env.py", "efficientvis_trt/trt/plugin.py"}
     found = set()
     for p in (REPO_ROOT / "efficientvis_trt").rglob("*.py"):
         if any(m == "tensorrt" or m.startswith("tensorrt.") for m in _imports(p)):

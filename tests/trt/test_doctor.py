@@ -7,7 +7,7 @@ import json
 import pytest
 
 from efficientvis_trt.cli import main
-from efficientvis_trt.trt import doctor
+from efficientvis_trt.commands import doctor
 
 
 @pytest.fixture(scope="module")

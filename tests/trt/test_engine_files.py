@@ -17,6 +17,7 @@ from helpers import run_python
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.trt import engine as E
 from efficientvis_trt.trt import env
+from efficientvis_trt.trt import plugin as trt_plugin
 
 
 def test_engine_path_names_precision_gpu_cc_and_trt_version(tmp_path):
@@ -108,7 +109,7 @@ def fake_trt(monkeypatch):
     fake = _FakeTrt()
     monkeypatch.setitem(sys.modules, "tensorrt", fake)
     monkeypatch.setattr(env, "cuda_device_info", lambda device=None: ("NVIDIA H200", (9, 0)))
-    monkeypatch.setattr(env, "_PLUGIN_PATH", [])
+    monkeypatch.setattr(trt_plugin, "_PLUGIN_PATH", [])
     return fake
 
 
@@ -206,7 +207,7 @@ def test_engine_files_go_into_the_bundle_in_one_transaction(tmp_path, make_tiny_
     """Plan, sidecar and timing cache are listed in the bundle's metadata with their hashes, and verify on open."""
     from helpers import SMALL_BUNDLE
 
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
 
     bundle = Bundle.open(make_tiny_bundle(**SMALL_BUNDLE))
     plan = E.engine_path(bundle, "fp16", "NVIDIA H200", (9, 0), "10.13.0")

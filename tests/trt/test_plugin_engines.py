@@ -2,7 +2,7 @@
 
 The engine tests need TensorRT and a CUDA GPU (torch with CUDA provides the buffers) and skip
 otherwise, with the reason. The ONNX file holds one ``efficientvis::MultiLevelRoIAlign`` node with
-``plugin_namespace``, parsed after `env.prepare_plugins` (``init_libnvinfer_plugins`` + our plugin):
+``plugin_namespace``, parsed after `plugin.prepare_plugins` (``init_libnvinfer_plugins`` + our plugin):
 TensorRT >= 10.9 binds it to the AOT plugin (PTX in the engine), 10.7-10.8 to the JIT plugin; on
 the built-in path (< 10.7) the model also carries the standard-op function body, which the parser
 expands into ROIAlign_TRT. The built-in-path models themselves are checked on ONNX Runtime on any CPU.
@@ -23,18 +23,7 @@ from onnx import TensorProto, helper
 from efficientvis_trt.model.roi_align import multi_level_roi_align_reference
 from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
 from efficientvis_trt.trt import env
-
-
-def _why_no_trt() -> str | None:
-    if not env.tensorrt_available():
-        return "TensorRT not installed (pip install -e '.[trt-cu13]' or '.[trt-cu12]' on an NVIDIA GPU machine)"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU (TensorRT needs one to build engines)"
-    return None
-
-
-WHY = _why_no_trt()
-needs_trt = pytest.mark.skipif(WHY is not None, reason=WHY or "")
+from efficientvis_trt.trt.plugin import prepare_plugins
 
 B, R, C = 2, 6, 8
 IMAGE = (256, 320)
@@ -43,11 +32,11 @@ ONNX_DTYPE = {torch.float32: TensorProto.FLOAT, torch.float16: TensorProto.FLOAT
 
 @pytest.fixture(scope="module")
 def plugin_path():
-    from efficientvis_trt.plugins.trt_plugin import select_plugin_path
+    from efficientvis_trt.trt.plugin import select_plugin_path
 
     trt = env.import_tensorrt("Builder")
-    path = env.prepare_plugins(trt, env.make_logger(trt))
-    assert env.prepare_plugins(trt, env.make_logger(trt)) is path  # registered once per process
+    path = prepare_plugins(trt, env.make_logger(trt))
+    assert prepare_plugins(trt, env.make_logger(trt)) is path  # registered once per process
     assert path.mode == select_plugin_path(trt.__version__).mode or path.mode == "builtin-roialign"
     return path
 
@@ -101,7 +90,7 @@ def test_builtin_path_models_are_valid_onnx_and_match_the_reference_on_onnxrunti
 def build_engine(model: bytes):
     trt = env.import_tensorrt("Builder")
     logger = trt.Logger(trt.Logger.WARNING)
-    env.prepare_plugins(trt, logger)  # init_libnvinfer_plugins: ROIAlign_TRT must be in the registry
+    prepare_plugins(trt, logger)  # init_libnvinfer_plugins: ROIAlign_TRT must be in the registry
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
     parser = trt.OnnxParser(network, logger)
@@ -119,7 +108,7 @@ def build_engine(model: bytes):
 def run_engine(plan: bytes, feeds: dict, out: torch.Tensor) -> torch.Tensor:
     trt = env.import_tensorrt("Runtime")
     logger = trt.Logger(trt.Logger.WARNING)
-    env.prepare_plugins(trt, logger)
+    prepare_plugins(trt, logger)
     engine = trt.Runtime(logger).deserialize_cuda_engine(plan)
     assert engine is not None
     context = engine.create_execution_context()
@@ -145,8 +134,8 @@ def make_inputs(dtype):
     return feats, rois
 
 
-@needs_trt
 @pytest.mark.tensorrt
+@pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
 def test_engine_matches_reference(plugin_path, dtype):
     attrs = RoIAlignAttrs(output_size=7, sampling_ratio=2)
@@ -165,8 +154,8 @@ def test_engine_matches_reference(plugin_path, dtype):
         torch.testing.assert_close(got.float(), want.float(), rtol=2e-3, atol=2e-3)
 
 
-@needs_trt
 @pytest.mark.tensorrt
+@pytest.mark.cuda
 def test_aot_engine_loads_without_python_plugin(plugin_path, tmp_path):
     if plugin_path.mode != "aot":
         pytest.skip(f"path is {plugin_path.mode}, not aot: {plugin_path.reason}")

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import missing_for
 
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.trt.env import runtime_available
-
-TRT_OK, TRT_WHY = runtime_available()
-needs_trt = pytest.mark.skipif(not TRT_OK, reason=f"TensorRT backend not runnable here: {TRT_WHY}")
-
 
 # ---- on a GPU with TensorRT ------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def trt_bundle(make_tiny_bundle):
-    if not TRT_OK:
-        pytest.skip(f"TensorRT backend not runnable here: {TRT_WHY}")
-    from efficientvis_trt.export.bundle import Bundle
+    if (why := missing_for("tensorrt")) is not None:
+        pytest.skip(why)
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.trt.build import build_engine
 
     out = make_tiny_bundle()
@@ -43,7 +39,6 @@ def bikes15(tmp_path_factory):
     )
 
 
-@needs_trt
 @pytest.mark.tensorrt
 def test_trt_tracks_match_onnxruntime(trt_bundle, bikes15):
     from efficientvis_trt.runtime.postprocess import decode_rle
@@ -65,7 +60,7 @@ def test_trt_tracks_match_onnxruntime(trt_bundle, bikes15):
 
 
 def _canvas(bundle_path, n):
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
     b = Bundle.open(bundle_path)
@@ -74,7 +69,6 @@ def _canvas(bundle_path, n):
     return b, np.stack([lb.apply(f) for f in frames])
 
 
-@needs_trt
 @pytest.mark.tensorrt
 def test_state_stays_on_the_gpu_and_stale_handles_are_refused(trt_bundle):
     from efficientvis_trt.runtime.trt_backend import TensorRTBackend, TrtDeviceTensor
@@ -102,7 +96,6 @@ def test_state_stays_on_the_gpu_and_stale_handles_are_refused(trt_bundle):
         be.close()
 
 
-@needs_trt
 @pytest.mark.tensorrt
 def test_cuda_graph_replay_equals_plain_enqueue(trt_bundle):
     from efficientvis_trt.runtime.trt_backend import TensorRTBackend
@@ -130,7 +123,6 @@ def test_cuda_graph_replay_equals_plain_enqueue(trt_bundle):
             np.testing.assert_allclose(plain[name], replay[name], rtol=0, atol=1e-5)
 
 
-@needs_trt
 @pytest.mark.tensorrt
 def test_auto_picks_tensorrt_and_a_bad_plan_says_rebuild(trt_bundle, tmp_path):
     from efficientvis_trt.runtime.predictor import Predictor

@@ -45,44 +45,21 @@ class Check:
 # ---- versions -------------------------------------------------------------------------------------
 
 
-def _version_of(module: str) -> str | None:
-    try:
-        mod = __import__(module)
-        return str(getattr(mod, "__version__", "installed"))
-    except Exception:
-        return None
-
-
 def versions() -> dict[str, Any]:
     """Python, torch, ONNX Runtime (+ providers), TensorRT, Triton, cuda-python, Polygraphy."""
-    from efficientvis_trt.trt.env import installed_version
+    from efficientvis_trt.capabilities import capabilities
 
-    out: dict[str, Any] = {"python": platform.python_version()}
-    try:
-        import torch
-
-        out["torch"] = f"{torch.__version__} (CUDA {torch.version.cuda})" if torch.version.cuda else torch.__version__
-    except Exception:
-        out["torch"] = None
-    try:
-        import onnxruntime as ort
-
-        out["onnxruntime"] = ort.__version__
-        out["onnxruntime_providers"] = list(ort.get_available_providers())
-    except Exception:
-        out["onnxruntime"], out["onnxruntime_providers"] = None, []
-    out["tensorrt"] = installed_version()
-    out["triton"] = _version_of("triton")
-    cuda_python = None
-    for name in ("cuda.bindings", "cuda"):
-        try:
-            cuda_python = str(getattr(__import__(name, fromlist=["x"]), "__version__", "installed"))
-            break
-        except Exception:
-            continue
-    out["cuda-python"] = cuda_python
-    out["polygraphy"] = _version_of("polygraphy")
-    return out
+    caps = capabilities()
+    return {
+        "python": platform.python_version(),
+        "torch": caps.torch.version,
+        "onnxruntime": caps.onnxruntime.version,
+        "onnxruntime_providers": list(caps.onnxruntime_providers),
+        "tensorrt": caps.tensorrt_runtime.version,
+        "triton": caps.triton.version,
+        "cuda-python": caps.cuda_python.version,
+        "polygraphy": caps.polygraphy.version,
+    }
 
 
 # ---- the checks -------------------------------------------------------------------------------------
@@ -126,28 +103,26 @@ class Doctor:
 
     @staticmethod
     def _need_cuda_torch():
-        try:
-            import torch
-        except ImportError:
-            raise Skip("torch is not installed") from None
-        if not torch.cuda.is_available():
-            build = f"CUDA {torch.version.cuda} build" if torch.version.cuda else "CPU-only build"
-            raise Skip(f"no CUDA device (torch {torch.__version__}, {build})")
+        from efficientvis_trt import capabilities
+
+        if not (cuda := capabilities.torch_cuda()):
+            raise Skip(cuda.reason)
+        import torch
+
         return torch
 
     @staticmethod
     def _need_tensorrt() -> None:
-        from efficientvis_trt.trt import env
+        from efficientvis_trt import capabilities
 
-        if not env.tensorrt_available("Builder"):
-            raise Skip(f"TensorRT not available ({env.INSTALL_HINT})")
-        ok, why = env.runtime_available()
-        if not ok:
-            raise Skip(f"TensorRT runtime not usable here: {why}")
+        if not (builder := capabilities.tensorrt()):
+            raise Skip(f"TensorRT not available ({builder.reason})")
+        if not (runtime := capabilities.tensorrt_runtime()):
+            raise Skip(f"TensorRT runtime not usable here: {runtime.reason}")
 
     # -- steps -----------------------------------------------------------------------------------------
     def export(self) -> str:
-        from efficientvis_trt.export.bundle import Bundle
+        from efficientvis_trt.bundle import Bundle
         from efficientvis_trt.export.exporter import export_bundle
 
         # The default exporter route; onnxslim is skipped to stay within a minute on a CPU.
@@ -401,13 +376,12 @@ class Doctor:
 
 def run_doctor(workdir: Path) -> dict:
     """Every check in order; returns the report (what doctor.json holds)."""
-    from efficientvis_trt.plugins.trt_plugin import detect_plugin_path
-    from efficientvis_trt.trt.env import gpu_info_or_none
+    from efficientvis_trt.capabilities import capabilities
     from efficientvis_trt.trt.install_checks import install_findings
 
     install = [asdict(f) for f in install_findings()]
-    gpu = gpu_info_or_none()
-    path = detect_plugin_path()
+    caps = capabilities()
+    gpu, path = caps.gpu_info, caps.plugin_path
     d = Doctor(workdir)
     d.run("export + ONNX Runtime parity (tiny, random init)", d.export)
     d.run("ONNX Runtime: 3 carried clips, per-clip latency", d.ort)

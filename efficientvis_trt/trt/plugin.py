@@ -36,13 +36,14 @@ ONNX node's (`RoIAlignAttrs.onnx_attributes`), because some ``tensorrt.plugin`` 
 pass all attributes positionally to ``aot_impl``.
 
 Importing this module never imports TensorRT, Triton or torch; definitions happen inside
-`register_trt_plugin`, which `efficientvis_trt.trt.env.prepare_plugins` calls once per process.
+`register_trt_plugin`, which `prepare_plugins` calls once per process.
 Every ``tensorrt.plugin`` use here is checked against NVIDIA's bindings of each supported version
 (docs/tensorrt.md, "What is proved how"). This module deliberately has no ``from __future__ import
 annotations``: ``tensorrt.plugin`` inspects real annotation objects.
 """
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Optional
 
@@ -440,3 +441,38 @@ def _aot_kernel(
         dims += [level.shape_expr[2], level.shape_expr[3]]
     extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(d) for d in dims])
     return kernel.kernel_name, kernel.ptx, launch, extra
+
+
+# ---- before every parse and deserialize ----------------------------------------------------------
+
+_PLUGIN_LOCK = threading.Lock()
+_PLUGIN_PATH: list = []  # the PluginPath registered in this process (at most one)
+
+
+def prepare_plugins(trt, logger, *, plugin_required: bool = False):
+    """Call before EVERY parse and EVERY deserialize; returns the `PluginPath` this process registered.
+
+    ``trt.init_libnvinfer_plugins(logger, "")`` registers TensorRT's built-in plugins (ROIAlign_TRT
+    among them): they are not registered at import (plugin/api/inferPlugin.cpp in NVIDIA/TensorRT),
+    so without it the parser's RoiAlign importer fails ("ROIAlign plugin was not found in the plugin
+    registry") and a plan holding ROIAlign_TRT fails to deserialize in a fresh process. Polygraphy's
+    trt loader does the same before parsing and deserializing (polygraphy/backend/trt/loader.py).
+    Our Python plugin is registered once per process (a second ``@trtp.register`` raises).
+    `plugin_required`: the engine to load holds our JIT plugin (Python runs it at inference), so not
+    registering it is an error; an AOT engine carries its PTX and loads without Python.
+    """
+    trt.init_libnvinfer_plugins(logger, "")
+    with _PLUGIN_LOCK:
+        if not _PLUGIN_PATH:
+            try:
+                path = register_trt_plugin()
+            except (ImportError, BackendUnavailable) as exc:
+                path = PluginPath("builtin-roialign", f"the Python plugin cannot be registered here ({exc})", False)
+            _PLUGIN_PATH.append(path)
+        path = _PLUGIN_PATH[0]
+    if plugin_required and path.mode != "jit":
+        raise EvisError(
+            "this engine holds the efficientvis::MultiLevelRoIAlign JIT plugin, which needs Python with torch "
+            f"(CUDA), triton and efficientvis_trt at load, but this process did not register it: {path.reason}"
+        )
+    return path

@@ -20,23 +20,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
-def _probe_cuda() -> dict:
-    from efficientvis_trt.errors import EvisError
-    from efficientvis_trt.trt.env import gpu_info
-
-    try:
-        gpu = gpu_info()
-    except EvisError as exc:
-        return {"available": False, "detail": str(exc)}
+def _cuda(caps) -> dict:
+    gpu = caps.gpu_info
+    if gpu is None:
+        return {"available": False, "detail": caps.gpu.reason}
     return {"available": True, "name": gpu.name, "compute_capability": gpu.cc_text}
 
 
-def _probe_trt() -> dict:
-    from efficientvis_trt.trt.env import INSTALL_HINT, installed_version
-
-    version = installed_version()
+def _trt(caps) -> dict:
+    version = caps.tensorrt_runtime.version
     if version is None:
-        return {"installed": False, "detail": INSTALL_HINT}
+        return {"installed": False, "detail": caps.tensorrt.reason}
     return {"installed": True, "version": version}
 
 
@@ -64,15 +58,13 @@ def _ptx_checks() -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from efficientvis_trt.plugins.triton_roi_align import triton_version
-    from efficientvis_trt.plugins.trt_plugin import select_plugin_path, torch_cuda_available
+    from efficientvis_trt.capabilities import capabilities
 
-    trt_info = _probe_trt()
-    tv = triton_version()
-    cuda = _probe_cuda()
-    path = select_plugin_path(
-        trt_info.get("version"), triton_available=tv is not None, torch_cuda_available=torch_cuda_available()
-    )
+    caps = capabilities()
+    trt_info = _trt(caps)
+    tv = caps.triton.version
+    cuda = _cuda(caps)
+    path = caps.plugin_path
     report = {
         "path": path.mode,
         "reason": path.reason,

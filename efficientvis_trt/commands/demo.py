@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 3. Export.
     t = _step("3/6 export a verified bundle (ONNX + custom RoIAlign node)")
-    from efficientvis_trt.export.bundle import Bundle
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.export.exporter import export_bundle
 
     bundle_dir = out / "bundle"
@@ -279,15 +279,15 @@ def model_source(given: Path | None, cached: Path, shipped: Path | None, wants_t
 
 def _have_tensorrt() -> bool:
     """The full TensorRT builder (not just the bindings or the lean runtime) imports here."""
-    from efficientvis_trt.trt.env import tensorrt_available
+    from efficientvis_trt import capabilities
 
-    return tensorrt_available()
+    return capabilities.tensorrt().available
 
 
 def _bundle_of(bundle_dir: Path, checkpoint: Path) -> bool:
     """True if `bundle_dir` is a valid bundle exported from exactly this checkpoint file."""
+    from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.errors import EvisError
-    from efficientvis_trt.export.bundle import Bundle
     from efficientvis_trt.io_utils import file_sha256
 
     if not (bundle_dir / "metadata.json").is_file():
