@@ -4,8 +4,8 @@ Up to K streams are active; each has its own decoder thread (a `VideoRun` produc
 letterboxed clips), its own tracklet state (query [N, C], boxes [N, 4] on the host) and
 its own `TrackAccumulator`. Every model call takes the next clip of every active stream
 that has one, stacks them into a batch (B = number of such streams, at most K), runs
-the graph once and hands each stream its slot of the outputs; `query_out[i]` /
-`boxes_out[i]` become stream i's state for its next clip. When a video ends its slot is
+the graph once and hands each stream its slot of the outputs; slot i of the carried
+`TrackletState` becomes stream i's state for its next clip. When a video ends its slot is
 refilled by the next video at the following step (continuous batching), so a short
 video never waits for a long one, and every stream's numbers are those of running it
 alone (the graph treats the B streams independently; docs/contract.md, "Batched graph").
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from efficientvis_trt.contract import PER_FRAME_OUTPUTS
+from efficientvis_trt.contract import PER_FRAME_OUTPUTS, TrackletState
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.runtime.pipeline import ThreadedClipLoop
 from efficientvis_trt.runtime.postprocess import VideoResult
@@ -59,8 +59,7 @@ class _Stream:
         self.index = index
         self.run = run
         self.live = bool(run.source is not None and run.source.live)
-        self.query = np.array(init_state[0], np.float32)
-        self.boxes = np.array(init_state[1], np.float32)
+        self.state = TrackletState.initial(init_state, streams=None)
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
         self.head: Any = None  # the next decoded item (ClipJob, _END or _Failure) not yet scheduled
         self.stop = threading.Event()
@@ -214,12 +213,11 @@ class MultiStreamRunner:
         for s, _ in step.items:
             s.started = now if s.started is None else s.started
         frames = np.stack([job.canvas for _, job in step.items])
-        query = np.stack([s.query for s, _ in step.items])
-        boxes = np.stack([s.boxes for s, _ in step.items])
-        out, latency = self.p.run_batch(frames, query, boxes)
+        state = TrackletState.stack([s.state for s, _ in step.items])
+        out, carried, latency = self.p.run_batch(frames, state)
         per_stream = []
-        for i, (s, _) in enumerate(step.items):
-            s.query, s.boxes = np.array(out["query_out"][i]), np.array(out["boxes_out"][i])
+        for i, ((s, _), slot) in enumerate(zip(step.items, carried.unstack())):
+            s.state = slot
             per_stream.append({k: out[k][i] for k in PER_FRAME_OUTPUTS})
             s.run.latencies.append(latency)
             s.run.timings["model"] += latency

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import STATE_OUTPUTS
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.extras import missing_module_hint
 
@@ -223,14 +224,14 @@ class Doctor:
     def _run_clips(self, backend, keep_on_device: tuple = ()) -> tuple[list[dict], list[float]]:
         """3 clips of one stream (B = 1) with the tracklet state carried; returns the per-clip outputs and wall
         times (ms)."""
-        q, b = self.bundle.init_state()
-        state: dict[str, Any] = {"query_in": q[None], "boxes_in": b[None]}
+        from efficientvis_trt.contract import TrackletState, step
+
+        state = TrackletState.initial(self.bundle.init_state())
         outs, times = [], []
         for clip in self._frames():
             start = time.perf_counter()
-            got = backend.run({"frames": clip[None], **state}, keep_on_device=keep_on_device)
+            got, state = step(lambda inputs: backend.run(inputs, keep_on_device=keep_on_device), clip[None], state)
             times.append((time.perf_counter() - start) * 1e3)
-            state = {"query_in": got.pop("query_out"), "boxes_in": got.pop("boxes_out")}
             outs.append({k: np.asarray(got[k]) for k in OUTPUTS})
         return outs, times
 
@@ -352,7 +353,7 @@ class Doctor:
         self._need_fp32_engine()
         be = self._trt_backend(False)
         try:
-            outs, times = self._run_clips(be, keep_on_device=("query_out", "boxes_out"))
+            outs, times = self._run_clips(be, keep_on_device=STATE_OUTPUTS)
         finally:
             be.close()
         self.trt_plain = outs
@@ -373,7 +374,7 @@ class Doctor:
             raise Skip("the engine holds the built-in RoIAlign (NonZero: data-dependent shapes), not capturable")
         be = self._trt_backend(True)
         try:
-            outs, _ = self._run_clips(be, keep_on_device=("query_out", "boxes_out"))
+            outs, _ = self._run_clips(be, keep_on_device=STATE_OUTPUTS)
             status = be.graph_status
         finally:
             be.close()
