@@ -18,7 +18,7 @@ import pytest
 import torch
 from onnx import AttributeProto
 
-from efficientvis_trt.contract import IO_TABLE, PRECISIONS, io_dims, io_table
+from efficientvis_trt.contract import IO_TABLE, PRECISIONS, TrackletState, io_dims, io_table, step
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.export import Bundle
 from efficientvis_trt.export.bundle import read_onnx_io
@@ -300,17 +300,17 @@ def test_export_verification_report(request, fixture):
 def test_state_is_carried_and_matters(plugin_bundle):
     """Carried state changes the next clip's outputs (so comparing over 3 clips tests the carry)."""
     from efficientvis_trt.export.verify import load_clips
-    from efficientvis_trt.ort_session import make_session
+    from efficientvis_trt.ort_session import make_session, run
 
     bundle = Bundle.open(plugin_bundle)
     clips, _ = load_clips(None, T, HW, 2)
     sess = make_session(bundle.onnx_path())
-    q, b = (s[None] for s in bundle.init_state())  # one stream: B = 1
-    first = sess.run(None, {"frames": clips[0][0][None], "query_in": q, "boxes_in": b})
-    carried = sess.run(None, {"frames": clips[1][0][None], "query_in": first[3], "boxes_in": first[4]})
-    fresh = sess.run(None, {"frames": clips[1][0][None], "query_in": q, "boxes_in": b})
-    assert np.abs(carried[0] - fresh[0]).max() > 1e-3
-    assert not np.allclose(first[4], b)  # boxes moved: random init has non-zero box deltas
+    init = TrackletState.initial(bundle.init_state())  # one stream: B = 1
+    _, state = step(lambda inputs: run(sess, inputs), clips[0][0][None], init)
+    carried, _ = step(lambda inputs: run(sess, inputs), clips[1][0][None], state)
+    fresh, _ = step(lambda inputs: run(sess, inputs), clips[1][0][None], init)
+    assert np.abs(carried["logits"] - fresh["logits"]).max() > 1e-3
+    assert not np.allclose(state.boxes, init.boxes)  # boxes moved: random init has non-zero box deltas
 
 
 def test_inline_flavour_has_no_custom_domain(inline_bundle, tiny_checkpoint):
