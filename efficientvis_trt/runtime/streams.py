@@ -35,21 +35,13 @@ import numpy as np
 
 from efficientvis_trt.contract import PER_FRAME_OUTPUTS, TrackletState
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.runtime.pipeline import ThreadedClipLoop
+from efficientvis_trt.runtime.pipeline import END, Failure, ThreadedClipLoop, put_until_stopped
 from efficientvis_trt.runtime.postprocess import VideoResult
 from efficientvis_trt.runtime.predictor import ClipJob, ClipResult, Predictor, VideoRun
 from efficientvis_trt.runtime.sources import FrameSource, open_source
 from efficientvis_trt.timing import fps
 
-_END = object()
 _POLL_S = 0.002
-
-
-class _Failure:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException):
-        self.exc = exc
 
 
 class _Stream:
@@ -61,20 +53,14 @@ class _Stream:
         self.live = bool(run.source is not None and run.source.live)
         self.state = TrackletState.initial(init_state, streams=None)
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
-        self.head: Any = None  # the next decoded item (ClipJob, _END or _Failure) not yet scheduled
+        self.head: Any = None  # the next decoded item (ClipJob, END or Failure) not yet scheduled
         self.stop = threading.Event()
         self.started: float | None = None  # when its first clip reached the model (its FPS counts from there)
         self.overlay = None
         self.thread = threading.Thread(target=self._decode, name=f"evis-stream{index}-decode", daemon=True)
 
     def _put(self, item: Any) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.jobs.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(self.jobs, item, self.stop)
 
     def _decode(self) -> None:
         jobs = None
@@ -83,9 +69,9 @@ class _Stream:
             for job in jobs:
                 if not self._put(job):
                     return
-            self._put(_END)
+            self._put(END)
         except BaseException as exc:
-            self._put(_Failure(exc))
+            self._put(Failure(exc))
         finally:
             if jobs is not None:
                 with contextlib.suppress(Exception):
@@ -185,9 +171,9 @@ class MultiStreamRunner:
                 while not stop.is_set():
                     for s in list(active):
                         head = s.poll()
-                        if isinstance(head, _Failure):
+                        if isinstance(head, Failure):
                             raise head.exc
-                        if head is _END:  # its slot goes to the next input at once: batches stay full
+                        if head is END:  # its slot goes to the next input at once: batches stay full
                             active.remove(s)
                             ended.append(s)
                             refill()
