@@ -299,8 +299,9 @@ class Doctor:
         feats = [torch.randn(2, 8, 64 >> i, 80 >> i, generator=g) for i in range(4)]
         xy = torch.rand(2, 6, 2, generator=g) * 200
         rois = torch.cat([xy, xy + 8 + torch.rand(2, 6, 2, generator=g) * 120], -1)
-        want = multi_level_roi_align_reference(feats, rois, 7, 2)
-        got = multi_level_roi_align_triton([f.cuda() for f in feats], rois.cuda(), RoIAlignAttrs(output_size=7))
+        attrs = RoIAlignAttrs(output_size=7)
+        want = multi_level_roi_align_reference(feats, rois, attrs)
+        got = multi_level_roi_align_triton([f.cuda() for f in feats], rois.cuda(), attrs)
         diff = float((got.cpu() - want).abs().max())
         if not diff <= 1e-4:
             raise EvisError(f"Triton kernel differs from the reference by {diff:.3g}")

@@ -225,9 +225,7 @@ def test_function_matches_reference_at_every_level_and_attribute_set():
     for a, out in zip(sets, got):
         levels = assign_levels(rois, a.canonical_box_size, a.canonical_level, 2, 5)
         assert set(levels.flatten().tolist()) == {0, 1, 2, 3}, "test boxes must hit every level"
-        ref = multi_level_roi_align_reference(
-            feats, rois, a.output_size, a.sampling_ratio, a.canonical_box_size, a.canonical_level, True, 2
-        )
+        ref = multi_level_roi_align_reference(feats, rois, a)
         assert out.shape == (b, r, c, a.output_size, a.output_size)
         np.testing.assert_allclose(out, ref.numpy(), atol=1e-4, rtol=0)
 
