@@ -61,6 +61,7 @@ def git(*args: str) -> str:
 
 def second_clip(bundle, video: str) -> dict[str, np.ndarray]:
     """Clip 2 of a sample video with the state ORT fp32 carried out of clip 1."""
+    from efficientvis_trt.contract import TrackletState, step
     from efficientvis_trt.ort_session import make_session, run
     from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
@@ -68,10 +69,10 @@ def second_clip(bundle, video: str) -> dict[str, np.ndarray]:
     frames = read_frames(sample_video(video), max_frames=2 * t)
     lb = Letterbox(frames[0].shape[:2], bundle.input_hw)
     canvas = np.stack([lb.apply(f) for f in frames])
-    q, b = (s[None] for s in bundle.init_state())  # one stream: B = 1
-    feed = {"frames": canvas[None, :t], "query_in": q, "boxes_in": b}
-    first = run(make_session(bundle.onnx_path("fp32"), threads=1), feed)
-    return {"frames": canvas[None, t:], "query_in": first["query_out"], "boxes_in": first["boxes_out"]}
+    session = make_session(bundle.onnx_path("fp32"), threads=1)
+    init = TrackletState.initial(bundle.init_state())  # one stream: B = 1
+    _, state = step(lambda inputs: run(session, inputs), canvas[None, :t], init)
+    return {"frames": canvas[None, t:], **state.inputs()}
 
 
 def open_row(bundle, backend: str, precision: str, graph: str | None, threads: int):

@@ -58,19 +58,21 @@ def cpu_flags() -> list[str]:
 
 def real_clips(bundle, fp32_session, video: str, count: int = 2) -> list[dict]:
     """Consecutive clips of a sample video, state carried by the fp32 graph."""
-    from efficientvis_trt.contract import STATE_PAIRS, letterbox_clip, split_into_clips
+    from efficientvis_trt.contract import TrackletState, letterbox_clip, split_into_clips, step
     from efficientvis_trt.ort_session import run
     from efficientvis_trt.video import read_frames, sample_video
 
     t = bundle.clip_len
     frames = read_frames(sample_video(video), max_frames=count * t)
-    q, b = (s[None] for s in bundle.init_state())  # one stream: B = 1
+    state = TrackletState.initial(bundle.init_state())  # one stream: B = 1
     feeds = []
-    for chunk, _ in split_into_clips(frames, t):
-        feed = {"frames": letterbox_clip(chunk, bundle.input_hw, t)[0][None], "query_in": q, "boxes_in": b}
+
+    def run_fp32(feed: dict) -> dict:
         feeds.append(feed)
-        out = run(fp32_session, feed)
-        q, b = (out[o] for o, _ in STATE_PAIRS)
+        return run(fp32_session, feed)
+
+    for chunk, _ in split_into_clips(frames, t):
+        _, state = step(run_fp32, letterbox_clip(chunk, bundle.input_hw, t)[0][None], state)
     return feeds
 
 

@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from efficientvis_trt.config import Config
+    from efficientvis_trt.contract import INPUT_NAMES
     from efficientvis_trt.export.source import random_init_model
     from efficientvis_trt.model import efficientvis as E
     from efficientvis_trt.model import roi_align as R
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     cfg = Config.from_dict(bundle.metadata["config"])
     model = random_init_model(cfg, int(bundle.metadata["source"].get("seed", 0))).eval()
-    inputs = [torch.from_numpy(np.ascontiguousarray(feed[k])) for k in ("frames", "query_in", "boxes_in")]
+    inputs = [torch.from_numpy(np.ascontiguousarray(feed[k])) for k in INPUT_NAMES]
     impls = {"dense": R.multi_level_roi_align_dense, "per-box": R.multi_level_roi_align}
 
     def clip(impl):

@@ -72,16 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         feats, rois, a = r50_inputs(args.device, dtype)
 
         def reference(feats=feats, rois=rois, a=a):
-            return multi_level_roi_align_reference(
-                feats,
-                rois,
-                a.output_size,
-                a.sampling_ratio,
-                a.canonical_box_size,
-                a.canonical_level,
-                bool(a.aligned),
-                a.min_level,
-            )
+            return multi_level_roi_align_reference(feats, rois, a)
 
         ref_ms = time_call(reference, args.iters, args.warmup, cuda)
         if cuda:

@@ -18,6 +18,7 @@ import torch
 
 from efficientvis_trt.config import get_config
 from efficientvis_trt.model import roi_align as R
+from efficientvis_trt.plugins.spec import RoIAlignAttrs
 
 torch.set_num_threads(2)
 cfg = get_config("tiny").model
@@ -30,11 +31,11 @@ size = torch.exp(torch.empty(B, cfg.num_queries, 1).uniform_(2.5, 5.5, generator
 c = torch.rand(B, cfg.num_queries, 2, generator=g) * torch.tensor([w, h])
 rois = torch.cat([c - size / 2, c + size / 2], -1)
 p = cfg.pooler
-args = (p.resolution, p.sampling_ratio, float(p.canonical_box_size), p.canonical_level, True, p.min_level)
+attrs = RoIAlignAttrs.from_pooler(p)
 
 
 def step(fn):
-    out = fn(feats, rois, *args)
+    out = fn(feats, rois, attrs)
     (out * out).sum().backward()
 
 
@@ -49,7 +50,7 @@ grads = {}
 for k, fn in fns.items():
     for f in feats:
         f.grad = None
-    out = fn(feats, rois, *args)
+    out = fn(feats, rois, attrs)
     (out * out).sum().backward()
     grads[k] = [f.grad.clone() for f in feats]
 print(

@@ -130,7 +130,7 @@ def measure_b1(new_onnx: Path, old_onnx: Path, clip_len: int, hw, state, rounds:
     in the stream dimension."""
     from roi_align_graphs import with_body
 
-    from efficientvis_trt.contract import letterbox_clip, split_into_clips
+    from efficientvis_trt.contract import TrackletState, letterbox_clip, split_into_clips, step
     from efficientvis_trt.ort_session import make_session
     from efficientvis_trt.timing import latency_stats
     from efficientvis_trt.video import read_frames, sample_video
@@ -148,14 +148,19 @@ def measure_b1(new_onnx: Path, old_onnx: Path, clip_len: int, hw, state, rounds:
         order = list(sessions) if r % 2 == 0 else list(sessions)[::-1]
         for name in order:
             sess, add_b = sessions[name], batched[name]
-            q, b = (s[None] if add_b else s for s in state)
-            for clip in canvases:
-                feed = {"frames": clip[None] if add_b else clip, "query_in": q, "boxes_in": b}
+            names, lap = [o.name for o in sess.get_outputs()], []
+
+            def timed_run(inputs, sess=sess, names=names, lap=lap):
                 t0 = time.perf_counter()
-                out = sess.run(None, feed)
-                if r:
-                    times[name].append(time.perf_counter() - t0)
-                q, b = out[3], out[4]
+                out = sess.run(None, inputs)
+                lap.append(time.perf_counter() - t0)
+                return dict(zip(names, out))
+
+            carried = TrackletState.initial(state, streams=1 if add_b else None)
+            for clip in canvases:
+                _, carried = step(timed_run, clip[None] if add_b else clip, carried)
+            if r:
+                times[name] += lap
     stats = {k: latency_stats(v) for k, v in times.items()}
     return {
         "clips_timed": stats["unbatched"].count,

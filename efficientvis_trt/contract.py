@@ -14,7 +14,8 @@ as if it ran alone; one video is B = 1.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -96,7 +97,6 @@ INPUT_DTYPES: dict[str, np.dtype] = {n: DTYPES[n] for n in INPUT_NAMES}
 # State carry (docs/contract.md, "State carry"): (output of clip k, input of clip k + 1).
 STATE_PAIRS: tuple[tuple[str, str], ...] = (("query_out", "query_in"), ("boxes_out", "boxes_in"))
 STATE_OUTPUTS: tuple[str, ...] = tuple(o for o, _ in STATE_PAIRS)
-STATE_INPUT_OF: dict[str, str] = dict(STATE_PAIRS)
 # Outputs with a time axis (axis 2 of the graph's, axis 1 of one stream's): what the runtime keeps of a clip.
 PER_FRAME_OUTPUTS: tuple[str, ...] = tuple(r["name"] for r in IO_TABLE if r["dir"] == "out" and "T" in r["shape"])
 
@@ -129,6 +129,67 @@ def io_table(dims: Mapping[str, int]) -> list[dict[str, Any]]:
     if missing:
         raise EvisError(f"I/O table dimension(s) {', '.join(missing)} not given")
     return [{**row, "shape": [dims[d] if isinstance(d, str) else d for d in row["shape"]]} for row in IO_TABLE]
+
+
+# ---- the clip step ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrackletState:
+    """What clip k hands clip k + 1 (docs/contract.md, "State carry"): one value, so it can be followed.
+
+    `queries` [B, N, C] and `boxes` [B, N, 4] (without B for an unbatched call or one stream's
+    slot) are whatever the runner takes and gives: numpy, torch, or a backend's device values,
+    so a backend can keep the state on its device between clips.
+    """
+
+    queries: Any
+    boxes: Any
+
+    @classmethod
+    def initial(cls, init_state: Sequence[Any], streams: int | None = 1) -> TrackletState:
+        """The clip-0 state (one stream's (query [N, C], boxes [N, 4])) for `streams` streams, float32 numpy.
+
+        `streams=None`: one stream without the B dimension. Always fresh copies: nobody shares them.
+        """
+        if streams is None:
+            return cls(*(np.array(a, np.float32) for a in init_state))
+        if streams < 1:
+            raise EvisError(f"a state needs at least 1 stream, got {streams}")
+        return cls(*(np.repeat(np.asarray(a, np.float32)[None], streams, axis=0) for a in init_state))
+
+    @classmethod
+    def from_outputs(cls, outputs: Mapping[str, Any]) -> TrackletState:
+        """The state a clip's outputs carry into the next clip."""
+        return cls(*(outputs[out] for out, _ in STATE_PAIRS))  # fields in STATE_PAIRS order
+
+    def inputs(self) -> dict[str, Any]:
+        """The state as the next clip's named inputs."""
+        return {inp: value for (_, inp), value in zip(STATE_PAIRS, (self.queries, self.boxes))}
+
+    def map(self, fn: Callable[[Any], Any]) -> TrackletState:
+        """`fn` applied to both tensors (to host, to torch, a dtype)."""
+        return TrackletState(fn(self.queries), fn(self.boxes))
+
+    @classmethod
+    def stack(cls, states: Sequence[TrackletState]) -> TrackletState:
+        """Streams' unbatched states as one batch (stream i in slot i)."""
+        return cls(np.stack([s.queries for s in states]), np.stack([s.boxes for s in states]))
+
+    def unstack(self) -> list[TrackletState]:
+        """Each stream's slot as its own unbatched state (numpy copies: a slot outlives the batch)."""
+        return [TrackletState(np.array(q), np.array(b)) for q, b in zip(self.queries, self.boxes)]
+
+
+ClipRunner = Callable[[dict[str, Any]], Mapping[str, Any]]  # named inputs -> named outputs
+
+
+def step(run: ClipRunner, frames: Any, state: TrackletState) -> tuple[dict[str, Any], TrackletState]:
+    """One clip: `frames` and `state` through `run`; returns (every output `run` gave, the next clip's state).
+
+    `run` is a backend's `run`, a session's, or the model's `forward_clip(**inputs)`. This is the only
+    place that pairs the state's outputs with the inputs they feed, so every clip loop carries it alike.
+    """
+    outputs = dict(run({"frames": frames, **state.inputs()}))
+    return outputs, TrackletState.from_outputs(outputs)
 
 
 # Bounds of the per-clip graph, checked before any work: T frames of H x W x 3 uint8 in, and
@@ -284,8 +345,10 @@ __all__ = [
     "INPUT_DTYPES",
     "STATE_PAIRS",
     "STATE_OUTPUTS",
-    "STATE_INPUT_OF",
     "PER_FRAME_OUTPUTS",
+    "TrackletState",
+    "ClipRunner",
+    "step",
     "io_dims",
     "model_io_dims",
     "io_table",

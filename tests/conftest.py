@@ -89,6 +89,7 @@ def real_clips(bundle_dir):
     Uses the requesting module's own `bundle_dir` fixture.
     """
     from efficientvis_trt.bundle import Bundle
+    from efficientvis_trt.contract import TrackletState, step
     from efficientvis_trt.ort_session import make_session, run
     from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
@@ -97,14 +98,16 @@ def real_clips(bundle_dir):
     frames = read_frames(sample_video("bikes.mp4"), max_frames=2 * t)
     lb = Letterbox(frames[0].shape[:2], b.input_hw)
     canvas = np.stack([lb.apply(f) for f in frames])
-    q, bx = (s[None] for s in b.init_state())  # one stream: B = 1
+    state = TrackletState.initial(b.init_state())  # one stream: B = 1
     s32 = make_session(bundle_dir / "model.onnx")
     feeds = []
-    for k in range(2):
-        feed = {"frames": canvas[None, k * t : (k + 1) * t], "query_in": q, "boxes_in": bx}
+
+    def run_fp32(feed):
         feeds.append(feed)
-        out = run(s32, feed)
-        q, bx = out["query_out"], out["boxes_out"]
+        return run(s32, feed)
+
+    for k in range(2):
+        _, state = step(run_fp32, canvas[None, k * t : (k + 1) * t], state)
     return feeds
 
 

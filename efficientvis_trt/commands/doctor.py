@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from efficientvis_trt.contract import STATE_OUTPUTS
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.extras import missing_module_hint
 
@@ -198,14 +199,14 @@ class Doctor:
     def _run_clips(self, backend, keep_on_device: tuple = ()) -> tuple[list[dict], list[float]]:
         """3 clips of one stream (B = 1) with the tracklet state carried; returns the per-clip outputs and wall
         times (ms)."""
-        q, b = self.bundle.init_state()
-        state: dict[str, Any] = {"query_in": q[None], "boxes_in": b[None]}
+        from efficientvis_trt.contract import TrackletState, step
+
+        state = TrackletState.initial(self.bundle.init_state())
         outs, times = [], []
         for clip in self._frames():
             start = time.perf_counter()
-            got = backend.run({"frames": clip[None], **state}, keep_on_device=keep_on_device)
+            got, state = step(lambda inputs: backend.run(inputs, keep_on_device=keep_on_device), clip[None], state)
             times.append((time.perf_counter() - start) * 1e3)
-            state = {"query_in": got.pop("query_out"), "boxes_in": got.pop("boxes_out")}
             outs.append({k: np.asarray(got[k]) for k in OUTPUTS})
         return outs, times
 
@@ -273,8 +274,9 @@ class Doctor:
         feats = [torch.randn(2, 8, 64 >> i, 80 >> i, generator=g) for i in range(4)]
         xy = torch.rand(2, 6, 2, generator=g) * 200
         rois = torch.cat([xy, xy + 8 + torch.rand(2, 6, 2, generator=g) * 120], -1)
-        want = multi_level_roi_align_reference(feats, rois, 7, 2)
-        got = multi_level_roi_align_triton([f.cuda() for f in feats], rois.cuda(), RoIAlignAttrs(output_size=7))
+        attrs = RoIAlignAttrs(output_size=7)
+        want = multi_level_roi_align_reference(feats, rois, attrs)
+        got = multi_level_roi_align_triton([f.cuda() for f in feats], rois.cuda(), attrs)
         diff = float((got.cpu() - want).abs().max())
         if not diff <= 1e-4:
             raise EvisError(f"Triton kernel differs from the reference by {diff:.3g}")
@@ -327,7 +329,7 @@ class Doctor:
         self._need_fp32_engine()
         be = self._trt_backend(False)
         try:
-            outs, times = self._run_clips(be, keep_on_device=("query_out", "boxes_out"))
+            outs, times = self._run_clips(be, keep_on_device=STATE_OUTPUTS)
         finally:
             be.close()
         self.trt_plain = outs
@@ -348,7 +350,7 @@ class Doctor:
             raise Skip("the engine holds the built-in RoIAlign (NonZero: data-dependent shapes), not capturable")
         be = self._trt_backend(True)
         try:
-            outs, _ = self._run_clips(be, keep_on_device=("query_out", "boxes_out"))
+            outs, _ = self._run_clips(be, keep_on_device=STATE_OUTPUTS)
             status = be.graph_status
         finally:
             be.close()

@@ -29,12 +29,12 @@ import math
 import onnx
 from onnx import AttributeProto, FunctionProto, NodeProto, TensorProto, helper
 
-from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION, RoIAlignAttrs
 
 NUM_LEVELS = 4  # P2..P5 (the spec's fixed input list)
 LEVEL_INPUTS = ("P2", "P3", "P4", "P5")
-INT_ATTRS = ("output_size", "sampling_ratio", "canonical_level", "aligned", "min_level")
-FLOAT_ATTRS = ("canonical_box_size",)
+INT_ATTRS = tuple(n for n, kind in RoIAlignAttrs.kinds().items() if kind is int)
+FLOAT_ATTRS = tuple(n for n, kind in RoIAlignAttrs.kinds().items() if kind is float)
 STRING_ATTRS = ("plugin_namespace", "plugin_version")
 MIN_OPSET = 16  # RoiAlign's coordinate_transformation_mode (half_pixel) appears in opset 16
 

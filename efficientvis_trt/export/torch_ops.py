@@ -9,7 +9,9 @@ Two routes to the same ONNX node (`efficientvis::MultiLevelRoIAlign`, attributes
 * TorchScript (`dynamo=False`): an autograd.Function with `symbolic` (deprecated by torch,
   kept as the fallback).
 
-Eager execution of both calls the PyTorch reference, so exporting changes no number.
+Eager execution of both calls the PyTorch reference, so exporting changes no number. The
+attributes are separate parameters only where torch reads the op's schema off the signature
+(the custom op, its fake, the Function); each turns them back into `RoIAlignAttrs` at once.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from efficientvis_trt.model.roi_align import multi_level_roi_align_reference
-from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, PLUGIN_NAMESPACE, PLUGIN_VERSION, RoIAlignAttrs
+from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
 
 # A namespace of our own so the op never collides with a kernel library's registration.
 TORCH_OP = "efficientvis_export::multi_level_roi_align"
@@ -39,16 +41,8 @@ def multi_level_roi_align_op(
     min_level: int,
 ) -> Tensor:
     """rois [B, R, 4] xyxy pixels -> [B, R, C, P, P] (reference semantics)."""
-    return multi_level_roi_align_reference(
-        [p2, p3, p4, p5],
-        rois,
-        output_size,
-        sampling_ratio,
-        canonical_box_size,
-        canonical_level,
-        bool(aligned),
-        min_level,
-    )
+    attrs = RoIAlignAttrs(output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level)
+    return multi_level_roi_align_reference([p2, p3, p4, p5], rois, attrs)
 
 
 @multi_level_roi_align_op.register_fake
@@ -79,44 +73,22 @@ class _SymbolicRoIAlign(torch.autograd.Function):
     """TorchScript-exporter route: `symbolic` writes the custom node directly."""
 
     @staticmethod
-    def forward(
-        ctx, p2, p3, p4, p5, rois, output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level
-    ):
-        return multi_level_roi_align_reference(
-            [p2, p3, p4, p5],
-            rois,
-            output_size,
-            sampling_ratio,
-            canonical_box_size,
-            canonical_level,
-            bool(aligned),
-            min_level,
-        )
+    def forward(ctx, p2, p3, p4, p5, rois, *values):
+        return multi_level_roi_align_reference([p2, p3, p4, p5], rois, RoIAlignAttrs(*values))
 
     @staticmethod
-    def symbolic(
-        g, p2, p3, p4, p5, rois, output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level
-    ):
-        out = g.op(
-            f"{DOMAIN}::{OP_TYPE}",
-            p2,
-            p3,
-            p4,
-            p5,
-            rois,
-            output_size_i=output_size,
-            sampling_ratio_i=sampling_ratio,
-            canonical_box_size_f=canonical_box_size,
-            canonical_level_i=canonical_level,
-            aligned_i=aligned,
-            min_level_i=min_level,
-            plugin_namespace_s=PLUGIN_NAMESPACE,
-            plugin_version_s=PLUGIN_VERSION,
-        )
+    def symbolic(g, p2, p3, p4, p5, rois, *values):
+        attrs = RoIAlignAttrs(*values).onnx_attributes()
+        typed = {f"{name}_{_ATTR_SUFFIX[type(v)]}": v for name, v in attrs.items()}  # g.op's name_<type> keywords
+        out = g.op(f"{DOMAIN}::{OP_TYPE}", p2, p3, p4, p5, rois, **typed)
         b, r = rois.type().varyingSizes()[:2]  # B*T is dynamic (None) in the batched graph
         c = p2.type().varyingSizes()[1]
-        out.setType(p2.type().with_sizes([b, r, c, output_size, output_size]))
+        p = attrs["output_size"]
+        out.setType(p2.type().with_sizes([b, r, c, p, p]))
         return out
+
+
+_ATTR_SUFFIX = {int: "i", float: "f", str: "s"}
 
 
 class ExportRoIAlign(nn.Module):
@@ -128,17 +100,7 @@ class ExportRoIAlign(nn.Module):
         self.route = route
 
     def forward(self, features: list[Tensor], rois: Tensor) -> Tensor:
-        a = self.attrs
-        args = (
-            *features,
-            rois,
-            int(a.output_size),
-            int(a.sampling_ratio),
-            float(a.canonical_box_size),
-            int(a.canonical_level),
-            int(a.aligned),
-            int(a.min_level),
-        )
+        args = (*features, rois, *self.attrs.values())
         if self.route == "dynamo":
             return multi_level_roi_align_op(*args)
         return _SymbolicRoIAlign.apply(*args)

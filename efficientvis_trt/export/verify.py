@@ -1,7 +1,7 @@
 """Export verification: PyTorch eager vs ONNX Runtime on real-video clips with carried state.
 
-Both backends start from the bundle's clip-0 state and each carries its OWN query_out /
-boxes_out into the next clip, so drift that compounds across clips is measured, as the
+Both backends start from the bundle's clip-0 state and each carries its OWN state
+(`contract.step`) into the next clip, so drift that compounds across clips is measured, as the
 runtime will see it. ONNX Runtime runs several streams batched (B = `streams`, each the
 clips in another order with its own state slot) against PyTorch one stream at a time, so
 the check also proves that the batched graph keeps streams apart (docs/contract.md,
@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from efficientvis_trt.contract import STATE_PAIRS
+from efficientvis_trt.contract import TrackletState, step
 from efficientvis_trt.errors import EvisError
 
 TOLERANCES: dict[str, tuple[float, float]] = {  # name -> (atol, rtol)
@@ -89,13 +89,12 @@ def run_torch(
     import torch
     from tqdm import tqdm
 
-    query, boxes = (torch.from_numpy(np.array(s)) for s in state)
+    carried = TrackletState(*state).map(lambda a: torch.from_numpy(np.array(a)))
     outs = []
     with torch.inference_mode():
         for clip, _ in tqdm(clips, desc="verify: pytorch", unit="clip", disable=not progress, leave=False):
-            out = model.forward_clip(torch.from_numpy(clip), query, boxes)
+            out, carried = step(lambda inputs: model.forward_clip(**inputs), torch.from_numpy(clip), carried)
             outs.append({k: v.numpy().copy() for k, v in out.items()})
-            query, boxes = out["query_out"], out["boxes_out"]
     return outs
 
 
@@ -119,7 +118,7 @@ def run_onnxruntime(
     """ONNX Runtime (CPU) over B = len(streams) equally long streams in one batch per step.
 
     Every stream starts from `state` (one stream's [N, C] / [N, 4]) and carries its own
-    slot of query_out / boxes_out; returns each stream's per-clip outputs (B dimension dropped).
+    slot of the state; returns each stream's per-clip outputs (B dimension dropped).
     """
     from tqdm import tqdm
 
@@ -130,15 +129,14 @@ def run_onnxruntime(
     sess = make_session(onnx_path, low_memory=True)
     names = [o.name for o in sess.get_outputs()]
     b = len(streams)
-    query, boxes = (np.repeat(np.asarray(s, dtype=np.float32)[None], b, axis=0) for s in state)
+    carried = TrackletState.initial(state, streams=b)
     outs: list[list[dict[str, np.ndarray]]] = [[] for _ in streams]
     steps = range(len(streams[0]))
-    for step in tqdm(steps, desc=f"verify: onnxruntime B={b}", unit="clip", disable=not progress, leave=False):
-        frames = np.stack([s[step][0] for s in streams])
-        out = dict(zip(names, sess.run(None, {"frames": frames, "query_in": query, "boxes_in": boxes})))
+    for i in tqdm(steps, desc=f"verify: onnxruntime B={b}", unit="clip", disable=not progress, leave=False):
+        frames = np.stack([s[i][0] for s in streams])
+        out, carried = step(lambda inputs: dict(zip(names, sess.run(None, inputs))), frames, carried)
         for j in range(b):
             outs[j].append({k: v[j] for k, v in out.items()})
-        query, boxes = (out[o] for o, _ in STATE_PAIRS)
     return outs
 
 

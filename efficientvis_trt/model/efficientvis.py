@@ -50,20 +50,8 @@ class MultiLevelRoIAlign(nn.Module):
         if self.impl == "capturable":  # dense, no host sync: what a CUDA-graph capture needs (gpu_check)
             from efficientvis_trt.model.roi_align import multi_level_roi_align_dense
 
-            return multi_level_roi_align_dense(
-                features, rois, a.output_size, a.sampling_ratio, a.canonical_box_size, a.canonical_level,
-                bool(a.aligned), a.min_level, skip_empty_levels=False,
-            )  # fmt: skip
-        return multi_level_roi_align_reference(
-            features,
-            rois,
-            a.output_size,
-            a.sampling_ratio,
-            a.canonical_box_size,
-            a.canonical_level,
-            bool(a.aligned),
-            a.min_level,
-        )
+            return multi_level_roi_align_dense(features, rois, a, skip_empty_levels=False)
+        return multi_level_roi_align_reference(features, rois, a)
 
 
 class SelfAttention(nn.Module):

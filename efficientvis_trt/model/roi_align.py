@@ -31,9 +31,13 @@ box otherwise.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from efficientvis_trt.plugins.spec import RoIAlignAttrs
 
 
 def assign_levels(
@@ -158,26 +162,18 @@ def roi_align_level(
     return torch.stack(pooled).to(feature.dtype)  # [K, C, P, P]
 
 
-def multi_level_roi_align(
-    features: Sequence[Tensor],
-    rois: Tensor,
-    output_size: int,
-    sampling_ratio: int,
-    canonical_box_size: float = 224.0,
-    canonical_level: int = 4,
-    aligned: bool = True,
-    min_level: int = 2,
-) -> Tensor:
+def multi_level_roi_align(features: Sequence[Tensor], rois: Tensor, attrs: RoIAlignAttrs) -> Tensor:
     """Pool every box once, from its own FPN level; ``features[i]`` has stride ``2**(min_level + i)``.
 
     ``rois [B, R, 4]`` -> ``[B, R, C, P, P]``: per level, the level's boxes (possibly none)
     through `roi_align_level`, then back into box order, as the ONNX function body does.
     """
+    output_size, sampling_ratio, min_level = attrs.output_size, attrs.sampling_ratio, attrs.min_level
     b, r = rois.shape[:2]
     c = features[0].shape[1]
     max_level = min_level + len(features) - 1
     flat = rois.reshape(-1, 4)
-    levels = assign_levels(rois, canonical_box_size, canonical_level, min_level, max_level).reshape(-1)
+    levels = assign_levels(rois, attrs.canonical_box_size, attrs.canonical_level, min_level, max_level).reshape(-1)
     batch = torch.arange(b, device=rois.device).repeat_interleave(r)
     order, pooled = [], []
     for i, feature in enumerate(features):
@@ -185,7 +181,9 @@ def multi_level_roi_align(
         if sel.numel() == 0:
             continue
         scale = 1.0 / 2 ** (min_level + i)
-        pooled.append(roi_align_level(feature, flat[sel], batch[sel], output_size, scale, sampling_ratio, aligned))
+        pooled.append(
+            roi_align_level(feature, flat[sel], batch[sel], output_size, scale, sampling_ratio, bool(attrs.aligned))
+        )
         order.append(sel)
     if not pooled:  # no boxes at all
         return features[0].new_zeros((b, r, c, output_size, output_size))
@@ -196,15 +194,7 @@ def multi_level_roi_align(
 
 
 def multi_level_roi_align_dense(
-    features: Sequence[Tensor],
-    rois: Tensor,
-    output_size: int,
-    sampling_ratio: int,
-    canonical_box_size: float = 224.0,
-    canonical_level: int = 4,
-    aligned: bool = True,
-    min_level: int = 2,
-    skip_empty_levels: bool = True,
+    features: Sequence[Tensor], rois: Tensor, attrs: RoIAlignAttrs, skip_empty_levels: bool = True
 ) -> Tensor:
     """`multi_level_roi_align` in the dense separable form (training: cheaper backward).
 
@@ -212,34 +202,27 @@ def multi_level_roi_align_dense(
     of other levels; a level without boxes is skipped unless `skip_empty_levels` is False,
     which leaves no host sync (no nonzero, no .tolist(), no bool of a tensor): CUDA-graph capturable.
     """
+    output_size, sampling_ratio, min_level = attrs.output_size, attrs.sampling_ratio, attrs.min_level
     b, r = rois.shape[:2]
     c = features[0].shape[1]
     max_level = min_level + len(features) - 1
-    levels = assign_levels(rois, canonical_box_size, canonical_level, min_level, max_level)
+    levels = assign_levels(rois, attrs.canonical_box_size, attrs.canonical_level, min_level, max_level)
     out = features[0].new_zeros((b, r, c, output_size, output_size), dtype=torch.float32)
     for i, feature in enumerate(features):
         on_level = levels == i
         if skip_empty_levels and not bool(on_level.any()):
             continue
         height, width = feature.shape[-2:]
-        wy, wx = _box_weights(rois, output_size, 1.0 / 2 ** (min_level + i), sampling_ratio, aligned, height, width)
+        scale = 1.0 / 2 ** (min_level + i)
+        wy, wx = _box_weights(rois, output_size, scale, sampling_ratio, bool(attrs.aligned), height, width)
         wy = wy * on_level[..., None, None].to(wy.dtype)
         rows = torch.einsum("brph,bchw->brcpw", wy, feature.float())  # per image: no per-box copies
         out = out + torch.einsum("brcpw,brqw->brcpq", rows, wx)
     return out.to(features[0].dtype)
 
 
-def multi_level_roi_align_reference(
-    features: Sequence[Tensor],
-    rois: Tensor,
-    output_size: int,
-    sampling_ratio: int,
-    canonical_box_size: float = 224.0,
-    canonical_level: int = 4,
-    aligned: bool = True,
-    min_level: int = 2,
-) -> Tensor:
+def multi_level_roi_align_reference(features: Sequence[Tensor], rois: Tensor, attrs: RoIAlignAttrs) -> Tensor:
     """The PyTorch MultiLevelRoIAlign: dense separable while autograd records, else once per box on its level."""
     dense = torch.is_grad_enabled() and (rois.requires_grad or any(f.requires_grad for f in features))
     impl = multi_level_roi_align_dense if dense else multi_level_roi_align
-    return impl(features, rois, output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level)
+    return impl(features, rois, attrs)

@@ -4,8 +4,8 @@ Why carried state: at inference clip k>0 sees the queries/boxes produced by clip
 not the learned initial state, so their activation ranges differ. A calibration set
 made only of first clips would calibrate the wrong distribution. Each calibration
 sequence therefore starts from the bundle's initial state at a (seeded) frame of a
-video and runs consecutive clips through the fp32 graph, feeding `query_out`/`boxes_out`
-back as `query_in`/`boxes_in`; every clip's full input dict is kept.
+video and runs consecutive clips through the fp32 graph, carrying the state from clip to
+clip (`contract.step`); every clip's full input dict is kept.
 
 Sources: video files, folders (searched recursively for videos and for frame folders),
 a folder of JPEG/PNG frames, or a YouTube-VIS JSON (each of its videos is a frame list).
@@ -25,7 +25,7 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
-from efficientvis_trt.contract import STATE_PAIRS, letterbox_clip
+from efficientvis_trt.contract import TrackletState, letterbox_clip, step
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.video import (
     FRAME_EXTENSIONS,
@@ -220,28 +220,31 @@ def build_calibration_set(
         model, mapping = add_absmax_outputs(model, list(absmax_tensors))
     session = make_session(model, deterministic=True, low_memory=True)
     absmax = {t: 0.0 for t in mapping.values()}
-    # Calibration clips travel as batches of one stream (B = 1): ranges are per tensor over every element,
-    # so the batch a clip is in does not change them, and the graphs built from them run at any B.
-    q0, b0 = (np.ascontiguousarray(a, dtype=np.float32)[None] for a in init_state)
     feeds: list[dict[str, np.ndarray]] = []
     records: list[ClipRecord] = []
+    names = [o.name for o in session.get_outputs()]
+
+    def run(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds.append(feed)  # the calibration set is every clip's full input dict
+        return dict(zip(names, session.run(None, feed)))
+
     bar = tqdm(total=num_clips, desc="calibration clips", unit="clip", disable=not progress, leave=False)
     for seq, (src_i, start, k) in enumerate(plan):
         src = srcs[src_i]
         frames = src.read(start, k * clip_len)
         if not frames:
             raise EvisError(f"no frames at {start} in {src.name}")
-        query, boxes = q0.copy(), b0.copy()
+        # Calibration clips travel as batches of one stream (B = 1): ranges are per tensor over every element,
+        # so the batch a clip is in does not change them, and the graphs built from them run at any B.
+        state = TrackletState.initial(init_state)
         for j in range(k):
             chunk = frames[j * clip_len : (j + 1) * clip_len]
             if not chunk:
                 break
             clip, real = letterbox_clip(chunk, input_hw, clip_len)
-            feed = {"frames": clip[None], "query_in": query, "boxes_in": boxes}
-            feeds.append(feed)
             records.append(ClipRecord(src.name, start + j * clip_len, seq, j, real))
-            out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
-            query, boxes = (out[o].astype(np.float32) for o, _ in STATE_PAIRS)
+            out, state = step(run, clip[None], state)
+            state = state.map(lambda a: a.astype(np.float32))
             for key, tensor in mapping.items():
                 v = float(np.asarray(out[key], dtype=np.float64))
                 absmax[tensor] = max(absmax[tensor], v if np.isfinite(v) else float("inf"))

@@ -2,8 +2,9 @@
 
 The protocol is deliberately small so the one clip loop serves every backend:
 
-    out = backend.run({"frames": ..., "query_in": ..., "boxes_in": ...},
-                      keep_on_device=("query_out", "boxes_out"))
+    out = backend.run({"frames": ..., "query_in": ..., "boxes_in": ...}, keep_on_device=STATE_OUTPUTS)
+
+(clip loops call it through `contract.step`, which builds that dict from a `TrackletState`).
 
 Outputs not named in `keep_on_device` come back as host numpy arrays. Named ones come
 back as the backend's own device values (a torch tensor, an ORT OrtValue, a TensorRT

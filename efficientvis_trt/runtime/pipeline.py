@@ -29,18 +29,21 @@ M = TypeVar("M")
 R = TypeVar("R")
 
 _POLL_S = 0.005
-_END = object()
+# What a producer thread puts on its queue besides items (shared with `runtime.streams`).
+END = object()  # the input has ended
 
 
-class _Failure:
+class Failure:
+    """The exception a producer thread met, handed to the consumer to raise there."""
+
     __slots__ = ("exc",)
 
     def __init__(self, exc: BaseException):
         self.exc = exc
 
 
-def _put(q: queue.Queue, item, stop: threading.Event) -> bool:
-    """Blocking put that gives up (False) once `stop` is set."""
+def put_until_stopped(q: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Blocking put that gives up (False) once `stop` is set, so a stopped consumer never strands a producer."""
     while not stop.is_set():
         try:
             q.put(item, timeout=0.05)
@@ -112,11 +115,11 @@ class ThreadedClipLoop(Generic[J, M, R]):
             try:
                 source = iter(self.produce())
                 for job in source:
-                    if not _put(jobs, job, stop):
+                    if not put_until_stopped(jobs, job, stop):
                         return
-                _put(jobs, _END, stop)
+                put_until_stopped(jobs, END, stop)
             except BaseException as exc:
-                _put(jobs, _Failure(exc), stop)
+                put_until_stopped(jobs, Failure(exc), stop)
             finally:
                 close = getattr(source, "close", None)
                 if close is not None:
@@ -132,12 +135,12 @@ class ThreadedClipLoop(Generic[J, M, R]):
                         if stop.is_set():
                             return
                         continue
-                    if item is _END:
-                        done.put(_END)
+                    if item is END:
+                        done.put(END)
                         return
                     done.put(self.post(item))
             except BaseException as exc:
-                done.put(_Failure(exc))
+                done.put(Failure(exc))
                 stop.set()
 
         threads = [
@@ -157,9 +160,9 @@ class ThreadedClipLoop(Generic[J, M, R]):
                         if input_done and not threads[1].is_alive() and done.empty():
                             raise RuntimeError("post-processing thread ended without a result") from exc
                         break
-                    if res is _END:
+                    if res is END:
                         return
-                    if isinstance(res, _Failure):
+                    if isinstance(res, Failure):
                         raise res.exc
                     yield res
                 if input_done:
@@ -168,15 +171,15 @@ class ThreadedClipLoop(Generic[J, M, R]):
                     item = jobs.get(timeout=_POLL_S)
                 except queue.Empty:
                     continue
-                if isinstance(item, _Failure):
+                if isinstance(item, Failure):
                     raise item.exc
-                if item is _END:
+                if item is END:
                     input_done = True
-                    if not _put(to_post, _END, stop):
+                    if not put_until_stopped(to_post, END, stop):
                         continue  # the post thread failed: its failure is waiting in `done`
                     continue
                 out = self.infer(item)
-                if not _put(to_post, out, stop):
+                if not put_until_stopped(to_post, out, stop):
                     continue  # as above: the next drain raises the post thread's error
         finally:
             stop.set()

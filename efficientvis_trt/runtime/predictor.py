@@ -1,9 +1,9 @@
 """Whole-video inference: frames -> letterbox -> clips (last one padded) -> backend with carried state -> tracks.
 
 The same loop serves every backend, `evis infer`, evaluation and benchmarks. The
-tracklet state lives only in the named tensors `query_in`/`boxes_in`, fed back from
-`query_out`/`boxes_out`; the predictor asks the backend to keep them on its device, so
-on a GPU the state never makes a host round trip between clips. Every graph is batched
+tracklet state is one `contract.TrackletState`, carried by `contract.step`; the predictor
+asks the backend to keep it on its device, so on a GPU the state never makes a host round
+trip between clips. Every graph is batched
 (docs/contract.md, "Batched graph"): one video is a batch of one stream (B = 1); many
 videos at once go through `runtime.streams.MultiStreamRunner`, which drives a `Predictor`.
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from efficientvis_trt.contract import STATE_INPUT_OF, STATE_OUTPUTS, drop_padded, split_into_clips
+from efficientvis_trt.contract import STATE_OUTPUTS, TrackletState, drop_padded, split_into_clips, step
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.resize import warm_up as warm_up_letterbox
 from efficientvis_trt.runtime.pipeline import ThreadedClipLoop
@@ -122,19 +122,17 @@ class Predictor:
             raise EvisError(f"letterboxing on the device needs the torch backend, not {self.backend.name}")
         self.letterbox_device: str | None = str(self.backend.torch_device) if letterbox_on_device else None
         warm_up_letterbox()  # its compiled loops, before any video is timed
-        self.state: dict[str, Any] = {}
         self._active: VideoRun | None = None
         self.reset()
 
     # ---- state ----------------------------------------------------------------------
     def reset(self) -> None:
         """Start a new video: the learned clip-0 state, as a batch of one stream ([1, N, C] / [1, N, 4])."""
-        query, boxes = self.init_state
-        self.state = {"query_in": np.asarray(query, np.float32)[None], "boxes_in": np.asarray(boxes, np.float32)[None]}
+        self.state: TrackletState = TrackletState.initial(self.init_state)
 
-    def state_to_host(self) -> dict[str, np.ndarray]:
+    def state_to_host(self) -> TrackletState:
         """The carried state of the one stream as numpy [N, C] / [N, 4] (a device-to-host copy)."""
-        return {k: self.backend.to_host(v)[0] for k, v in self.state.items()}
+        return self.state.map(lambda v: self.backend.to_host(v)[0])
 
     def run_clip(self, canvas_frames: Any) -> tuple[dict[str, np.ndarray], float]:
         """One letterboxed clip [T, H, W, 3] (an array, a list of frames, or a torch tensor on the model's
@@ -143,24 +141,21 @@ class Predictor:
         Returns (per-frame outputs without the B dimension, seconds).
         """
         frames = np.stack(canvas_frames) if isinstance(canvas_frames, (list, tuple)) else canvas_frames
-        inputs = {"frames": frames[None], **self.state}
+        run = functools.partial(self.backend.run, keep_on_device=STATE_OUTPUTS)
         start = time.perf_counter()
-        out = self.backend.run(inputs, keep_on_device=STATE_OUTPUTS)
+        out, self.state = step(run, frames[None], self.state)
         latency = time.perf_counter() - start
-        self.state = {STATE_INPUT_OF[k]: out.pop(k) for k in STATE_OUTPUTS}
-        return {k: v[0] for k, v in out.items()}, latency
+        return {k: v[0] for k, v in out.items() if k not in STATE_OUTPUTS}, latency
 
-    def run_batch(
-        self, frames: np.ndarray, query: np.ndarray, boxes: np.ndarray
-    ) -> tuple[dict[str, np.ndarray], float]:
-        """B streams' clips in one call: frames [B, T, H, W, 3], query [B, N, C], boxes [B, N, 4].
+    def run_batch(self, frames: np.ndarray, state: TrackletState) -> tuple[dict[str, np.ndarray], TrackletState, float]:
+        """B streams' clips in one call: frames [B, T, H, W, 3], `state` [B, N, C] / [B, N, 4].
 
-        Every output comes back to the host with its B dimension (each stream's state slot is
-        split out by the caller). Returns (outputs, seconds).
+        Everything comes back to the host with its B dimension (the caller splits out each
+        stream's slot). Returns (outputs, next state, seconds).
         """
         start = time.perf_counter()
-        out = self.backend.run({"frames": frames, "query_in": query, "boxes_in": boxes})
-        return out, time.perf_counter() - start
+        out, state = step(self.backend.run, frames, state)
+        return out, state, time.perf_counter() - start
 
     # ---- streaming -------------------------------------------------------------------
     def stream(

@@ -4,8 +4,8 @@ Up to K streams are active; each has its own decoder thread (a `VideoRun` produc
 letterboxed clips), its own tracklet state (query [N, C], boxes [N, 4] on the host) and
 its own `TrackAccumulator`. Every model call takes the next clip of every active stream
 that has one, stacks them into a batch (B = number of such streams, at most K), runs
-the graph once and hands each stream its slot of the outputs; `query_out[i]` /
-`boxes_out[i]` become stream i's state for its next clip. When a video ends its slot is
+the graph once and hands each stream its slot of the outputs; slot i of the carried
+`TrackletState` becomes stream i's state for its next clip. When a video ends its slot is
 refilled by the next video at the following step (continuous batching), so a short
 video never waits for a long one, and every stream's numbers are those of running it
 alone (the graph treats the B streams independently; docs/contract.md, "Batched graph").
@@ -33,23 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from efficientvis_trt.contract import PER_FRAME_OUTPUTS
+from efficientvis_trt.contract import PER_FRAME_OUTPUTS, TrackletState
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.runtime.pipeline import ThreadedClipLoop
+from efficientvis_trt.runtime.pipeline import END, Failure, ThreadedClipLoop, put_until_stopped
 from efficientvis_trt.runtime.postprocess import VideoResult
 from efficientvis_trt.runtime.predictor import ClipJob, ClipResult, Predictor, VideoRun
 from efficientvis_trt.runtime.sources import FrameSource, open_source
 from efficientvis_trt.timing import fps
 
-_END = object()
 _POLL_S = 0.002
-
-
-class _Failure:
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException):
-        self.exc = exc
 
 
 class _Stream:
@@ -59,23 +51,16 @@ class _Stream:
         self.index = index
         self.run = run
         self.live = bool(run.source is not None and run.source.live)
-        self.query = np.array(init_state[0], np.float32)
-        self.boxes = np.array(init_state[1], np.float32)
+        self.state = TrackletState.initial(init_state, streams=None)
         self.jobs: queue.Queue = queue.Queue(maxsize=queue_size)
-        self.head: Any = None  # the next decoded item (ClipJob, _END or _Failure) not yet scheduled
+        self.head: Any = None  # the next decoded item (ClipJob, END or Failure) not yet scheduled
         self.stop = threading.Event()
         self.started: float | None = None  # when its first clip reached the model (its FPS counts from there)
         self.overlay = None
         self.thread = threading.Thread(target=self._decode, name=f"evis-stream{index}-decode", daemon=True)
 
     def _put(self, item: Any) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.jobs.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(self.jobs, item, self.stop)
 
     def _decode(self) -> None:
         jobs = None
@@ -84,9 +69,9 @@ class _Stream:
             for job in jobs:
                 if not self._put(job):
                     return
-            self._put(_END)
+            self._put(END)
         except BaseException as exc:
-            self._put(_Failure(exc))
+            self._put(Failure(exc))
         finally:
             if jobs is not None:
                 with contextlib.suppress(Exception):
@@ -186,9 +171,9 @@ class MultiStreamRunner:
                 while not stop.is_set():
                     for s in list(active):
                         head = s.poll()
-                        if isinstance(head, _Failure):
+                        if isinstance(head, Failure):
                             raise head.exc
-                        if head is _END:  # its slot goes to the next input at once: batches stay full
+                        if head is END:  # its slot goes to the next input at once: batches stay full
                             active.remove(s)
                             ended.append(s)
                             refill()
@@ -214,12 +199,11 @@ class MultiStreamRunner:
         for s, _ in step.items:
             s.started = now if s.started is None else s.started
         frames = np.stack([job.canvas for _, job in step.items])
-        query = np.stack([s.query for s, _ in step.items])
-        boxes = np.stack([s.boxes for s, _ in step.items])
-        out, latency = self.p.run_batch(frames, query, boxes)
+        state = TrackletState.stack([s.state for s, _ in step.items])
+        out, carried, latency = self.p.run_batch(frames, state)
         per_stream = []
-        for i, (s, _) in enumerate(step.items):
-            s.query, s.boxes = np.array(out["query_out"][i]), np.array(out["boxes_out"][i])
+        for i, ((s, _), slot) in enumerate(zip(step.items, carried.unstack())):
+            s.state = slot
             per_stream.append({k: out[k][i] for k in PER_FRAME_OUTPUTS})
             s.run.latencies.append(latency)
             s.run.timings["model"] += latency

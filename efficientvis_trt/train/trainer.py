@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from efficientvis_trt.config import Config, get_config
+from efficientvis_trt.contract import TrackletState
 from efficientvis_trt.data.ytvis import resolve_annotations
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.io_utils import write_json_atomic, write_text_atomic
@@ -153,8 +154,8 @@ class PairForward(nn.Module):
         gt_stages = None
         if gt_tubes is not None:
             gt_stages = m.forward_stages(frames1, query0, gt_tubes, all_masks=masks, features=features1)
-        carry = m.outputs_from_last_stage(stages1[-1], boxes0, hw)
-        stages2 = m.forward_stages(frames2, carry["query_out"], carry["boxes_out"].detach(), all_masks=masks)
+        carry = TrackletState.from_outputs(m.outputs_from_last_stage(stages1[-1], boxes0, hw))
+        stages2 = m.forward_stages(frames2, carry.queries, carry.boxes.detach(), all_masks=masks)
         aux = (None, None)
         if self.aux_head is not None:
             aux = tuple(self.aux_head(f) for f in self._features[-2:])

@@ -49,7 +49,7 @@ from typing import Optional
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.extras import install_command
-from efficientvis_trt.plugins.spec import PLUGIN_ID, RoIAlignAttrs
+from efficientvis_trt.plugins.spec import PLUGIN_ID, RoIAlignAttrs, plugin_scalar
 from efficientvis_trt.trt.env import INSTALL_HINT, gpu_info_or_none, installed_version, parse_version
 
 log = logging.getLogger(__name__)
@@ -194,42 +194,14 @@ def detect_plugin_path() -> PluginPath:
 # --------------------------------------------------------------------------------------
 
 
-def _scalar(value, kind):
-    """A plugin field (1-element numpy array, numpy scalar or Python number) -> int/float."""
-    import numpy as np
-
-    arr = np.asarray(value).reshape(-1)
-    if arr.size != 1:
-        raise EvisError(f"MultiLevelRoIAlign attribute must be a scalar, got {value!r}")
-    return kind(arr[0].item())
-
-
-def attrs_from_fields(
-    output_size, sampling_ratio, canonical_box_size, canonical_level, aligned, min_level
-) -> RoIAlignAttrs:
+def attrs_from_fields(*values) -> RoIAlignAttrs:
     """`RoIAlignAttrs` from plugin attribute values as ``tensorrt.plugin`` hands them over."""
-    return RoIAlignAttrs(
-        output_size=_scalar(output_size, int),
-        sampling_ratio=_scalar(sampling_ratio, int),
-        canonical_box_size=_scalar(canonical_box_size, float),
-        canonical_level=_scalar(canonical_level, int),
-        aligned=_scalar(aligned, int),
-        min_level=_scalar(min_level, int),
-    )
+    return RoIAlignAttrs.from_plugin_fields(*values)
 
 
 def attrs_to_fields(attrs: RoIAlignAttrs) -> dict:
     """The plugin attribute values (1-element numpy arrays) for ``trtp.op`` / ``network.add_plugin``."""
-    import numpy as np
-
-    return {
-        "output_size": np.array([attrs.output_size], dtype=np.int32),
-        "sampling_ratio": np.array([attrs.sampling_ratio], dtype=np.int32),
-        "canonical_box_size": np.array([attrs.canonical_box_size], dtype=np.float32),
-        "canonical_level": np.array([attrs.canonical_level], dtype=np.int32),
-        "aligned": np.array([attrs.aligned], dtype=np.int32),
-        "min_level": np.array([attrs.min_level], dtype=np.int32),
-    }
+    return attrs.plugin_fields()
 
 
 # --------------------------------------------------------------------------------------
@@ -315,7 +287,7 @@ def _define_plugin(trtp, aot: bool) -> None:
         aligned: I32,
         min_level: I32,
     ) -> trtp.TensorDesc:
-        p = _scalar(output_size, int)
+        p = plugin_scalar(output_size, int)
         for other in (P3, P4, P5):
             if other.dtype != P2.dtype:
                 raise EvisError(f"MultiLevelRoIAlign: feature levels differ in dtype ({P2.dtype} vs {other.dtype})")

@@ -139,3 +139,79 @@ def test_vocabularies():
     assert contract.check_run_precision("bf16") == "bf16"
     with pytest.raises(EvisError, match="use one of fp32, fp16, bf16, int8"):
         contract.check_run_precision("fp8")
+
+
+# ---- the clip step ---------------------------------------------------------------------------
+def _fake_graph(calls: list):
+    """A 'graph' whose state outputs differ from its inputs in ways a swapped or stale carry shows."""
+
+    def run(inputs):
+        calls.append(inputs)
+        q, b = inputs["query_in"], inputs["boxes_in"]
+        return {"logits": inputs["frames"].sum() + q.sum(), "query_out": q + 1.0, "boxes_out": b * 2.0}
+
+    return run
+
+
+def test_step_feeds_the_state_by_name_and_carries_the_right_outputs():
+    calls: list = []
+    state = contract.TrackletState(np.zeros((1, 3, 2), np.float32), np.ones((1, 3, 4), np.float32))
+    frames = np.full((1, 2, 4, 4, 3), 7, np.uint8)
+    for _ in range(3):
+        out, state = contract.step(_fake_graph(calls), frames, state)
+    assert [sorted(c) for c in calls] == [sorted(INPUT_NAMES)] * 3
+    assert calls[0]["frames"] is frames
+    np.testing.assert_array_equal(state.queries, np.full((1, 3, 2), 3.0))  # 0 + 1 + 1 + 1
+    np.testing.assert_array_equal(state.boxes, np.full((1, 3, 4), 8.0))  # 1 * 2 * 2 * 2
+    np.testing.assert_array_equal(calls[2]["query_in"], np.full((1, 3, 2), 2.0))  # clip 2 saw clip 1's state
+    assert out["query_out"] is state.queries and out["boxes_out"] is state.boxes  # every output comes back
+    assert set(out) == {"logits", *contract.STATE_OUTPUTS}
+
+
+def test_state_names_follow_the_pairs():
+    state = contract.TrackletState("q", "b")
+    assert state.inputs() == {inp: v for (_, inp), v in zip(STATE_PAIRS, ("q", "b"))}
+    assert contract.TrackletState.from_outputs({out: v for (out, _), v in zip(STATE_PAIRS, ("q", "b"))}) == state
+    with pytest.raises(KeyError):
+        contract.TrackletState.from_outputs({"logits": 0})
+
+
+def test_initial_state_is_fresh_float32_per_stream():
+    query, boxes = np.arange(6, dtype=np.float64).reshape(3, 2), np.ones((3, 4), np.float32)
+    one = contract.TrackletState.initial((query, boxes))
+    assert one.queries.shape == (1, 3, 2) and one.boxes.shape == (1, 3, 4)
+    assert one.queries.dtype == one.boxes.dtype == np.float32
+    many = contract.TrackletState.initial((query, boxes), streams=4)
+    assert many.queries.shape == (4, 3, 2) and all(np.array_equal(s, query) for s in many.queries)
+    many.boxes[0] += 1  # copies: the bundle's state and the other streams are untouched
+    assert np.array_equal(boxes, np.ones((3, 4))) and np.array_equal(many.boxes[1], boxes)
+    bare = contract.TrackletState.initial((query, boxes), streams=None)
+    assert bare.queries.shape == (3, 2) and bare.boxes is not boxes
+    with pytest.raises(EvisError, match="at least 1 stream"):
+        contract.TrackletState.initial((query, boxes), streams=0)
+
+
+def test_streams_stack_and_unstack_by_slot():
+    a = contract.TrackletState(np.zeros((3, 2), np.float32), np.zeros((3, 4), np.float32))
+    b = a.map(lambda x: x + 1)
+    batch = contract.TrackletState.stack([a, b])
+    assert batch.queries.shape == (2, 3, 2) and batch.boxes.shape == (2, 3, 4)
+    slots = batch.unstack()
+    assert len(slots) == 2 and np.array_equal(slots[1].boxes, b.boxes) and np.array_equal(slots[0].queries, a.queries)
+    slots[0].queries[:] = 9  # a slot is its own copy: it outlives the batch's buffers
+    assert not batch.queries[0].any()
+
+
+def test_step_over_the_model_equals_calling_it_by_name(tiny):
+    def run(inputs):
+        return tiny.forward_clip(**inputs)
+
+    frames = torch.randint(0, 255, (2, T, *HW, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    q, b = tiny.initial_state()
+    with torch.inference_mode():
+        _, state = contract.step(run, frames[0], contract.TrackletState(q, b))
+        out, _ = contract.step(run, frames[1], state)
+        first = tiny.forward_clip(frames[0], q, b)
+        want = tiny.forward_clip(frames[1], first["query_out"], first["boxes_out"])
+    for name in OUTPUT_NAMES:
+        torch.testing.assert_close(out[name], want[name], rtol=0, atol=0)

@@ -19,7 +19,7 @@ import torch
 from onnx import AttributeProto
 
 from efficientvis_trt.bundle import Bundle, read_onnx_io
-from efficientvis_trt.contract import IO_TABLE, PRECISIONS, io_dims, io_table
+from efficientvis_trt.contract import IO_TABLE, PRECISIONS, TrackletState, io_dims, io_table, step
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.export.exporter import export_bundle
 from efficientvis_trt.export.roi_align_onnx import LEVEL_INPUTS, attach_function, custom_nodes, node_attributes
@@ -224,9 +224,7 @@ def test_function_matches_reference_at_every_level_and_attribute_set():
     for a, out in zip(sets, got):
         levels = assign_levels(rois, a.canonical_box_size, a.canonical_level, 2, 5)
         assert set(levels.flatten().tolist()) == {0, 1, 2, 3}, "test boxes must hit every level"
-        ref = multi_level_roi_align_reference(
-            feats, rois, a.output_size, a.sampling_ratio, a.canonical_box_size, a.canonical_level, True, 2
-        )
+        ref = multi_level_roi_align_reference(feats, rois, a)
         assert out.shape == (b, r, c, a.output_size, a.output_size)
         np.testing.assert_allclose(out, ref.numpy(), atol=1e-4, rtol=0)
 
@@ -299,17 +297,17 @@ def test_export_verification_report(request, fixture):
 def test_state_is_carried_and_matters(plugin_bundle):
     """Carried state changes the next clip's outputs (so comparing over 3 clips tests the carry)."""
     from efficientvis_trt.export.verify import load_clips
-    from efficientvis_trt.ort_session import make_session
+    from efficientvis_trt.ort_session import make_session, run
 
     bundle = Bundle.open(plugin_bundle)
     clips, _ = load_clips(None, T, HW, 2)
     sess = make_session(bundle.onnx_path())
-    q, b = (s[None] for s in bundle.init_state())  # one stream: B = 1
-    first = sess.run(None, {"frames": clips[0][0][None], "query_in": q, "boxes_in": b})
-    carried = sess.run(None, {"frames": clips[1][0][None], "query_in": first[3], "boxes_in": first[4]})
-    fresh = sess.run(None, {"frames": clips[1][0][None], "query_in": q, "boxes_in": b})
-    assert np.abs(carried[0] - fresh[0]).max() > 1e-3
-    assert not np.allclose(first[4], b)  # boxes moved: random init has non-zero box deltas
+    init = TrackletState.initial(bundle.init_state())  # one stream: B = 1
+    _, state = step(lambda inputs: run(sess, inputs), clips[0][0][None], init)
+    carried, _ = step(lambda inputs: run(sess, inputs), clips[1][0][None], state)
+    fresh, _ = step(lambda inputs: run(sess, inputs), clips[1][0][None], init)
+    assert np.abs(carried["logits"] - fresh["logits"]).max() > 1e-3
+    assert not np.allclose(state.boxes, init.boxes)  # boxes moved: random init has non-zero box deltas
 
 
 def test_inline_flavour_has_no_custom_domain(inline_bundle, tiny_checkpoint):

@@ -63,10 +63,9 @@ def _run(session, features, rois: torch.Tensor) -> np.ndarray:
 def _check(session, features, rois: torch.Tensor, expect_levels: set[int]) -> None:
     levels = assign_levels(rois, ATTRS.canonical_box_size, ATTRS.canonical_level, 2, 5)
     assert set(levels.flatten().tolist()) == expect_levels
-    args = (ATTRS.output_size, ATTRS.sampling_ratio, ATTRS.canonical_box_size, ATTRS.canonical_level, True, 2)
     got = _run(session, features, rois)
-    per_box = multi_level_roi_align(features, rois, *args).numpy()
-    dense = multi_level_roi_align_dense(features, rois, *args).numpy()
+    per_box = multi_level_roi_align(features, rois, ATTRS).numpy()
+    dense = multi_level_roi_align_dense(features, rois, ATTRS).numpy()
     assert got.shape == per_box.shape == (B, rois.shape[1], C, 7, 7)
     np.testing.assert_allclose(got, per_box, atol=1e-5, rtol=0)
     np.testing.assert_allclose(per_box, dense, atol=1e-5, rtol=0)
@@ -119,7 +118,7 @@ def test_dynamic_counts_in_one_session(session, features):
 def test_no_boxes_at_all(session, features):
     rois = torch.zeros(B, 0, 4)
     assert _run(session, features, rois).shape == (B, 0, C, 7, 7)
-    assert multi_level_roi_align(features, rois, 7, 2, 56.0, 4, True, 2).shape == (B, 0, C, 7, 7)
+    assert multi_level_roi_align(features, rois, ATTRS).shape == (B, 0, C, 7, 7)
 
 
 def test_body_pools_only_the_levels_boxes():
@@ -163,5 +162,5 @@ def test_inlined_body_runs_on_openvino_with_empty_levels(features):
     rois = _square_boxes([30.0, 40.0, 200.0])  # P2 and P4 empty
     feed = [f.numpy() for f in features] + [rois.numpy()]
     got = compiled(feed)[0]
-    ref = multi_level_roi_align(features, rois, 7, 2, 56.0, 4, True, 2).numpy()
+    ref = multi_level_roi_align(features, rois, ATTRS).numpy()
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)

@@ -11,8 +11,10 @@ from onnx import TensorProto, helper
 
 from efficientvis_trt.model.roi_align import assign_levels, multi_level_roi_align_reference
 from efficientvis_trt.ort_session import make_session
+from efficientvis_trt.plugins.spec import RoIAlignAttrs
 
 OUT, RATIO, CANON, CANON_LEVEL = 7, 2, 56.0, 4
+ATTRS = RoIAlignAttrs(output_size=OUT, sampling_ratio=RATIO, canonical_box_size=CANON, canonical_level=CANON_LEVEL)
 
 
 def _ort_roi_align(feature: np.ndarray, rois: np.ndarray, batch: np.ndarray, scale: float) -> np.ndarray:
@@ -76,9 +78,7 @@ def test_reference_matches_onnxruntime_roialign(seed):
     assert set(np.unique(levels)) == {0, 1, 2, 3}, "every FPN level must be exercised"
     assert np.array_equal(levels, assign_levels(torch.from_numpy(rois), CANON, CANON_LEVEL, 2, 5).numpy())
 
-    ours = multi_level_roi_align_reference(
-        [torch.from_numpy(f) for f in feats], torch.from_numpy(rois), OUT, RATIO, CANON, CANON_LEVEL, True, 2
-    ).numpy()
+    ours = multi_level_roi_align_reference([torch.from_numpy(f) for f in feats], torch.from_numpy(rois), ATTRS).numpy()
     batch = np.repeat(np.arange(b), r)
     expected = np.zeros_like(ours)
     for lvl, feat in enumerate(feats):
@@ -120,17 +120,16 @@ def test_per_box_path_equals_dense_form_and_autograd_takes_the_dense_one(seed):
     rois = torch.from_numpy(_boxes(rng, b, r, h, w))
     rois[1, 1] = torch.tensor([-300.0, -300.0, -200.0, -250.0])  # entirely outside: pools to 0
     rois[1, 2] = torch.tensor([0.0, 40.0, float(w), 44.0])  # 160x4: wide window on one axis
-    args = (OUT, RATIO, CANON, CANON_LEVEL, True, 2)
-    per_box = multi_level_roi_align(feats, rois, *args)
-    dense = multi_level_roi_align_dense(feats, rois, *args)
+    per_box = multi_level_roi_align(feats, rois, ATTRS)
+    dense = multi_level_roi_align_dense(feats, rois, ATTRS)
     np.testing.assert_allclose(per_box.numpy(), dense.numpy(), atol=1e-5, rtol=0)
     assert float(per_box[1, 1].abs().max()) == 0.0 and float(per_box[1, 2].abs().max()) > 0
 
     leaves = [f.clone().requires_grad_(True) for f in feats]
-    out = multi_level_roi_align_reference(leaves, rois, *args)
+    out = multi_level_roi_align_reference(leaves, rois, ATTRS)
     out.square().sum().backward()
     dense_leaves = [f.clone().requires_grad_(True) for f in feats]
-    multi_level_roi_align_dense(dense_leaves, rois, *args).square().sum().backward()
+    multi_level_roi_align_dense(dense_leaves, rois, ATTRS).square().sum().backward()
     for got, ref in zip(leaves, dense_leaves):
         np.testing.assert_allclose(got.grad.numpy(), ref.grad.numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(out.detach().numpy(), per_box.numpy(), atol=1e-5, rtol=0)

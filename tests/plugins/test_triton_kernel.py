@@ -67,16 +67,7 @@ def make_rois(batch=2, seed=1):
 
 
 def reference(features, rois, attrs: RoIAlignAttrs):
-    return multi_level_roi_align_reference(
-        features,
-        rois,
-        attrs.output_size,
-        attrs.sampling_ratio,
-        attrs.canonical_box_size,
-        attrs.canonical_level,
-        bool(attrs.aligned),
-        attrs.min_level,
-    )
+    return multi_level_roi_align_reference(features, rois, attrs)
 
 
 def run_both(device, features, rois, attrs):
@@ -188,7 +179,7 @@ def test_interpreter_works_when_triton_was_imported_first():
         feats = [torch.randn(1, 2, 64 >> i, 64 >> i) for i in range(4)]
         rois = torch.tensor([[[3.0, 5.0, 40.0, 30.0], [-10.0, 0.0, 250.0, 240.0]]])
         got = multi_level_roi_align_triton(feats, rois, RoIAlignAttrs(output_size=7))
-        want = multi_level_roi_align_reference(feats, rois, 7, 2)
+        want = multi_level_roi_align_reference(feats, rois, RoIAlignAttrs(output_size=7))
         print(float((got - want).abs().max()))
     """)
     env = {k: v for k, v in __import__("os").environ.items() if k != "TRITON_INTERPRET"}

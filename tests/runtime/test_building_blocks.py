@@ -325,3 +325,16 @@ def test_letterbox_into_a_clip_is_the_padded_resize(src_hw):
     clip = np.zeros((2, 128, 224, 3), np.uint8)
     lb.apply(frame, out=clip[1])
     assert np.array_equal(lb.apply(frame), want) and np.array_equal(clip[1], want) and not clip[0].any()
+
+
+def test_put_until_stopped_gives_up_on_a_full_queue_once_stopped():
+    import queue
+    import threading
+
+    from efficientvis_trt.runtime.pipeline import put_until_stopped
+
+    q, stop = queue.Queue(maxsize=1), threading.Event()
+    assert put_until_stopped(q, 1, stop)
+    threading.Timer(0.1, stop.set).start()
+    assert not put_until_stopped(q, 2, stop)  # full: it waits, then the stop releases it
+    assert q.get_nowait() == 1 and q.empty()

@@ -14,6 +14,7 @@ import pytest
 from helpers import write_video
 
 from efficientvis_trt.cli import main as evis_main
+from efficientvis_trt.contract import STATE_OUTPUTS, TrackletState, step
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.runtime.postprocess import cxcywh_norm_to_xyxy, decode_rle, sigmoid
 from efficientvis_trt.runtime.predictor import Predictor
@@ -122,27 +123,21 @@ def test_state_can_stay_on_the_backend_device(ort, bikes15):
 
     lb = Letterbox((272, 640), ort.input_hw)
     frames = np.stack([lb.apply(f) for f in read_frames(bikes15, max_frames=10)])[None]  # one stream: B = 1
-    q, b = (s[None] for s in ort.init_state)
+    init = TrackletState.initial(ort.init_state)
     be = ort.backend
-    first = be.run({"frames": frames[:, :5], "query_in": q, "boxes_in": b}, keep_on_device=("query_out", "boxes_out"))
-    assert isinstance(first["query_out"], onnxrt.OrtValue) and isinstance(first["logits"], np.ndarray)
-    on_device = be.run({"frames": frames[:, 5:], "query_in": first["query_out"], "boxes_in": first["boxes_out"]})
-    via_host = be.run(
-        {
-            "frames": frames[:, 5:],
-            "query_in": be.to_host(first["query_out"]),
-            "boxes_in": be.to_host(first["boxes_out"]),
-        }
-    )
-    fresh = be.run({"frames": frames[:, 5:], "query_in": q, "boxes_in": b})
+    first, carried = step(lambda inputs: be.run(inputs, keep_on_device=STATE_OUTPUTS), frames[:, :5], init)
+    assert isinstance(carried.queries, onnxrt.OrtValue) and isinstance(first["logits"], np.ndarray)
+    on_device, _ = step(be.run, frames[:, 5:], carried)
+    via_host, _ = step(be.run, frames[:, 5:], carried.map(be.to_host))
+    fresh, _ = step(be.run, frames[:, 5:], init)
     for name in ("logits", "boxes", "mask_logits", "query_out"):
         np.testing.assert_array_equal(on_device[name], via_host[name])
     assert not np.allclose(on_device["logits"], fresh["logits"], atol=1e-4)  # the carried state matters
     # The predictor carries exactly that state between clips.
     ort.reset()
     ort.run_clip(frames[0, :5])
-    assert isinstance(ort.state["query_in"], onnxrt.OrtValue)
-    np.testing.assert_array_equal(ort.state_to_host()["query_in"], be.to_host(first["query_out"])[0])
+    assert isinstance(ort.state.queries, onnxrt.OrtValue)
+    np.testing.assert_array_equal(ort.state_to_host().queries, be.to_host(carried.queries)[0])
 
 
 def test_precision_a_backend_cannot_run_is_an_error(bundle):

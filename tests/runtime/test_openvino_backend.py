@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers import write_video
 
-from efficientvis_trt.contract import OUTPUT_NAMES
+from efficientvis_trt.contract import OUTPUT_NAMES, STATE_OUTPUTS, TrackletState, step
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.export.verify import TOLERANCES, compare
 from efficientvis_trt.runtime import openvino_backend as ovb
@@ -45,16 +45,13 @@ def clips(bundle):
 
 def _run_clips(backend, clips) -> list[dict[str, np.ndarray]]:
     """Each backend carries its own state over the clips, as in a real video."""
-    frames, (q, b) = clips
-    q, b = q[None], b[None]  # one stream: B = 1
+    frames, init_state = clips
+    state = TrackletState.initial(init_state)  # one stream: B = 1
     outs = []
     for clip in frames:
-        out = backend.run(
-            {"frames": clip[None], "query_in": q, "boxes_in": b}, keep_on_device=("query_out", "boxes_out")
-        )
-        out = {k: backend.to_host(v) for k, v in out.items()}
-        outs.append(out)
-        q, b = out["query_out"], out["boxes_out"]
+        out, state = step(lambda inputs: backend.run(inputs, keep_on_device=STATE_OUTPUTS), clip[None], state)
+        outs.append({k: backend.to_host(v) for k, v in out.items()})
+        state = state.map(backend.to_host)  # the next clip is fed from the host
     return outs
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from efficientvis_trt.contract import TrackletState, step
 from efficientvis_trt.runtime import postprocess_reference as reference
 from efficientvis_trt.runtime.postprocess import TrackAccumulator, encode_masks, encode_rle_roi
 from efficientvis_trt.video import Letterbox
@@ -15,12 +16,12 @@ from efficientvis_trt.video import Letterbox
 
 def _clip_outputs(model, canvas: np.ndarray, clip_len: int) -> list[dict[str, np.ndarray]]:
     """Per-clip logits/boxes/mask_logits of `model` over letterboxed frames, the state carried."""
-    query, boxes = model.initial_state()
+    state = TrackletState(*model.initial_state())
     outs = []
     with torch.inference_mode():
         for start in range(0, len(canvas) - clip_len + 1, clip_len):
-            out = model.forward_clip(torch.from_numpy(canvas[start : start + clip_len]), query, boxes)
-            query, boxes = out["query_out"], out["boxes_out"]
+            clip = torch.from_numpy(canvas[start : start + clip_len])
+            out, state = step(lambda inputs: model.forward_clip(**inputs), clip, state)
             outs.append({k: out[k].numpy() for k in ("logits", "boxes", "mask_logits")})
     return outs
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from efficientvis_trt.contract import split_into_clips
+from efficientvis_trt.contract import TrackletState, split_into_clips, step
 from efficientvis_trt.runtime.postprocess import cxcywh_norm_to_xyxy, decode_rle, paste_mask
 from efficientvis_trt.runtime.predictor import Predictor
 from efficientvis_trt.video import Letterbox, read_frames, sample_video
@@ -35,11 +35,11 @@ def test_query_carry_equals_manual_two_clips(tiny_model, bikes_video_2t):
     assert len(frames) == 2 * t
     lb = Letterbox(frames[0].shape[:2], tuple(tiny_model.config.model.input_size))
     canvas = torch.from_numpy(np.stack([lb.apply(f) for f in frames]))
-    q, b = tiny_model.initial_state()
+    init = TrackletState(*tiny_model.initial_state())
     with torch.no_grad():
-        first = tiny_model.forward_clip(canvas[:t], q, b)
-        second = tiny_model.forward_clip(canvas[t:], first["query_out"], first["boxes_out"])
-        fresh = tiny_model.forward_clip(canvas[t:], q, b)
+        first, carried = step(lambda inputs: tiny_model.forward_clip(**inputs), canvas[:t], init)
+        second, _ = step(lambda inputs: tiny_model.forward_clip(**inputs), canvas[t:], carried)
+        fresh, _ = step(lambda inputs: tiny_model.forward_clip(**inputs), canvas[t:], init)
 
     predictor = Predictor(tiny_model, top_k=50)
     clips = list(predictor.feed(iter(frames)))

@@ -83,7 +83,7 @@ def test_builtin_path_models_are_valid_onnx_and_match_the_reference_on_onnxrunti
     feeds["rois"] = rois.numpy()
     (got,) = sess.run(["pooled"], feeds)
     assert got.dtype == np.dtype(np.float32 if dtype == torch.float32 else np.float16)
-    want = multi_level_roi_align_reference([f.float() for f in feats], rois, 7, 2).numpy()
+    want = multi_level_roi_align_reference([f.float() for f in feats], rois, attrs).numpy()
     np.testing.assert_allclose(got.astype(np.float32), want, rtol=0, atol=1e-4 if dtype == torch.float32 else 3e-3)
 
 
@@ -147,7 +147,7 @@ def test_engine_matches_reference(plugin_path, dtype):
     feeds["rois"] = rois.cuda().contiguous()
     out = torch.full((B, R, C, 7, 7), float("nan"), dtype=dtype, device="cuda")
     got = run_engine(plan, feeds, out).cpu()
-    want = multi_level_roi_align_reference([f.float() for f in feats], rois, 7, 2)
+    want = multi_level_roi_align_reference([f.float() for f in feats], rois, attrs)
     if dtype == torch.float32:
         torch.testing.assert_close(got, want, rtol=0, atol=1e-5 if plugin_path.registers_plugin else 1e-4)
     else:

@@ -7,10 +7,13 @@ import-blocked so it runs on GPU machines too.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 from helpers import missing_for
 
+from efficientvis_trt.contract import STATE_OUTPUTS, TrackletState, step
 from efficientvis_trt.errors import EvisError
 
 # ---- on a GPU with TensorRT ------------------------------------------------------------------
@@ -76,20 +79,17 @@ def test_state_stays_on_the_gpu_and_stale_handles_are_refused(trt_bundle):
 
     bundle, canvas = _canvas(trt_bundle, 10)
     canvas = canvas[None]  # one stream: B = 1
-    q, b = (s[None] for s in bundle.init_state())
+    init = TrackletState.initial(bundle.init_state())
     be = TensorRTBackend(find_engine(bundle, "fp32"), "fp32", bundle_path=trt_bundle)
+    keep = functools.partial(be.run, keep_on_device=STATE_OUTPUTS)
     try:
-        keep = ("query_out", "boxes_out")
-        first = be.run({"frames": canvas[:, :5], "query_in": q, "boxes_in": b}, keep_on_device=keep)
-        assert isinstance(first["query_out"], TrtDeviceTensor) and isinstance(first["logits"], np.ndarray)
-        host_q, host_b = be.to_host(first["query_out"]), be.to_host(first["boxes_out"])
-        on_gpu = be.run(
-            {"frames": canvas[:, 5:], "query_in": first["query_out"], "boxes_in": first["boxes_out"]},
-            keep_on_device=keep,
-        )
+        first, carried = step(keep, canvas[:, :5], init)
+        assert isinstance(carried.queries, TrtDeviceTensor) and isinstance(first["logits"], np.ndarray)
+        host = carried.map(be.to_host)
+        on_gpu, _ = step(keep, canvas[:, 5:], carried)
         with pytest.raises(EvisError, match="stale"):
-            be.run({"frames": canvas[:, 5:], "query_in": first["query_out"], "boxes_in": first["boxes_out"]})
-        via_host = be.run({"frames": canvas[:, 5:], "query_in": host_q, "boxes_in": host_b})
+            step(be.run, canvas[:, 5:], carried)
+        via_host, _ = step(be.run, canvas[:, 5:], host)
         for name in ("logits", "boxes", "mask_logits"):
             np.testing.assert_array_equal(on_gpu[name], via_host[name])
     finally:
@@ -103,17 +103,16 @@ def test_cuda_graph_replay_equals_plain_enqueue(trt_bundle):
 
     bundle, canvas = _canvas(trt_bundle, 15)
     canvas = canvas[None]  # one stream: B = 1
-    q, b = (s[None] for s in bundle.init_state())
     engine = find_engine(bundle, "fp32")
     outs = {}
     for graph in (False, True):
         be = TensorRTBackend(engine, "fp32", bundle_path=trt_bundle, cuda_graph=graph)
-        state = {"query_in": q, "boxes_in": b}
+        run = functools.partial(be.run, keep_on_device=STATE_OUTPUTS)
+        state = TrackletState.initial(bundle.init_state())
         got = []
         for i in range(3):
-            o = be.run({"frames": canvas[:, 5 * i : 5 * i + 5], **state}, keep_on_device=("query_out", "boxes_out"))
-            state = {"query_in": o.pop("query_out"), "boxes_in": o.pop("boxes_out")}
-            got.append(o)
+            o, state = step(run, canvas[:, 5 * i : 5 * i + 5], state)
+            got.append({k: v for k, v in o.items() if k not in STATE_OUTPUTS})
         if graph:
             assert be.graph_status in ("on",) or be.graph_status.startswith("capture failed")
         be.close()
