@@ -1,8 +1,8 @@
-"""OpenCV's INTER_AREA downscale, byte for byte, in a third of its time on one core (0.6x without numba).
+"""OpenCV's INTER_AREA downscale, byte for byte, in less time (benchmarks/RESULTS.md, "Host work per frame").
 
 The letterbox shrinks every frame with `cv2.resize(..., INTER_AREA)`, and its bytes are pinned: they
 decide the model's outputs, which must stay byte-identical. At a non-integer scale OpenCV runs a scalar
-loop over every source byte (about 1 ns each: 3-4 ms for a 720p frame), the largest host cost per frame.
+loop over every source byte, the largest host cost per frame.
 This module computes the same sums in a cheaper order (float32: a vertical pass, then a horizontal
 matrix product) and then repairs the few output values whose exact value lies so close to a rounding
 boundary (x.5) that the order of the float additions can decide them, by replaying OpenCV's own float32
@@ -123,9 +123,8 @@ def compiled_kernels() -> Any | None:
 
 @lru_cache(maxsize=1)
 def warm_up() -> None:
-    """Compile the letterbox loops now (or load them from numba's cache: 0.2-0.5 s measured with numba's
-    import; about 1.5 s the first time), so that a video's first frame does not pay for it. A no-op
-    without numba."""
+    """Compile the letterbox loops now (or load them from numba's cache), so that a video's first frame does
+    not pay for it. A no-op without numba."""
     if compiled_kernels() is None:
         return
     r = AreaResize((7, 11), (3, 5), 3)
@@ -304,7 +303,7 @@ def _opencv_area_path(src_hw: tuple[int, int], dst_hw: tuple[int, int]) -> bool:
 def checked_resizer(src_hw: tuple[int, int], dst_hw: tuple[int, int], channels: int) -> AreaResize | None:
     """The exact resizer for this size pair, or None where `cv2.resize` must run: not OpenCV's general
     area path, or an OpenCV build whose arithmetic differs from the replay on a seeded noise image
-    (checked once per size pair: 25-80 ms)."""
+    (checked once per size pair, then cached)."""
     if not _opencv_area_path(src_hw, dst_hw) or not 1 <= channels <= 4:
         return None
     import cv2

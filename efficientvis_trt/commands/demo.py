@@ -126,8 +126,8 @@ def run(args: argparse.Namespace) -> int:
     from efficientvis_trt.precision.build import BuildOptions, build
 
     # Calibrate on clips like the ones the model will see: synthetic videos of the training seed
-    # (real backgrounds; never the val videos the AP is measured on). Measured on the shipped model
-    # and 24 val videos: INT8 costs 0.08 AP calibrated so, 0.33 with bikes.mp4 added, 1.0 on bikes.mp4 alone.
+    # (real backgrounds; never the val videos the AP is measured on): INT8 costs least AP calibrated so
+    # (benchmarks/RESULTS.md, "Bench table, tiny via `evis demo`").
     calib_recipe = dataclasses.replace(recipe, train_videos=args.calib_videos)
     calib = [str(make_split(out / "data" / "calib", calib_recipe, "train") / "annotations.json")]
     for precision in ("fp16", "int8"):

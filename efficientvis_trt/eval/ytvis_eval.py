@@ -34,11 +34,8 @@ non-finite scores, duplicate ground-truth ids.
 Extensions: results may also use uncompressed RLE or polygons (the reference only takes
 compressed RLE there); a ground truth without ``areas`` uses its mask areas.
 
-Speed (measured with benchmarks/eval_speed.py's synthetic case: 300 videos x 100 detections x 36 frames at 360x640,
-5 ground-truth tracks per video, 1.07M result masks): `evaluate()` on loaded JSON takes 4.8-5.1 s
-of CPU time (13 s wall on a shared 2-core machine running at load ~13). The CLI adds reading the
-465 MB results JSON: 11 s CPU in all, 1.9 GB peak memory.
-``python benchmarks/eval_speed.py`` re-measures it.
+Speed: ``python benchmarks/eval_speed.py`` measures it on a synthetic case of a full data set's size;
+the figures are in benchmarks/RESULTS.md, "Evaluation speed".
 
 Layout: `parsing.py` (reading and validation), `matching.py` (video IoU, matching,
 accumulation, `EvalResult`), `fidelity.py` (one run against another); `evaluate` here.

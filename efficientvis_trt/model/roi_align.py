@@ -76,8 +76,8 @@ def _axis_weights(start: Tensor, length: Tensor, pooled: int, sampling_ratio: in
 
     RoIAlign's bilinear sampling is separable: bin (py, px) = sum_y sum_x Wy[py, y] Wx[px, x] F[y, x],
     with the sample average, the 2-tap bilinear weights and the out-of-range rule folded into
-    W. Two small matmuls then replace a gather per sample (1.5x faster forward + backward at
-    tiny training shapes, and no scatter-add backward over the feature map).
+    W. Two small matmuls then replace a gather per sample (faster forward + backward at training
+    shapes, and no scatter-add backward over the feature map: benchmarks/RESULTS.md, "Training").
     """
     low, high, w_low, w_high, valid = _sample_axis(start, length, pooled, sampling_ratio, size)
     keep = valid.to(w_low.dtype)

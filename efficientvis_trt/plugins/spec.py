@@ -64,12 +64,17 @@ class RoIAlignAttrs:
         return {name: np.array([v], dtype=dtypes[type(v)]) for name, v in zip(self.kinds(), self.values())}
 
     @classmethod
-    def from_plugin_fields(cls, *values: Any) -> RoIAlignAttrs:
-        """The value from plugin attribute values in field order, as ``tensorrt.plugin`` hands them over
-        (1-element arrays, numpy scalars or numbers)."""
-        if len(values) != len(cls.kinds()):
-            raise EvisError(f"MultiLevelRoIAlign takes {len(cls.kinds())} attributes, got {len(values)}")
-        return cls(*(plugin_scalar(v, kind) for v, kind in zip(values, cls.kinds().values())))
+    def from_plugin_fields(cls, *values: Any, **named: Any) -> RoIAlignAttrs:
+        """The value from plugin attribute values, in field order or by field name, as ``tensorrt.plugin``
+        hands them over (1-element arrays, numpy scalars or numbers)."""
+        kinds = cls.kinds()
+        if named:
+            if values or set(named) != set(kinds):
+                raise EvisError(f"MultiLevelRoIAlign takes the attributes {list(kinds)}, got {list(named)}")
+            values = tuple(named[name] for name in kinds)
+        if len(values) != len(kinds):
+            raise EvisError(f"MultiLevelRoIAlign takes {len(kinds)} attributes, got {len(values)}")
+        return cls(*(plugin_scalar(v, kind) for v, kind in zip(values, kinds.values())))
 
     @classmethod
     def from_pooler(cls, pooler: Any) -> RoIAlignAttrs:

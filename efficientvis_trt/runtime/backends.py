@@ -92,8 +92,13 @@ class ContractIO:
         outputs: Collection[str],
         *,
         extra_outputs: bool = False,
+        output_dtypes: Mapping[str, Any] | None = None,
     ) -> None:
-        """`inputs`: name -> (numpy dtype or None, the type as the runtime writes it, static shape or None)."""
+        """`inputs`: name -> (numpy dtype or None, the type as the runtime writes it, static shape or None).
+
+        `output_dtypes` (name -> numpy dtype), where the runtime states them before a run: every contract
+        output is float32.
+        """
         outputs_ok = set(OUTPUT_NAMES) <= set(outputs) if extra_outputs else set(outputs) == set(OUTPUT_NAMES)
         names_ok = set(inputs) == set(INPUT_NAMES) and outputs_ok
         if not names_ok:
@@ -109,6 +114,11 @@ class ContractIO:
                     "(I/O types are the same at every precision)"
                 )
             self.input_shapes[name] = shape
+        for name, dtype in (output_dtypes or {}).items():
+            if name in OUTPUT_NAMES and dtype != np.float32:
+                raise EvisError(
+                    f"{where}: output {name!r} is {dtype}, expected float32 (I/O types are the same at every precision)"
+                )
 
     def _host_feed(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Every contract input as a contiguous host array of its dtype and the graph's static shape."""
@@ -246,6 +256,7 @@ class OrtBackend(ContractIO):
             onnx_path,
             {i.name: (_ORT_TYPES.get(i.type), i.type, _static(i.shape)) for i in self.session.get_inputs()},
             [o.name for o in self.session.get_outputs()],
+            output_dtypes={o.name: _ORT_TYPES.get(o.type, o.type) for o in self.session.get_outputs()},
         )
         self._out_device = ("cuda", device_id) if self.device == "cuda" else ("cpu", 0)
 

@@ -152,6 +152,12 @@ class OpenVINOBackend(ContractIO):
             },
             {n for p in model.outputs for n in p.get_names()},
             extra_outputs=True,
+            output_dtypes={
+                n: _OV_DTYPES.get(t, t)
+                for p in model.outputs
+                for t in [p.get_element_type().get_type_name()]
+                for n in p.get_names()
+            },
         )
         try:
             self.compiled = core.compile_model(model, device, config)

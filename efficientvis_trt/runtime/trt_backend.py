@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from efficientvis_trt.contract import INPUT_DTYPES, INPUT_NAMES, OUTPUT_NAMES, check_precision
+from efficientvis_trt.contract import INPUT_NAMES, OUTPUT_NAMES, check_precision
 from efficientvis_trt.errors import EvisError
+from efficientvis_trt.runtime.backends import ContractIO
 from efficientvis_trt.trt.env import cuda_check as _cuda
 from efficientvis_trt.trt.env import import_cudart, import_tensorrt, runtime_available
 
@@ -58,7 +59,7 @@ class TrtDeviceTensor:
         return f"TrtDeviceTensor({self.name}, {list(self.shape)} {self.dtype}, 0x{self.ptr:x})"
 
 
-class TensorRTBackend:
+class TensorRTBackend(ContractIO):
     """Run one TensorRT plan per clip; see the module docstring for the memory and state design.
 
     `cuda_graph=True` captures the enqueue into a CUDA graph after one ordinary warm-up
@@ -148,13 +149,18 @@ class TensorRTBackend:
         """
         trt, cudart, engine = self.trt, self.cudart, self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        if sorted(names) != sorted(INPUT_NAMES + OUTPUT_NAMES):
-            raise EvisError(f"engine {self.engine_path.name} does not have the per-clip I/O: {names}")
+        dtypes = {name: np.dtype(trt.nptype(engine.get_tensor_dtype(name))) for name in names}
+        is_input = {name: engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT for name in names}
+        # Names, directions and input dtypes: the same check (and messages) as every other backend.
+        # Shapes are checked per call instead (`_set_batch`), because B may be dynamic here.
+        self._check_io(
+            f"engine {self.engine_path.name}",
+            {name: (dtypes[name], str(dtypes[name]), None) for name in names if is_input[name]},
+            [name for name in names if not is_input[name]],
+            output_dtypes={name: dtypes[name] for name in names if not is_input[name]},
+        )
         declared: dict[str, tuple[int, ...]] = {}
         for name in names:
-            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            if is_input != (name in INPUT_NAMES):
-                raise EvisError(f"engine {self.engine_path.name}: {name!r} has the wrong direction")
             shape = tuple(int(d) for d in engine.get_tensor_shape(name))
             if any(d < 0 for d in shape[1:]):
                 raise EvisError(
@@ -177,13 +183,7 @@ class TensorRTBackend:
         for name in names:
             shape = declared[name]
             full = (top, *shape[1:]) if shape[0] < 0 else shape
-            dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
-            want = INPUT_DTYPES.get(name, np.dtype(np.float32))
-            if dtype != want:
-                raise EvisError(
-                    f"engine {self.engine_path.name}: {name!r} is {dtype}, expected {want} "
-                    "(I/O types are the same at every precision)"
-                )
+            dtype = dtypes[name]
             nbytes = int(np.prod(full)) * dtype.itemsize
             self.shapes[name], self.dtypes[name] = full, dtype
             self._device[name] = int(_cuda(cudart, cudart.cudaMalloc(nbytes), f"cudaMalloc({name})"))

@@ -34,8 +34,8 @@ class Recipe:
     lr_steps: tuple[float, ...] = (0.8,)
     lr_gamma: float = 0.1
     # Training-only helpers (TrainConfig documents each). From scratch the detector first learns
-    # image-independent boxes and reads classes slowly; measured on this data in 30-minute runs
-    # (benchmarks/RESULTS.md): aux + grid 3.5 AP, + gt_proposals (and the mask warp) 13.7, + loss_class 15.7.
+    # image-independent boxes and reads classes slowly; each helper's AP gain on this data is in
+    # benchmarks/RESULTS.md, "Training".
     loss_aux_sem: float = 1.0  # dense per-pixel class loss on P3 (CondInst): backbone signal per pixel
     init_proposals: str = "grid"  # each query starts on its own tile instead of all on the whole image
     gt_proposals: float = 1.0  # + a pass from jittered ground-truth tubes: heads see object RoIs from step one

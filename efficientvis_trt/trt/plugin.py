@@ -45,7 +45,7 @@ annotations``: ``tensorrt.plugin`` inspects real annotation objects.
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.extras import install_command
@@ -194,9 +194,9 @@ def detect_plugin_path() -> PluginPath:
 # --------------------------------------------------------------------------------------
 
 
-def attrs_from_fields(*values) -> RoIAlignAttrs:
+def attrs_from_fields(*values: Any, **named: Any) -> RoIAlignAttrs:
     """`RoIAlignAttrs` from plugin attribute values as ``tensorrt.plugin`` hands them over."""
-    return RoIAlignAttrs.from_plugin_fields(*values)
+    return RoIAlignAttrs.from_plugin_fields(*values, **named)
 
 
 def attrs_to_fields(attrs: RoIAlignAttrs) -> dict:

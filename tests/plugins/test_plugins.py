@@ -128,6 +128,8 @@ def test_attrs_from_plugin_fields_accept_int32_int64_arrays_and_scalars():
     assert attrs_from_fields(np.int32(7), np.int64(2), np.float32(224.0), 4, True, 2) == want
     with pytest.raises(EvisError):
         attrs_from_fields(np.array([7, 7]), 2, 224.0, 4, 1, 2)
+    with pytest.raises(EvisError, match="takes the attributes"):
+        attrs_from_fields(output_size=7, sampling_ratio=2)
 
 
 def test_plugin_attribute_order_matches_onnx_node():
