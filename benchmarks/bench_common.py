@@ -33,7 +33,7 @@ def ensure_bundle(
     from efficientvis_trt.bundle import ONNX_FILES, ORT_CPU_ONNX_FILES, Bundle
     from efficientvis_trt.errors import EvisError
     from efficientvis_trt.export.exporter import export_bundle
-    from efficientvis_trt.precision.build import BuildOptions, build
+    from efficientvis_trt.precision.graph_build import BuildOptions, build
 
     path = Path(workdir) / config
     try:

@@ -77,8 +77,8 @@ def second_clip(bundle, video: str) -> dict[str, np.ndarray]:
 
 def open_row(bundle, backend: str, precision: str, graph: str | None, threads: int):
     """The backend as `evis infer --device cpu` makes it (or OpenVINO on a given graph file)."""
+    from efficientvis_trt.runtime.load import load_runtime
     from efficientvis_trt.runtime.openvino_backend import OpenVINOBackend
-    from efficientvis_trt.runtime.resolve import load_runtime
 
     if graph is not None:
         return OpenVINOBackend(bundle.path / graph, precision, threads=threads)
@@ -186,7 +186,7 @@ def environment(args, argv) -> dict:
     import onnxruntime
     import openvino
 
-    from efficientvis_trt.bench.machine import cpu_model
+    from efficientvis_trt.measure.machine import cpu_model
     from efficientvis_trt.runtime.openvino_backend import device_capabilities
 
     flags = next(

@@ -114,8 +114,8 @@ def variant_models(bundle, workdir: Path, config: str, log) -> dict:
 
     from efficientvis_trt.precision import graph as G
     from efficientvis_trt.precision import int8 as I
-    from efficientvis_trt.precision.build import read_record
-    from efficientvis_trt.precision.data import build_calibration_set
+    from efficientvis_trt.precision.calibration import build_calibration_set
+    from efficientvis_trt.precision.graph_build import read_record
 
     rec = read_record(bundle)["int8"]
     model = onnx.load(str(bundle.onnx_path("fp32")))

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from efficientvis_trt.config import Config
     from efficientvis_trt.contract import INPUT_NAMES
-    from efficientvis_trt.export.source import random_init_model
+    from efficientvis_trt.export.model_source import random_init_model
     from efficientvis_trt.model import efficientvis as E
     from efficientvis_trt.model import roi_align as R
 

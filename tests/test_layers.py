@@ -39,7 +39,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("capabilities", ("capabilities",)),
     ("producers", ("export", "precision")),
     ("runtime", ("runtime",)),
-    ("applications", ("serve", "train", "bench")),
+    ("applications", ("serve", "train", "measure")),
     ("commands", ("commands", "cli", "__main__")),
 )
 

@@ -48,13 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from efficientvis_trt.bench.machine import machine_info
-    from efficientvis_trt.bench.report import write_reports
-    from efficientvis_trt.bench.runner import BenchSettings, run_bench
     from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.data.ytvis import resolve_annotations
     from efficientvis_trt.errors import EvisError
     from efficientvis_trt.io_utils import check_writable_dir
+    from efficientvis_trt.measure.machine import machine_info
+    from efficientvis_trt.measure.report import write_reports
+    from efficientvis_trt.measure.runner import BenchSettings, run_bench
     from efficientvis_trt.video import list_videos, sample_video
 
     Bundle.open(args.bundle)  # fail early, one line, on a bad bundle

@@ -72,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from efficientvis_trt.precision.build import BuildOptions, build
+    from efficientvis_trt.precision.graph_build import BuildOptions, build
 
     given = {k: getattr(args, k) for k in _CALIB_DEFAULTS if getattr(args, k) is not None}
     values = {**_CALIB_DEFAULTS, **given}

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 4. Precision builds.
     t = _step("4/6 FP16 and calibrated INT8 graphs" + (" + TensorRT engines" if _have_tensorrt() else ""))
-    from efficientvis_trt.precision.build import BuildOptions, build
+    from efficientvis_trt.precision.graph_build import BuildOptions, build
 
     # Calibrate on clips like the ones the model will see: synthetic videos of the training seed
     # (real backgrounds; never the val videos the AP is measured on): INT8 costs least AP calibrated so
@@ -172,9 +172,9 @@ def run(args: argparse.Namespace) -> int:
 
     # 6. The table.
     t = _step("6/6 accuracy and speed per backend x precision")
-    from efficientvis_trt.bench.machine import machine_info
-    from efficientvis_trt.bench.report import write_reports
-    from efficientvis_trt.bench.runner import BenchSettings, run_bench
+    from efficientvis_trt.measure.machine import machine_info
+    from efficientvis_trt.measure.report import write_reports
+    from efficientvis_trt.measure.runner import BenchSettings, run_bench
 
     settings = BenchSettings(
         data=val_dir,

@@ -149,7 +149,7 @@ class Doctor:
     def parser_rules(self) -> str:
         """TensorRT's ONNX parser rules over every graph of the bundle (no TensorRT needed: runs on any machine)."""
         self._need_bundle()
-        from efficientvis_trt.precision.build import BuildOptions, build
+        from efficientvis_trt.precision.graph_build import BuildOptions, build
         from efficientvis_trt.trt.parser_rules import RULE_SETS, check_bundle
 
         note = ""
@@ -212,7 +212,7 @@ class Doctor:
 
     def ort(self) -> str:
         self._need_bundle()
-        from efficientvis_trt.runtime.resolve import load_runtime
+        from efficientvis_trt.runtime.load import load_runtime
 
         rt = load_runtime(self.bundle, backend="ort", precision="fp32", device="cpu")
         try:
@@ -251,7 +251,7 @@ class Doctor:
         self._need_cuda_torch()
         if not self.ort_outputs:
             raise Skip("no ONNX Runtime reference (that check did not pass)")
-        from efficientvis_trt.runtime.resolve import load_runtime
+        from efficientvis_trt.runtime.load import load_runtime
 
         rt = load_runtime(self.bundle, backend="torch", precision=precision, device="cuda")
         try:
@@ -285,7 +285,7 @@ class Doctor:
     def trt_build(self, precision: str) -> str:
         self._need_bundle()
         self._need_tensorrt()
-        from efficientvis_trt.precision.build import BuildOptions, build
+        from efficientvis_trt.precision.graph_build import BuildOptions, build
 
         summary = build(
             self.bundle_path, BuildOptions(precision=precision, backend="trt", calib_clips=4, progress=False)

@@ -387,7 +387,7 @@ def export_bundle(
 
     from efficientvis_trt.bundle import MODEL_FILE, STATE_FILE, Bundle, check_export_target
     from efficientvis_trt.contract import io_table, model_io_dims
-    from efficientvis_trt.export.source import load_source, weights_fingerprint
+    from efficientvis_trt.export.model_source import load_source, weights_fingerprint
     from efficientvis_trt.export.verify import format_report, load_clips, public_report, torch_reference, verify_model
     from efficientvis_trt.plugins.spec import DOMAIN, OP_TYPE, RoIAlignAttrs
     from efficientvis_trt.video import PAD_VALUE, parse_size

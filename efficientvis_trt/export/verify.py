@@ -239,7 +239,7 @@ def verify_bundle(
     caller decides what a failure means (the CLI exits with an error).
     """
     from efficientvis_trt.bundle import Bundle
-    from efficientvis_trt.export.source import rebuild_model
+    from efficientvis_trt.export.model_source import rebuild_model
 
     bundle = Bundle.open(path)
     model = rebuild_model(bundle.metadata, checkpoint)

@@ -48,7 +48,7 @@ from onnx import numpy_helper
 
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.precision import graph as G
-from efficientvis_trt.precision.data import CalibrationSet, ClipDataReader
+from efficientvis_trt.precision.calibration import CalibrationSet, ClipDataReader
 
 log = logging.getLogger(__name__)
 

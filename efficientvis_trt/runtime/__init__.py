@@ -24,7 +24,7 @@ _EXPORTS = {
     "TorchBackend": "efficientvis_trt.runtime.backends",
     "OrtBackend": "efficientvis_trt.runtime.backends",
     "TensorRTBackend": "efficientvis_trt.runtime.trt_backend",
-    "load_runtime": "efficientvis_trt.runtime.resolve",
+    "load_runtime": "efficientvis_trt.runtime.load",
     "open_source": "efficientvis_trt.runtime.sources",
     "ThreadedClipLoop": "efficientvis_trt.runtime.pipeline",
 }

@@ -99,7 +99,7 @@ class Predictor:
         threads: int | None = None,
         letterbox_on_device: bool | None = None,
     ):
-        from efficientvis_trt.runtime.resolve import load_runtime
+        from efficientvis_trt.runtime.load import load_runtime
 
         if top_k < 1:
             raise EvisError(f"top-k must be >= 1, got {top_k}")

@@ -298,7 +298,7 @@ def remote_runtime(
     cancel: threading.Event | None = None,
 ):
     """A RuntimeModel whose backend is the served model: `Predictor(remote_runtime(...))` runs videos through it."""
-    from efficientvis_trt.runtime.resolve import RuntimeModel
+    from efficientvis_trt.runtime.load import RuntimeModel
 
     c = served.contract
     backend = TritonClientBackend(served, retry=retry, timeout_s=timeout_s, cancel=cancel)

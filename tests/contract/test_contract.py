@@ -30,7 +30,7 @@ T, HW = 2, (64, 96)
 @pytest.fixture(scope="module")
 def tiny():
     from efficientvis_trt.config import get_config
-    from efficientvis_trt.export.source import random_init_model
+    from efficientvis_trt.export.model_source import random_init_model
 
     return random_init_model(get_config("tiny"), seed=0).eval()
 

@@ -39,7 +39,7 @@ def test_missing_and_corrupt_images_are_one_error_naming_the_file(tmp_path):
 
 def test_calibration_frame_lists_read_like_frame_folders(tmp_path):
     """Calibration used to read explicit frame lists with IMREAD_COLOR only; now the same reader."""
-    from efficientvis_trt.precision.data import CalibSource
+    from efficientvis_trt.precision.calibration import CalibSource
 
     expected = _gray16(tmp_path / "00000.png")
     folder = next(iter_frames(tmp_path))

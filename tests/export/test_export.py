@@ -49,7 +49,7 @@ def plugin_bundle(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     from efficientvis_trt.config import get_config
-    from efficientvis_trt.export.source import random_init_model
+    from efficientvis_trt.export.model_source import random_init_model
     from efficientvis_trt.model.checkpoint import save_checkpoint
 
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
@@ -234,7 +234,7 @@ def test_opset_16_plugin_graph(tmp_path):
     the local function imports the same opset as the model. (ORT == PyTorch at opset 16: the inline fixture.)"""
     from efficientvis_trt.config import get_config
     from efficientvis_trt.export.exporter import check_graph, export_onnx
-    from efficientvis_trt.export.source import random_init_model
+    from efficientvis_trt.export.model_source import random_init_model
 
     cfg = get_config("tiny")
     cfg.model.clip_len, cfg.model.input_size = 2, [64, 96]
@@ -257,7 +257,7 @@ def test_simplify_with_our_shape_inference_gives_onnxslims_graph(tmp_path):
 
     from efficientvis_trt.config import get_config
     from efficientvis_trt.export.exporter import export_onnx, simplify
-    from efficientvis_trt.export.source import random_init_model
+    from efficientvis_trt.export.model_source import random_init_model
 
     cfg = get_config("tiny")
     cfg.model.clip_len, cfg.model.input_size = 2, [64, 96]
@@ -593,7 +593,7 @@ def test_cli_verify(plugin_bundle, capsys):
 
 # ---- Bundle ---------------------------------------------------------------------------------------
 def test_bundle_api(plugin_bundle, tmp_path):
-    from efficientvis_trt.export.source import load_source
+    from efficientvis_trt.export.model_source import load_source
 
     b = Bundle.open(plugin_bundle)
     assert b.path == plugin_bundle

@@ -16,8 +16,8 @@ import pytest
 from efficientvis_trt.config import get_config
 from efficientvis_trt.contract import io_table, model_io_dims
 from efficientvis_trt.export.exporter import check_graph, export_onnx
+from efficientvis_trt.export.model_source import random_init_model
 from efficientvis_trt.export.roi_align_onnx import custom_nodes, node_attributes
-from efficientvis_trt.export.source import random_init_model
 from efficientvis_trt.plugins.spec import RoIAlignAttrs
 
 T, HW = 2, (128, 224)

@@ -46,7 +46,7 @@ if mode == "cli":
 import json
 from pathlib import Path
 from efficientvis_trt.bundle import Bundle
-from efficientvis_trt.precision.build import commit_graphs
+from efficientvis_trt.precision.graph_build import commit_graphs
 precision, graphs = rest
 g = json.loads(Path(graphs).read_text())
 cpu = Path(g["cpu"]).read_bytes() if g.get("cpu") else None
@@ -79,7 +79,7 @@ def _state(bundle: Path) -> dict:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """An exported bundle (old state) and, from a real int8 + fp16 build of a copy, the graphs to commit."""
-    from efficientvis_trt.precision.build import BuildOptions, build, read_record
+    from efficientvis_trt.precision.graph_build import BuildOptions, build, read_record
 
     root = tmp_path_factory.mktemp("faults")
     old = export_small_bundle(root / "old")

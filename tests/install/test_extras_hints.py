@@ -59,7 +59,7 @@ def test_the_ort_inference_path_imports_without_torch():
     proc = run_python(
         """
         import sys
-        import efficientvis_trt.cli, efficientvis_trt.commands.infer, efficientvis_trt.runtime.resolve
+        import efficientvis_trt.cli, efficientvis_trt.commands.infer, efficientvis_trt.runtime.load
         import efficientvis_trt.runtime.predictor, efficientvis_trt.runtime.postprocess
         import efficientvis_trt.commands.doctor
         from efficientvis_trt.cli import build_parser

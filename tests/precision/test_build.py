@@ -175,7 +175,7 @@ def test_calibration_record(bundle_dir, models):
 
 def test_calibration_carries_state_and_is_deterministic(bundle_dir):
     from efficientvis_trt.bundle import Bundle
-    from efficientvis_trt.precision.data import build_calibration_set, plan_sequences
+    from efficientvis_trt.precision.calibration import build_calibration_set, plan_sequences
 
     b = Bundle.open(bundle_dir)
     cs = build_calibration_set(b.onnx_path("fp32"), b.init_state(), b.input_hw, b.clip_len, None, 3, 7, progress=False)
@@ -189,7 +189,7 @@ def test_calibration_carries_state_and_is_deterministic(bundle_dir):
 
 
 def test_same_seed_gives_byte_identical_int8_graph(bundle_dir, tmp_path):
-    from efficientvis_trt.precision.build import BuildOptions, build
+    from efficientvis_trt.precision.graph_build import BuildOptions, build
 
     copy = tmp_path / "again"
     shutil.copytree(bundle_dir, copy)
@@ -309,7 +309,7 @@ def test_calibration_sources_files_folders_and_frame_folders(tmp_path):
     import cv2
 
     from efficientvis_trt.errors import EvisError
-    from efficientvis_trt.precision.data import expand_sources
+    from efficientvis_trt.precision.calibration import expand_sources
     from efficientvis_trt.video import read_frames, sample_video
 
     frames_dir = tmp_path / "data" / "JPEGImages" / "vid0"  # YouTube-VIS style frame folder
@@ -336,7 +336,7 @@ def test_calibration_methods_give_different_ranges(bundle_dir, models, real_clip
     """entropy/percentile really clip outliers (onnxruntime's default histogram would make entropy == minmax)."""
     from onnxruntime.quantization.calibrate import load_tensors_data
 
-    from efficientvis_trt.precision.data import CalibrationSet
+    from efficientvis_trt.precision.calibration import CalibrationSet
 
     calib = CalibrationSet(feeds=list(real_clips), clips=[], seed=0)
     needed = I.calibration_tensors(models["fp32"], models["roles"].int8_quantize())

@@ -26,7 +26,7 @@ def tiny(tmp_path_factory):
     """A small tiny-config bundle (2 frames, 96x160), its fp32 model and 3 calibration clips with carried state."""
     from efficientvis_trt.bundle import Bundle
     from efficientvis_trt.export.exporter import export_bundle
-    from efficientvis_trt.precision.data import build_calibration_set
+    from efficientvis_trt.precision.calibration import build_calibration_set
 
     out = tmp_path_factory.mktemp("buildmem") / "tiny"
     export_bundle(out, config="tiny", init="random", seed=0, clip_len=2, size=(96, 160), verify=False, echo=None)
@@ -137,7 +137,7 @@ def test_streaming_calibration_gives_the_plain_calibrators_ranges(tiny, tmp_path
 
     from onnxruntime.quantization import calibrate as C
 
-    from efficientvis_trt.precision.data import ClipDataReader
+    from efficientvis_trt.precision.calibration import ClipDataReader
 
     model, calib = tiny
     path = tmp_path / "fp32.onnx"

@@ -101,7 +101,7 @@ def test_cpu_graph_close_to_fp32_on_a_real_clip(bundle_dir, real_clips):
 
 
 def test_ort_cpu_predictor_picks_cpu_graph(bundle_dir, tmp_path):
-    from efficientvis_trt.runtime.resolve import load_runtime
+    from efficientvis_trt.runtime.load import load_runtime
 
     rt = load_runtime(bundle_dir, backend="ort", precision="int8", device="cpu")
     assert rt.backend.providers[0] == "CPUExecutionProvider"
@@ -122,7 +122,7 @@ def test_ort_cpu_predictor_picks_cpu_graph(bundle_dir, tmp_path):
 
 
 def test_same_seed_gives_byte_identical_cpu_graph(bundle_dir, tmp_path):
-    from efficientvis_trt.precision.build import BuildOptions, build
+    from efficientvis_trt.precision.graph_build import BuildOptions, build
 
     copy = tmp_path / "again"
     shutil.copytree(bundle_dir, copy)

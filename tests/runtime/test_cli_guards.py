@@ -90,7 +90,7 @@ def test_overlay_that_does_not_read_back_never_replaces_a_good_one(tmp_path):
 
 
 def test_calibration_phase_never_costs_a_clip():
-    from efficientvis_trt.precision.data import plan_sequences
+    from efficientvis_trt.precision.calibration import plan_sequences
 
     for seed in range(30):  # a 12-frame folder holds 2 clips of 5 whatever the seed
         assert sum(k for _, _, k in plan_sequences([12], 2, 5, seed)) == 2

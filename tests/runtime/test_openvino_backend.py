@@ -260,8 +260,8 @@ def test_any_leading_dims_the_graph_declares_are_accepted(tmp_path):
 def test_cli_infer_and_bench_rows(bundle, tmp_path, capsys):
     import json
 
-    from efficientvis_trt.bench.runner import BenchSettings, run_bench
     from efficientvis_trt.cli import main as evis_main
+    from efficientvis_trt.measure.runner import BenchSettings, run_bench
 
     video = write_video(tmp_path / "bikes10.mp4", read_frames(sample_video("bikes.mp4"), max_frames=10))
     out = tmp_path / "infer"

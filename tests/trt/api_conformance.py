@@ -564,8 +564,8 @@ def check_plugins(trt, trtp, version: str) -> tuple[list[str], dict]:
 
 
 def check_order(trt) -> tuple[list[str], dict]:
-    from efficientvis_trt.trt import build as B
     from efficientvis_trt.trt import engine as E
+    from efficientvis_trt.trt import engine_build as B
     from efficientvis_trt.trt import env
 
     calls: list[str] = []

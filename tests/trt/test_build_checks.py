@@ -16,7 +16,13 @@ import pytest
 from helpers import REPO_ROOT, run_python
 
 from efficientvis_trt.errors import EvisError
-from efficientvis_trt.trt.build import BatchProfile, build_failure, plugin_in_network, profile_shapes, set_timing_cache
+from efficientvis_trt.trt.engine_build import (
+    BatchProfile,
+    build_failure,
+    plugin_in_network,
+    profile_shapes,
+    set_timing_cache,
+)
 
 # ---- timing cache ------------------------------------------------------------------------------------
 
@@ -207,7 +213,7 @@ def test_runtime_never_imports_the_precision_package():
     assert not {k: v for k, v in offenders.items() if v}, offenders
     # and at run time: with the precision package unimportable, the runtime and its TensorRT backend import
     proc = run_python(
-        "import efficientvis_trt.runtime.resolve, efficientvis_trt.runtime.trt_backend, efficientvis_trt.trt.engine\n"
+        "import efficientvis_trt.runtime.load, efficientvis_trt.runtime.trt_backend, efficientvis_trt.trt.engine\n"
         "print('ok')",
         block=("efficientvis_trt.precision",),
     )

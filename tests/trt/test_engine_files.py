@@ -178,7 +178,7 @@ def test_without_tensorrt_build_and_load_are_one_clear_line_and_write_nothing(tm
         onnx_path = Path({str(graphs)!r}) / "model.fp16.onnx"
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(onnx_path))
         from efficientvis_trt.errors import BackendUnavailable
-        from efficientvis_trt.trt.build import build_engine
+        from efficientvis_trt.trt.engine_build import build_engine
         from efficientvis_trt.trt.engine import deserialize
         from efficientvis_trt.runtime.trt_backend import TensorRTBackend
         out = Path({str(out)!r})

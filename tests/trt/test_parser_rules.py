@@ -132,7 +132,7 @@ def test_check_bundle_fails_with_one_line(tmp_path):
 
 
 def test_build_engine_refuses_a_graph_the_parser_would_refuse_before_tensorrt_is_imported(tmp_path, monkeypatch):
-    from efficientvis_trt.trt import build as B
+    from efficientvis_trt.trt import engine_build as B
     from efficientvis_trt.trt import env
 
     def no_tensorrt(*a, **k):

@@ -24,7 +24,7 @@ def trt_bundle(make_tiny_bundle):
     if (why := missing_for("tensorrt")) is not None:
         pytest.skip(why)
     from efficientvis_trt.bundle import Bundle
-    from efficientvis_trt.trt.build import build_engine
+    from efficientvis_trt.trt.engine_build import build_engine
 
     out = make_tiny_bundle()
     build_engine(Bundle.open(out), "fp32", bundle_path=out)

@@ -133,8 +133,8 @@ def run_bench(
     bundle_path: Path, settings: BenchSettings, make_predictor: Callable[..., Any] | None = None, progress: bool = True
 ) -> list[BenchRow]:
     """Every backend x precision, FP32 of each backend first so later rows have their reference."""
-    from efficientvis_trt.bench.memory import PeakRSS
     from efficientvis_trt.eval.split import evaluate_split
+    from efficientvis_trt.measure.memory import PeakRSS
     from efficientvis_trt.video import read_frames
 
     if make_predictor is None:

@@ -104,7 +104,7 @@ def _bundle_torch_model(bundle):
     The rebuilt model is checked against the bundle's weights fingerprint, so the torch
     backend never runs other weights than the graphs hold.
     """
-    from efficientvis_trt.export.source import rebuild_model
+    from efficientvis_trt.export.model_source import rebuild_model
 
     try:
         return rebuild_model(bundle.metadata)

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from efficientvis_trt.bench.report import COLUMNS, markdown_table, ratios, write_reports
-from efficientvis_trt.bench.runner import BenchRow, fidelity
+from efficientvis_trt.measure.report import COLUMNS, markdown_table, ratios, write_reports
+from efficientvis_trt.measure.runner import BenchRow, fidelity
 from efficientvis_trt.runtime.postprocess import encode_rle
 
 
@@ -46,7 +46,7 @@ def test_table_has_every_row_every_column_and_the_reason(tmp_path):
     assert r["ort_int8_over_fp32_fps"] == pytest.approx(2.5)
     assert r["ort_int8_ap_drop_points"] == pytest.approx(5.0)
 
-    from efficientvis_trt.bench.machine import machine_info
+    from efficientvis_trt.measure.machine import machine_info
 
     paths = write_reports(rows, machine_info(), tmp_path)
     data = json.loads(paths["json"].read_text())

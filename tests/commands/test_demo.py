@@ -7,8 +7,8 @@ import json
 import pytest
 from helpers import missing_for
 
-from efficientvis_trt.bench.report import COLUMNS, GPU_ONLY
 from efficientvis_trt.cli import main
+from efficientvis_trt.measure.report import COLUMNS, GPU_ONLY
 from efficientvis_trt.runtime.openvino_backend import openvino_available
 
 TINY = [

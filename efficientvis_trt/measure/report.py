@@ -7,8 +7,8 @@ import io
 from pathlib import Path
 from typing import Any
 
-from efficientvis_trt.bench.runner import BenchRow
 from efficientvis_trt.io_utils import atomic_path, write_json_atomic, write_text_atomic
+from efficientvis_trt.measure.runner import BenchRow
 
 # (key, header, format); GPU-only columns read "n/a (CPU)" on CPU rows.
 COLUMNS: list[tuple[str, str, str]] = [
@@ -80,7 +80,7 @@ def ratios(rows: list[BenchRow]) -> dict[str, float]:
 def write_reports(
     rows: list[BenchRow], machine: dict, out_dir: Path, title: str = "EfficientVIS-TRT bench"
 ) -> dict[str, Path]:
-    from efficientvis_trt.bench.machine import machine_line
+    from efficientvis_trt.measure.machine import machine_line
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -102,7 +102,7 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
     from efficientvis_trt.precision import fp16
     from efficientvis_trt.precision import graph as G
     from efficientvis_trt.precision import int8 as I
-    from efficientvis_trt.precision.data import build_calibration_set
+    from efficientvis_trt.precision.calibration import build_calibration_set
 
     if precision not in ("fp16", "int8"):
         raise EvisError(f"no graph to build for {precision}")
@@ -255,7 +255,7 @@ def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
         raise EvisError(f"unknown --precision {opts.precision!r}: use one of {', '.join(PRECISIONS)}")
     if opts.backend not in BUILD_BACKENDS:
         raise EvisError(f"unknown --backend {opts.backend!r}: use one of {', '.join(BUILD_BACKENDS)}")
-    from efficientvis_trt.trt.build import BatchProfile
+    from efficientvis_trt.trt.engine_build import BatchProfile
 
     batch = BatchProfile.parse(opts.batch)  # a bad profile is one line before anything is read or written
     if opts.backend != "trt" and batch != BatchProfile():
@@ -274,7 +274,7 @@ def build(bundle_path: str | os.PathLike, opts: BuildOptions) -> dict[str, Any]:
             summary["graph"] = build_graph(bundle, opts.precision, opts)
     summary["onnx"] = str(bundle.onnx_path(opts.precision))
     if opts.backend == "trt":
-        from efficientvis_trt.trt.build import build_engine
+        from efficientvis_trt.trt.engine_build import build_engine
 
         result = build_engine(
             bundle,
