@@ -38,6 +38,7 @@ def demo_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_demo_writes_every_artifact(demo_dir):
     assert (demo_dir / "run" / "final.pt").is_file()
     for name in ("model.onnx", "model.fp16.onnx", "model.int8.onnx", "metadata.json", "init_state.npz"):
@@ -102,6 +103,7 @@ def test_truth_beside_prediction_differs_where_they_differ(tmp_path):
     assert np.abs(titles[0] - titles[1]).sum() > 0  # two different titles
 
 
+@pytest.mark.slow
 def test_bench_table_has_a_row_per_backend_and_precision(demo_dir):
     data = json.loads((demo_dir / "bench" / "bench.json").read_text())
     rows = {(r["backend"], r["precision"]): r for r in data["rows"]}
@@ -133,6 +135,7 @@ def test_bench_table_has_a_row_per_backend_and_precision(demo_dir):
     assert "ort_int8_over_fp32_fps" in data["ratios"]
 
 
+@pytest.mark.slow
 def test_second_run_reuses_model_bundle_and_graphs(demo_dir, capsys):
     before = (demo_dir / "bundle" / "model.int8.onnx").stat().st_mtime_ns
     assert main(["demo", "--out", str(demo_dir), *TINY]) == 0

@@ -18,6 +18,7 @@ def report(tmp_path_factory):
     return rc, data
 
 
+@pytest.mark.slow
 def test_doctor_runs_the_chain_and_every_check_says_pass_fail_or_why_skipped(report, capsys):
     rc, data = report
     statuses = {c["name"]: c["status"] for c in data["checks"]}
@@ -64,6 +65,7 @@ def test_the_cuda_graph_check_skips_an_engine_holding_the_builtin_roialign(monke
     assert check.status == "skipped" and "data-dependent" in check.detail
 
 
+@pytest.mark.slow
 def test_doctor_needs_neither_scikit_video_nor_pycocotools(tmp_path):
     """Run with both imports blocked (the lent GPU image has neither): every CPU check still passes."""
     import subprocess

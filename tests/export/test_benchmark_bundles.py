@@ -8,11 +8,14 @@ import shutil
 import sys
 from pathlib import Path
 
+import pytest
+
 from efficientvis_trt.bundle import SCHEMA_VERSION, Bundle
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
+@pytest.mark.slow
 def test_cached_bundle_is_reused_and_an_old_schema_is_exported_again(make_tiny_bundle, tmp_path):
     sys.path.insert(0, str(BENCHMARKS))
     try:

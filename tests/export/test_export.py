@@ -464,6 +464,7 @@ def test_failure_after_model_written_leaves_nothing(plugin_bundle, tmp_path, mon
     assert _siblings(out) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
 def test_killed_export_keeps_existing_bundle(plugin_bundle, tmp_path, signal_name):
     """A real process killed while verifying (model.onnx already in its temp folder)."""

@@ -42,6 +42,7 @@ def _weights(path):
     return read_checkpoint(path)["model"]
 
 
+@pytest.mark.slow
 def test_overfitting_one_video_drives_the_loss_down(tiny_data, tmp_path):
     from efficientvis_trt.train.trainer import train
 

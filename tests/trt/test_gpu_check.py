@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import pytest
 from helpers import REPO_ROOT
 
 
@@ -31,6 +32,7 @@ def _image_shaped_env(tmp_path):
     return env
 
 
+@pytest.mark.slow
 def test_dry_run_in_an_image_shaped_env_checks_every_step_would_start(tmp_path):
     out = tmp_path / "out"
     env = _image_shaped_env(tmp_path)
