@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = Recipe(lr=args.lr, batch_size=args.batch_size, train_videos=args.train_videos, val_videos=args.val_videos)
     recipe = apply_overrides(recipe, args.set)
     minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES
+    record_command(Path(args.out), argv if argv is not None else sys.argv[1:])
     final = train_synthetic_recipe(
         args.out,
         minutes_budget=minutes,
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"machine: {result['machine']['cpu']}, {result['machine']['cores']} cores")
     if args.ship:
-        print(f"shipped: {ship(final, result, argv if argv is not None else sys.argv[1:])}")
+        print(f"shipped: {ship(final, result, Path(args.out))}")
     return 0
 
 
@@ -126,15 +127,32 @@ def apply_overrides(recipe: Recipe, settings: list[str]) -> Recipe:
     return out
 
 
-def ship(checkpoint: Path, result: dict, argv: list[str]) -> Path:
-    """Weights only (no optimizer state) -> the package's shipped checkpoint, + a provenance JSON beside it."""
+def record_command(out: Path, argv: list[str]) -> None:
+    """Append this invocation to OUT/commands.txt: a run resumed with other options keeps its whole history."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / COMMANDS_FILE, "a", encoding="utf-8") as f:
+        f.write("python benchmarks/train_synthetic.py " + " ".join(argv) + "\n")
+
+
+def ship(checkpoint: Path, result: dict, out: Path) -> Path:
+    """Weights only (no optimizer state) -> the package's shipped checkpoint, + a provenance JSON beside it.
+
+    The provenance holds every command that trained this run (OUT/commands.txt, in order), the training
+    minutes over all of them (the trainer's log counts across resumes) and the result on val."""
+    import csv
+
     from efficientvis_trt.io_utils import file_sha256, write_json_atomic
     from efficientvis_trt.model.checkpoint import SHIPPED_TINY_CHECKPOINT, load_checkpoint, save_checkpoint
 
+    commands = (out / COMMANDS_FILE).read_text(encoding="utf-8").splitlines()
+    with open(out / "run" / "log.csv", encoding="utf-8") as f:
+        elapsed = [float(row["elapsed_s"]) for row in csv.DictReader(f) if row.get("elapsed_s")]
     model, payload = load_checkpoint(checkpoint)
     save_checkpoint(SHIPPED_TINY_CHECKPOINT, model, payload["class_names"])
     provenance = {
-        "command": "python benchmarks/train_synthetic.py " + " ".join(argv),
+        "command": commands[-1],
+        "commands": commands,
+        "training_minutes": round(max(elapsed) / 60, 1),
         "sha256": file_sha256(SHIPPED_TINY_CHECKPOINT),
         **{k: v for k, v in result.items() if k not in ("checkpoint", "stats")},
     }
@@ -142,6 +160,7 @@ def ship(checkpoint: Path, result: dict, argv: list[str]) -> Path:
     return SHIPPED_TINY_CHECKPOINT
 
 
+COMMANDS_FILE = "commands.txt"
 DEFAULT_MINUTES = 30.0  # the recipe's budget: AP on val after 30 minutes of CPU training
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "io_utils",
             "memory",
             "timing",
+            "versions",
             "resize_kernels",
             "resize",
             "video",

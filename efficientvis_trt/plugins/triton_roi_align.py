@@ -50,6 +50,7 @@ from typing import Any, NamedTuple
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.extras import install_command
 from efficientvis_trt.plugins.spec import RoIAlignAttrs
+from efficientvis_trt.versions import at_least
 
 # The PTX entry name is the Python function's name.
 KERNEL_NAME = "evis_multi_level_roi_align"
@@ -81,13 +82,7 @@ TRITON_HINT = install_command("triton")
 
 def triton_at_floor(version: str | None) -> bool:
     """True when `version` (e.g. "3.3.1", "3.6.0+git") is at least MIN_TRITON."""
-    if not version:
-        return False
-    parts = []
-    for piece in version.split(".")[:2]:
-        digits = "".join(c for c in piece if c.isdigit()) or "0"
-        parts.append(int(digits))
-    return tuple(parts) >= MIN_TRITON
+    return at_least(version, MIN_TRITON)
 
 
 tl: Any = None  # triton.language, bound by _require_triton() before the kernel is used

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from dataclasses import dataclass
 from typing import Optional
 
+from efficientvis_trt import versions
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.extras import CUDA_PYTHON_HINT, TENSORRT_HINT
 
@@ -30,11 +30,8 @@ ONNX_OPSETS = {10: (9, 20), 11: (9, 20)}
 
 
 def parse_version(version: str) -> tuple[int, int, int]:
-    """``"10.9.0.34"`` -> ``(10, 9, 0)``; ``"11.4"`` -> ``(11, 4, 0)``; garbage -> EvisError."""
-    m = re.match(r"\s*(\d+)(?:\.(\d+))?(?:\.(\d+))?", str(version))
-    if not m:
-        raise EvisError(f"cannot read TensorRT version {version!r}")
-    return int(m.group(1)), int(m.group(2) or 0), int(m.group(3) or 0)
+    """``"10.9.0.34"`` -> ``(10, 9, 0)``; ``"11.4"`` -> ``(11, 4, 0)``; garbage -> EvisError (versions.py)."""
+    return versions.parse_version(version, "TensorRT version")
 
 
 def short_version(version: str) -> str:
