@@ -302,6 +302,8 @@ def summary(args: argparse.Namespace) -> str:
         lines.append(", ".join(f"{k} {train.get(k)}" for k in keys if k in train) or json.dumps(train)[:400])
     else:
         lines.append("not run")
+    if progress := training_progress(d / "train" / "run" / "log.csv"):
+        lines.append(progress)
     lines += ["", "## CUDA tests", ""]
     tests = _read(d / "cuda_tests.txt")
     lines.append(("```\n" + "\n".join(tests.strip().splitlines()[-15:]) + "\n```") if tests else "not run")
@@ -311,6 +313,29 @@ def summary(args: argparse.Namespace) -> str:
 
 
 CARRY = Path(__file__).resolve().parent / "carry"  # git-ignored; travels with carry=["benchmarks/carry"]
+
+
+def training_progress(log_csv: Path) -> str | None:
+    """Iterations per second and whether the loss went down, from the trainer's log (None if it has no rows)."""
+    import csv
+
+    if not log_csv.is_file():
+        return None
+    with open(log_csv, encoding="utf-8") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("loss")]
+    if len(rows) < 2:
+        return None
+    first, last = rows[0], rows[-1]
+    iters = int(last["iter"]) - int(first["iter"])
+    seconds = float(last["elapsed_s"]) - float(first["elapsed_s"])
+    head = sum(float(r["loss"]) for r in rows[: max(1, len(rows) // 10)]) / max(1, len(rows) // 10)
+    tail = sum(float(r["loss"]) for r in rows[-max(1, len(rows) // 10) :]) / max(1, len(rows) // 10)
+    verdict = "down" if tail < head else "NOT down"
+    rate = f"{iters / seconds:.2f} iterations/s" if seconds > 0 else "iterations/s n/a"
+    span = f"iterations {first['iter']}-{last['iter']}"
+    return f"{rate} ({span}); loss {head:.2f} -> {tail:.2f} (first and last tenth of the log: {verdict})"
+
+
 CARRIED_WHEELS = {"pycocotools": "pycocotools==2.0.10"}  # val AP of the train step; cp312 abi3 wheel, 0.4 MB
 
 

@@ -125,6 +125,9 @@ def test_summary_says_tensorrt_not_available_and_never_invents_figures(tmp_path)
     (tmp_path / "doctor" / "doctor.json").write_text(json.dumps(doctor))
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / "result.json").write_text(json.dumps({"AP": 12.5, "iterations": 300}))
+    (tmp_path / "train" / "run").mkdir()
+    rows = [f"{i},{30 - i / 20:.2f},{i / 10:.1f}" for i in range(20, 320, 20)] + ["300,,31.0"]  # + an eval row
+    (tmp_path / "train" / "run" / "log.csv").write_text("iter,loss,elapsed_s\n" + "\n".join(rows) + "\n")
     proc = subprocess.run(
         [sys.executable, "benchmarks/gpu_check.py", "summary", str(tmp_path)],
         capture_output=True,
@@ -136,6 +139,7 @@ def test_summary_says_tensorrt_not_available_and_never_invents_figures(tmp_path)
     text = (tmp_path / "SUMMARY.md").read_text()
     assert "TensorRT: not available on this machine" in text and "NVIDIA H200" in text
     assert "AP 12.5" in text and "iterations 300" in text
+    assert "10.00 iterations/s (iterations 20-300); loss 29.00 -> 15.00" in text and "log: down)" in text
     assert (
         text.count("not run") == 5
     )  # preflight, kernel, torch bench, letterbox, CUDA tests: named as missing, no numbers
