@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT))
 
 START = "<!-- openvino-vs-ort:start -->"
 END = "<!-- openvino-vs-ort:end -->"
-OUTPUTS = ("logits", "boxes", "mask_logits", "query_out", "boxes_out")
 REFERENCE = "ORT fp32"
 # row name -> (backend, precision, graph override or None)
 ROWS = {
@@ -86,8 +85,10 @@ def open_row(bundle, backend: str, precision: str, graph: str | None, threads: i
 
 
 def fidelity(ref: dict, got: dict) -> dict:
+    from efficientvis_trt.contract import OUTPUT_NAMES
+
     out = {}
-    for k in OUTPUTS:
+    for k in OUTPUT_NAMES:
         d = np.abs(got[k].astype(np.float64) - ref[k])
         out[k] = {"max_abs": float(d.max()), "mean_abs": float(d.mean())}
     out["top_class_agree"] = float(np.mean(ref["logits"].argmax(-1) == got["logits"].argmax(-1)))
