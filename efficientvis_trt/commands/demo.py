@@ -99,9 +99,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"reusing cached model {checkpoint} (--fresh retrains)")
     elif source == "shipped":
         checkpoint = shipped
+        print(f"using the shipped model {checkpoint.name} ({shipped_summary(checkpoint)})")
         print(
-            f"using the shipped model {checkpoint.name} (trained by benchmarks/train_synthetic.py; "
-            "--train-minutes N trains one here instead)"
+            "  a stronger one: `python benchmarks/train_synthetic.py --out DIR --minutes 240 --ship` trains the "
+            "same recipe longer (AP keeps rising with training time: benchmarks/RESULTS.md, 'Training'); "
+            "--train-minutes N trains one here instead"
         )
     else:
         checkpoint = train_synthetic_recipe(
@@ -265,6 +267,23 @@ def _empty_rle(height: int, width: int) -> dict:
     from efficientvis_trt.runtime.postprocess import encode_rle
 
     return encode_rle(np.zeros((height, width), np.uint8))
+
+
+def shipped_summary(checkpoint: Path) -> str:
+    """What the provenance beside the shipped checkpoint says: its val AP and how long it trained."""
+    import json
+
+    try:
+        prov = json.loads(checkpoint.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return "no provenance beside it"
+    if not isinstance(prov, dict) or not isinstance(prov.get("AP"), (int, float)):
+        return "its provenance records no AP"
+    minutes = prov.get("training_minutes", round(prov.get("train_wall_s", 0) / 60, 1))
+    return (
+        f"{100 * prov['AP']:.1f} AP on the synthetic val split after {prov.get('iterations')} iterations, "
+        f"{minutes} min of CPU training"
+    )
 
 
 def model_source(given: Path | None, cached: Path, shipped: Path | None, wants_training: bool) -> str:

@@ -170,3 +170,15 @@ def test_shipped_checkpoint_is_the_recipe_model_and_loads():
     model, payload = load_checkpoint(SHIPPED_TINY_CHECKPOINT)
     assert payload["config"]["model"]["input_size"] == list(provenance["recipe"]["input_size"])
     assert len(payload["class_names"]) == model.config.model.num_classes
+
+
+def test_the_demo_names_the_shipped_models_ap_and_training_time(tmp_path):
+    from efficientvis_trt.commands.demo import shipped_summary
+    from efficientvis_trt.model.checkpoint import SHIPPED_TINY_CHECKPOINT
+
+    provenance = json.loads(SHIPPED_TINY_CHECKPOINT.with_suffix(".json").read_text())
+    said = shipped_summary(SHIPPED_TINY_CHECKPOINT)
+    assert f"{100 * provenance['AP']:.1f} AP" in said and f"after {provenance['iterations']} iterations" in said
+    assert shipped_summary(tmp_path / "elsewhere.pt") == "no provenance beside it"
+    (tmp_path / "odd.json").write_text("[]")
+    assert shipped_summary(tmp_path / "odd.pt") == "its provenance records no AP"
