@@ -158,10 +158,12 @@ def test_a_device_without_bf16_refuses_it_rather_than_running_fp32(bundle, monke
 
 
 @needs_openvino
-def test_int8_costs_no_more_accuracy_than_on_onnxruntime(bundle, clips, ort_fp32):
+def test_int8_is_quantized_and_within_twice_the_error_of_onnxruntime(bundle, clips, ort_fp32):
     """OpenVINO runs the Q/DQ graph model.int8.onnx quantized (it differs from fp32) and about as close to fp32
     as ORT running the same graph (mean error: the max over carried clips swings with single queries). OpenVINO
-    rounds its own way: on the suite's shared 4-clip calibration its logits error was 1.65x ORT's (2026-12-07)."""
+    rounds its own way: on the suite's shared 4-clip calibration its logits error was 1.65x ORT's (2026-12-07),
+    and on the demo's trained model it costs more AP than ORT's int8 (benchmarks/RESULTS.md, "Bench table"),
+    so the claim is "within 2x", not "no more"."""
     from efficientvis_trt.runtime.backends import OrtBackend
 
     ort_int8 = _run_clips(OrtBackend(bundle / "model.int8.onnx", "int8", threads=2), clips)
