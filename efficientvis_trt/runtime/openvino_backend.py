@@ -61,14 +61,6 @@ def import_openvino():
     return openvino
 
 
-def openvino_available() -> tuple[bool, str]:
-    """(True, '') when OpenVINO imports here, else (False, why): `capabilities.openvino()`, probed once."""
-    from efficientvis_trt import capabilities
-
-    feature = capabilities.openvino()
-    return feature.available, "" if feature.available else feature.reason
-
-
 def device_capabilities(core, device: str = "CPU") -> list[str]:
     """What the device says it can do (e.g. ['FP32', 'BF16', 'INT8', ...])."""
     return [str(c) for c in core.get_property(device, "OPTIMIZATION_CAPABILITIES")]
@@ -192,6 +184,5 @@ __all__ = [
     "device_capabilities",
     "import_openvino",
     "inference_precision",
-    "openvino_available",
     "read_inlined",
 ]

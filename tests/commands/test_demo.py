@@ -7,9 +7,9 @@ import json
 import pytest
 from helpers import missing_for
 
+from efficientvis_trt import capabilities
 from efficientvis_trt.cli import main
 from efficientvis_trt.measure.report import COLUMNS, GPU_ONLY
-from efficientvis_trt.runtime.openvino_backend import openvino_available
 
 TINY = [
     "--train-iters",
@@ -128,7 +128,7 @@ def test_bench_table_has_a_row_per_backend_and_precision(demo_dir):
         row = rows[("trt", p)]
         assert row["available"] == (trt_missing is None), (trt_missing, row["reason"])
         assert row["available"] or row["reason"]
-    openvino = openvino_available()[0]
+    openvino = capabilities.openvino().available
     for p in ("fp32", "int8"):
         assert rows[("openvino", p)]["available"] == openvino, rows[("openvino", p)]["reason"]
     assert not rows[("openvino", "fp16")]["available"] and "not fp16" in rows[("openvino", "fp16")]["reason"]

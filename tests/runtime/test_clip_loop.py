@@ -151,9 +151,9 @@ def test_precision_a_backend_cannot_run_is_an_error(bundle):
 
 def _cpu_runtime() -> str:
     """What `auto` runs on a CPU here (OpenVINO's side of the choice: tests/runtime/test_openvino_backend.py)."""
-    from efficientvis_trt.runtime.openvino_backend import openvino_available
+    from efficientvis_trt import capabilities
 
-    return "openvino" if openvino_available()[0] else "onnxruntime"
+    return "openvino" if capabilities.openvino() else "onnxruntime"
 
 
 def test_auto_says_why(bundle):

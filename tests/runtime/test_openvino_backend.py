@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from helpers import write_video
 
+from efficientvis_trt import capabilities
 from efficientvis_trt.contract import OUTPUT_NAMES, STATE_OUTPUTS, TrackletState, step
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.export.verify import TOLERANCES, compare
@@ -21,7 +22,7 @@ from efficientvis_trt.runtime.postprocess import decode_rle, sigmoid
 from efficientvis_trt.runtime.predictor import Predictor
 from efficientvis_trt.video import Letterbox, read_frames, sample_video
 
-OV_OK, OV_WHY = ovb.openvino_available()
+OV_OK, OV_WHY = bool(capabilities.openvino()), capabilities.openvino().reason
 needs_openvino = pytest.mark.skipif(not OV_OK, reason=f"OpenVINO backend not runnable here: {OV_WHY}")
 CLIPS = 3
 
