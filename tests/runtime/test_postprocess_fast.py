@@ -37,7 +37,7 @@ def recorded(tiny_model, bikes_canvas_frames):
     shipped = shipped_tiny_checkpoint()
     if shipped is not None:
         model, _ = load_checkpoint(shipped)
-        runs["shipped"] = _clip_outputs(model.eval(), bikes_canvas_frames, clip_len)
+        runs["shipped"] = _clip_outputs(model.eval(), bikes_canvas_frames, model.config.model.clip_len)
     # Half of every random-init mask above 0.5: frame-sized boxes with real pixel work (the stress case).
     median = float(np.median(np.concatenate([o["mask_logits"].ravel() for o in runs["random"]])))
     runs["stress"] = [dict(o, mask_logits=o["mask_logits"] - median) for o in runs["random"]]
