@@ -93,6 +93,7 @@ class Predictor:
         top_k: int = 10,
         score_threshold: float = 0.0,
         mask_threshold: float = 0.5,
+        score_frames: int | None = None,
         queue_size: int = 2,
         providers=None,
         cuda_graph: bool = False,
@@ -105,7 +106,10 @@ class Predictor:
             raise EvisError(f"top-k must be >= 1, got {top_k}")
         if not 0.0 <= mask_threshold <= 1.0:
             raise EvisError(f"mask threshold must be in [0, 1], got {mask_threshold}")
+        if score_frames is not None and score_frames < 1:
+            raise EvisError(f"score frames must be >= 1 (or None for every frame), got {score_frames}")
         self.top_k, self.score_threshold, self.mask_threshold = top_k, score_threshold, mask_threshold
+        self.score_frames = score_frames  # video score over the m best frames (docs/runtime.md, "Video scores")
         self.queue_size = queue_size
         rt = load_runtime(
             source, backend, precision, device, providers=providers, cuda_graph=cuda_graph, threads=threads
@@ -309,7 +313,9 @@ class VideoRun:
         p = self.p
         t0 = time.perf_counter()
         if self.acc is None:
-            self.acc = TrackAccumulator(job.letterbox, p.mask_threshold, self.keep_history, p.class_names)
+            self.acc = TrackAccumulator(
+                job.letterbox, p.mask_threshold, self.keep_history, p.class_names, score_frames=p.score_frames
+            )
         trimmed = drop_padded(out, job.valid)
         post = self.acc.add_clip(trimmed, job.valid)
         instances = self.acc.clip_instances(post, p.top_k, p.score_threshold)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from efficientvis_trt.contract import TrackletState, split_into_clips, step
+from efficientvis_trt.errors import EvisError
 from efficientvis_trt.runtime.postprocess import cxcywh_norm_to_xyxy, decode_rle, paste_mask
 from efficientvis_trt.runtime.predictor import Predictor
 from efficientvis_trt.video import Letterbox, read_frames, sample_video
@@ -79,6 +80,14 @@ def test_tracks_are_ranked_and_scored_by_mean_probability(tiny_model, bikes_vide
     assert len(scores) == 7 and scores == sorted(scores, reverse=True)
     for t in result.tracks:
         assert t.score == pytest.approx(float(t.frame_scores.mean()), rel=1e-5)
+
+
+def test_score_frames_scores_a_track_by_its_best_frames(tiny_model, bikes_video_2t):
+    result = Predictor(tiny_model, top_k=7, score_frames=2).predict_video(bikes_video_2t)
+    for t in result.tracks:
+        assert t.score == pytest.approx(float(np.sort(t.frame_scores)[-2:].mean()), rel=1e-5)
+    with pytest.raises(EvisError, match="score frames must be >= 1"):
+        Predictor(tiny_model, score_frames=0)
 
 
 def test_paste_mask_lands_inside_its_box():
