@@ -89,6 +89,7 @@ def record_outputs(bundle: Path, video: Path, out: Path) -> dict[str, np.ndarray
     """Per-clip logits/boxes/mask_logits of the bundle over the video, state carried (cached)."""
     if out.is_file():
         return dict(np.load(out))
+    from efficientvis_trt.contract import PER_FRAME_OUTPUTS
     from efficientvis_trt.runtime.predictor import Predictor
     from efficientvis_trt.video import Letterbox, read_frames
 
@@ -99,7 +100,7 @@ def record_outputs(bundle: Path, video: Path, out: Path) -> dict[str, np.ndarray
         for start in range(0, len(frames) - p.clip_len + 1, p.clip_len):
             canvas = np.stack([lb.apply(f) for f in frames[start : start + p.clip_len]])
             clips.append(p.run_clip(canvas)[0])
-    arrays = {k: np.stack([c[k] for c in clips]) for k in ("logits", "boxes", "mask_logits")}
+    arrays = {k: np.stack([c[k] for c in clips]) for k in PER_FRAME_OUTPUTS}
     np.savez(out, **arrays)
     return arrays
 

@@ -22,13 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from efficientvis_trt.contract import STATE_OUTPUTS
+from efficientvis_trt.contract import PER_FRAME_OUTPUTS, STATE_OUTPUTS
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.extras import missing_module_hint
 
 HELP = "check this machine end to end: versions, GPU, plugin path, and a real export/build/run of a tiny model"
 CLIPS = 3
-OUTPUTS = ("logits", "boxes", "mask_logits")
 
 
 class Skip(Exception):
@@ -207,7 +206,7 @@ class Doctor:
             start = time.perf_counter()
             got, state = step(lambda inputs: backend.run(inputs, keep_on_device=keep_on_device), clip[None], state)
             times.append((time.perf_counter() - start) * 1e3)
-            outs.append({k: np.asarray(got[k]) for k in OUTPUTS})
+            outs.append({k: np.asarray(got[k]) for k in PER_FRAME_OUTPUTS})
         return outs, times
 
     def ort(self) -> str:
@@ -235,7 +234,7 @@ class Doctor:
         """
         worst, worst_rel = 0.0, 0.0
         for a, b in zip(got, self.ort_outputs):
-            for k in OUTPUTS:
+            for k in PER_FRAME_OUTPUTS:
                 diff = float(np.max(np.abs(a[k].astype(np.float32) - b[k].astype(np.float32))))
                 scale = max(1.0, float(np.max(np.abs(b[k]))))
                 worst, worst_rel = max(worst, diff), max(worst_rel, diff / scale)
@@ -356,7 +355,7 @@ class Doctor:
             be.close()
         if status != "on":
             raise EvisError(f"CUDA graph not used: {status}")
-        worst = max(float(np.max(np.abs(a[k] - b[k]))) for a, b in zip(outs, self.trt_plain) for k in OUTPUTS)
+        worst = max(float(np.max(np.abs(a[k] - b[k]))) for a, b in zip(outs, self.trt_plain) for k in PER_FRAME_OUTPUTS)
         if worst > 1e-5:
             raise EvisError(f"CUDA-graph replay differs from plain execution by {worst:.3g}")
         return f"replay equals plain execution (max |diff| {worst:.3g}) over {CLIPS} clips"
