@@ -24,10 +24,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def curve(run_dir: Path) -> list[tuple[float, float, float, int]]:
-    """(training minutes, AP, AP50, iteration) of each evaluation row of RUN/log.csv."""
+def curve(log: Path) -> list[tuple[float, float, float, int]]:
+    """(training minutes, AP, AP50, iteration) of each evaluation row of a trainer's log.csv (RUN/run/log.csv)."""
     rows = []
-    log = run_dir / "run" / "log.csv"
     if not log.is_file():
         return rows
     for r in csv.DictReader(log.open()):
@@ -36,7 +35,10 @@ def curve(run_dir: Path) -> list[tuple[float, float, float, int]]:
     return rows
 
 
-def plot(curves: dict[str, list[tuple[float, float, float, int]]], out: Path, title: str) -> None:
+def plot(
+    curves: dict[str, list[tuple[float, float, float, int]]], out: Path, title: str, with_ap50: bool = False
+) -> None:
+    """AP (and, with `with_ap50`, AP50 dashed) against training minutes, one line per run."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,7 +47,10 @@ def plot(curves: dict[str, list[tuple[float, float, float, int]]], out: Path, ti
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for name, pts in curves.items():
         if pts:
-            ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=name)
+            line = ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], marker="o", label=f"{name}: AP")[0]
+            if with_ap50:
+                ax.plot([p[0] for p in pts], [100 * p[2] for p in pts], "s--", color=line.get_color(), alpha=0.6,
+                        label=f"{name}: AP50")  # fmt: skip
     ax.set_xlabel("training minutes")
     ax.set_ylabel("val AP")
     ax.set_title(title)
@@ -106,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                 if p.returncode:
                     failed.append(name)
                 del procs[name]
-    curves = {name: curve(out / name) for name in settings}
+    curves = {name: curve(out / name / "run" / "log.csv") for name in settings}
     plot(curves, out / "curves.png", f"{args.minutes:g} min side by side, {threads} thread(s) each")
     (out / "curves.md").write_text(table(curves, settings))
     print((out / "curves.md").read_text())
