@@ -124,3 +124,40 @@ def our_temporaries(folder) -> list[str]:
     found = [p for p in folder.glob(".evis-tmp-*")] + [p for p in folder.glob("engines/.evis-tmp-*")]
     found += [p for p in folder.glob(".evis-commit.json")]
     return sorted(str(p.relative_to(folder)) for p in found)
+
+
+def contract_graph(path, lead=(), *, frames_type="UINT8", logits_type="FLOAT", drop_output=None):
+    """A trivial ONNX graph with the per-clip contract's names (T=2, 8x8, N=3, C=4), for backend I/O tests.
+
+    `lead`: leading dims of every input (a number or a name each); `frames_type` / `logits_type`: the
+    TensorProto type of `frames` and `logits`; `drop_output`: an output left out. query_out = -query_in.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    from efficientvis_trt.contract import OUTPUT_NAMES
+
+    t, h, w, n, c = 2, 8, 8, 3, 4
+    ins = [
+        helper.make_tensor_value_info("frames", getattr(TensorProto, frames_type), [*lead, t, h, w, 3]),
+        helper.make_tensor_value_info("query_in", TensorProto.FLOAT, [*lead, n, c]),
+        helper.make_tensor_value_info("boxes_in", TensorProto.FLOAT, [*lead, n, 4]),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["frames"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["f"], ["m"], keepdims=0),
+        helper.make_node("Cast", ["m"], ["logits"], to=getattr(TensorProto, logits_type)),
+        helper.make_node("Identity", ["boxes_in"], ["boxes"]),
+        helper.make_node("Identity", ["f"], ["mask_logits"]),
+        helper.make_node("Neg", ["query_in"], ["query_out"]),
+        helper.make_node("Identity", ["boxes_in"], ["boxes_out"]),
+    ]
+    types = {"logits": getattr(TensorProto, logits_type)}
+    outs = [
+        helper.make_tensor_value_info(k, types.get(k, TensorProto.FLOAT), None)
+        for k in OUTPUT_NAMES
+        if k != drop_output
+    ]
+    model = helper.make_model(helper.make_graph(nodes, "g", ins, outs), opset_imports=[helper.make_opsetid("", 18)])
+    onnx.save(model, str(path))
+    return path

@@ -11,10 +11,10 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import write_video
+from helpers import contract_graph, write_video
 
 from efficientvis_trt import capabilities
-from efficientvis_trt.contract import OUTPUT_NAMES, STATE_OUTPUTS, TrackletState, step
+from efficientvis_trt.contract import STATE_OUTPUTS, TrackletState, step
 from efficientvis_trt.errors import BackendUnavailable, EvisError
 from efficientvis_trt.export.verify import TOLERANCES, compare
 from efficientvis_trt.runtime import openvino_backend as ovb
@@ -218,29 +218,9 @@ def test_tracks_match_onnxruntime_on_a_real_video(bundle, tmp_path):
 @needs_openvino
 def test_any_leading_dims_the_graph_declares_are_accepted(tmp_path):
     """Shape-agnostic: a graph with a leading stream dimension (static or dynamic) runs as declared."""
-    import onnx
-    from onnx import TensorProto, helper
 
     def graph(lead):
-        t, h, w, n, c = 2, 8, 8, 3, 4
-        ins = [
-            helper.make_tensor_value_info("frames", TensorProto.UINT8, [*lead, t, h, w, 3]),
-            helper.make_tensor_value_info("query_in", TensorProto.FLOAT, [*lead, n, c]),
-            helper.make_tensor_value_info("boxes_in", TensorProto.FLOAT, [*lead, n, 4]),
-        ]
-        nodes = [
-            helper.make_node("Cast", ["frames"], ["f"], to=TensorProto.FLOAT),
-            helper.make_node("ReduceMean", ["f"], ["logits"], keepdims=0),
-            helper.make_node("Identity", ["boxes_in"], ["boxes"]),
-            helper.make_node("Identity", ["f"], ["mask_logits"]),
-            helper.make_node("Neg", ["query_in"], ["query_out"]),
-            helper.make_node("Identity", ["boxes_in"], ["boxes_out"]),
-        ]
-        outs = [helper.make_tensor_value_info(k, TensorProto.FLOAT, None) for k in OUTPUT_NAMES]
-        m = helper.make_model(helper.make_graph(nodes, "g", ins, outs), opset_imports=[helper.make_opsetid("", 18)])
-        path = tmp_path / f"lead{len(lead)}_{lead[0] if lead else 0}.onnx"
-        onnx.save(m, str(path))
-        return path
+        return contract_graph(tmp_path / f"lead{len(lead)}_{lead[0] if lead else 0}.onnx", lead)
 
     rng = np.random.default_rng(0)
     for lead, feed_lead in [([], []), ([2], [2]), (["S"], [3])]:
