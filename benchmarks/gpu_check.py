@@ -328,8 +328,9 @@ def training_progress(log_csv: Path) -> str | None:
     first, last = rows[0], rows[-1]
     iters = int(last["iter"]) - int(first["iter"])
     seconds = float(last["elapsed_s"]) - float(first["elapsed_s"])
-    head = sum(float(r["loss"]) for r in rows[: max(1, len(rows) // 10)]) / max(1, len(rows) // 10)
-    tail = sum(float(r["loss"]) for r in rows[-max(1, len(rows) // 10) :]) / max(1, len(rows) // 10)
+    tenth = max(1, len(rows) // 10)
+    head = sum(float(r["loss"]) for r in rows[:tenth]) / tenth
+    tail = sum(float(r["loss"]) for r in rows[-tenth:]) / tenth
     verdict = "down" if tail < head else "NOT down"
     rate = f"{iters / seconds:.2f} iterations/s" if seconds > 0 else "iterations/s n/a"
     span = f"iterations {first['iter']}-{last['iter']}"
