@@ -114,6 +114,9 @@ class TrainConfig:
     # of a tiny step goes to the earlier stages' masks, which inference never reads
     mask_stages: str = "all"
     lr_schedule: str = "step"  # "step" (x lr_gamma at each of lr_steps) or "cosine" (to 0 after warm-up)
+    # consecutive clips per training sample, each started from the one before's carried state: 2 is the
+    # paper's pair; more teaches the carry of a carry, which every clip after the second sees at inference
+    chain_clips: int = 2
 
 
 @dataclass
@@ -192,6 +195,8 @@ class Config:
         t = self.train
         if t.mask_stages not in ("all", "last"):
             raise EvisError(f"train.mask_stages must be 'all' or 'last', got {t.mask_stages!r}")
+        if not isinstance(t.chain_clips, int) or t.chain_clips < 2:
+            raise EvisError(f"train.chain_clips must be an integer >= 2, got {t.chain_clips!r}")
         if t.lr_schedule not in ("step", "cosine"):
             raise EvisError(f"train.lr_schedule must be 'step' or 'cosine', got {t.lr_schedule!r}")
         if m.backbone.norm not in ("bn", "frozen_bn"):

@@ -14,17 +14,17 @@ list counts) or polygons; ``null`` means absent in that frame.
 Labels: category ids sorted ascending map to contiguous labels 0..K-1
 (`label_to_category_id[label]`, `category_id_to_label[id]`, names in `categories`).
 
-Training sample (`YTVISClipPairs[i]`, one video, 2T frames at one stride)::
+Training sample (`YTVISClipPairs[i]`, one video, clips x T frames at one stride)::
 
-    {"video_id": int, "clips": [clip1, clip2]}
+    {"video_id": int, "clips": [clip1, clip2, ...]}   (train.chain_clips clips; 2 by default)
     clip = {"frames":   uint8   [T, H, W, 3]   BGR canvas (letterboxed, pad 114 bottom-right),
             "labels":   int64   [G]            contiguous labels,
-            "inst_ids": int64   [G]            annotation ids, same G instances, same order in both clips,
+            "inst_ids": int64   [G]            annotation ids, same G instances, same order in every clip,
             "boxes":    float32 [G, T, 4]      normalised cxcywh on the canvas, zeros where not valid,
             "masks":    uint8   [G, T, H, W]   0/1 canvas masks, 0 where not valid,
             "valid":    bool    [G, T]         annotated and non-empty on the canvas in that frame}
 
-G = every non-crowd instance valid in at least one of the 2T frames, in ascending
+G = every non-crowd instance valid in at least one of the sample's frames, in ascending
 annotation id. Boxes are the tight extent of the canvas mask (pixel edges), so boxes
 and masks always agree. Augmentation: horizontal flip (of the image content, the
 padding stays bottom-right as at inference), scale jitter (a factor on the letterbox
@@ -334,18 +334,20 @@ class PairPlan:
     """Every random choice of one sample, so a sample can be reproduced or pinned in tests."""
 
     video_index: int  # into YTVISClipPairs.video_ids
-    frame_indices: tuple[int, ...]  # 2T indices into the video's frames: clip 1 then clip 2
+    frame_indices: tuple[int, ...]  # clips x T indices into the video's frames: clip 1, clip 2, ...
     flip: bool = False
     scale: float = 1.0  # factor on the letterbox scale (scale jitter)
     crop: tuple[float, float] = (0.0, 0.0)  # (y, x) fraction of the overflow cut when scale > 1
 
 
-def pair_frame_indices(length: int, clip_len: int, stride: int, start_fraction: float = 0.0) -> tuple[int, ...]:
-    """2*clip_len frame indices at `stride`; stride 1 if it does not fit; last frame repeated if still short.
+def pair_frame_indices(
+    length: int, clip_len: int, stride: int, start_fraction: float = 0.0, clips: int = 2
+) -> tuple[int, ...]:
+    """clips*clip_len frame indices at `stride`; stride 1 if it does not fit; last frame repeated if still short.
 
     `start_fraction` in [0, 1) picks the start among the valid ones.
     """
-    need = 2 * clip_len
+    need = clips * clip_len
     if (need - 1) * stride + 1 > length:
         stride = 1
     if need > length:
@@ -361,7 +363,7 @@ def collate_pairs(batch: list[dict]) -> list[dict]:
 
 
 class YTVISClipPairs(Dataset):
-    """Two consecutive T-frame clips of one video per item, letterboxed and augmented (see module doc)."""
+    """`clips` (2: a pair) consecutive T-frame clips of one video per item, letterboxed and augmented (module doc)."""
 
     def __init__(
         self,
@@ -375,6 +377,7 @@ class YTVISClipPairs(Dataset):
         augment: bool = True,
         image_root: str | os.PathLike | None = None,
         max_tries: int = 5,
+        clips: int = 2,
     ):
         self.data = data if isinstance(data, YTVISData) else load_ytvis(data, image_root)
         if clip_len < 1:
@@ -394,6 +397,9 @@ class YTVISClipPairs(Dataset):
         self.max_frame_stride = int(max_frame_stride)
         self.augment = augment
         self.max_tries = max(1, int(max_tries))
+        if clips < 2:
+            raise EvisError(f"a training sample needs at least 2 clips, got {clips}")
+        self.clips = int(clips)
         # Only videos with at least one non-crowd instance can teach anything.
         self.video_ids = [v.id for v in self.data.videos if any(not a.iscrowd for a in self.data.annotations_of(v))]
         if not self.video_ids:
@@ -418,6 +424,7 @@ class YTVISClipPairs(Dataset):
             scale_jitter=t.scale_jitter,
             max_frame_stride=t.max_frame_stride,
             augment=augment,
+            clips=t.chain_clips,
         )
 
     def __len__(self) -> int:
@@ -443,9 +450,9 @@ class YTVISClipPairs(Dataset):
         """Draw the random choices of one sample of video `index`."""
         video = self.data.video(self.video_ids[index])
         if not self.augment:
-            return PairPlan(index, pair_frame_indices(video.length, self.clip_len, 1, 0.0))
+            return PairPlan(index, pair_frame_indices(video.length, self.clip_len, 1, 0.0, self.clips))
         stride = int(rng.integers(1, self.max_frame_stride + 1))
-        frames = pair_frame_indices(video.length, self.clip_len, stride, float(rng.random()))
+        frames = pair_frame_indices(video.length, self.clip_len, stride, float(rng.random()), self.clips)
         flip = bool(rng.random() < self.hflip_prob)
         scale = float(rng.uniform(*self.scale_jitter))
         crop = (float(rng.random()), float(rng.random()))
@@ -519,7 +526,7 @@ class YTVISClipPairs(Dataset):
         labels = torch.tensor([anns[k].label for k in keep], dtype=torch.int64)
         inst_ids = torch.tensor([anns[k].id for k in keep], dtype=torch.int64)
         clips = []
-        for c in range(2):
+        for c in range(self.clips):
             sl = slice(c * self.clip_len, (c + 1) * self.clip_len)
             clips.append(
                 {

@@ -24,11 +24,14 @@ Assignment (the design choices):
   Instances absent from clip 1 (entering in clip 2) or left unmatched there are then
   matched on clip 2's last stage among the still-free queries, which teaches free
   queries to pick up new instances at a clip boundary, as they must at inference.
+  A longer chain (`train.chain_clips`) continues the same way: clip k + 1 inherits clip k's
+  assignment and matches what is still unmatched.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -109,6 +112,7 @@ class PairAssignment:
 
     clip1: list[list[Assignment]]  # [stage][batch element]
     clip2: list[Assignment] | None  # [batch element]
+    later: list[list[Assignment]] = field(default_factory=list)  # clips 3..: [clip][batch element]
 
 
 class SetCriterion(nn.Module):
@@ -151,6 +155,7 @@ class SetCriterion(nn.Module):
         image_hw: tuple[int, int],
         stages2: list[dict] | None = None,
         targets2: list[dict] | None = None,
+        later: Sequence[tuple[list[dict], list[dict]]] = (),
     ) -> PairAssignment:
         last = self._match_clip(stages1[-1], targets1, image_hw)
         if self.match_per_stage:
@@ -159,25 +164,36 @@ class SetCriterion(nn.Module):
             clip1 = [last] * len(stages1)
         if stages2 is None or targets2 is None:
             return PairAssignment(clip1, None)
-        clip2 = []
-        boxes2 = xyxy_to_cxcywh(self._normalised(stages2[-1], image_hw))
-        for b, ((q, g), t) in enumerate(zip(last, targets2)):
-            n = stages2[-1]["logits"].shape[1]
+        clip2 = self._carried_on(last, stages2, targets2, image_hw)
+        chain = [clip2]
+        for stages, targets in later:
+            chain.append(self._carried_on(chain[-1], stages, targets, image_hw))
+        return PairAssignment(clip1, clip2, chain[1:])
+
+    def _carried_on(
+        self, before: list[Assignment], stages: list[dict], targets: list[dict], image_hw: tuple[int, int]
+    ) -> list[Assignment]:
+        """The next clip's assignment: query i keeps the instance it had in `before`; instances not yet
+        assigned are matched on this clip's last stage among the still-free queries."""
+        out = []
+        boxes = xyxy_to_cxcywh(self._normalised(stages[-1], image_hw))
+        for b, ((q, g), t) in enumerate(zip(before, targets)):
+            n = stages[-1]["logits"].shape[1]
             free = torch.ones(n, dtype=torch.bool, device=q.device)
             free[q] = False
             new_gt = torch.ones(t["labels"].shape[0], dtype=torch.bool, device=q.device)
             new_gt[g] = False
             q2, g2 = self.matcher(
-                stages2[-1]["logits"][b],
-                boxes2[b],
+                stages[-1]["logits"][b],
+                boxes[b],
                 t["labels"],
                 t["boxes"],
                 t["valid"],
                 gt_subset=new_gt,
                 free_queries=free,
             )
-            clip2.append((torch.cat([q, q2]), torch.cat([g, g2])))
-        return PairAssignment(clip1, clip2)
+            out.append((torch.cat([q, q2]), torch.cat([g, g2])))
+        return out
 
     # ---- losses ---------------------------------------------------------------------
     @staticmethod
@@ -238,12 +254,17 @@ class SetCriterion(nn.Module):
         image_hw: tuple[int, int],
         stages2: list[dict] | None = None,
         targets2: list[dict] | None = None,
+        later: Sequence[tuple[list[dict], list[dict]]] = (),
     ) -> tuple[Tensor, dict[str, Tensor], PairAssignment]:
-        """-> (total loss, weighted terms summed over stages and averaged over clips (detached), assignment)."""
-        assignment = self.match(stages1, targets1, image_hw, stages2, targets2)
+        """-> (total loss, weighted terms summed over stages and averaged over clips (detached), assignment).
+
+        `later`: (stages, targets) of clips 3.. of a longer chain, each carried on from the one before."""
+        assignment = self.match(stages1, targets1, image_hw, stages2, targets2, later)
         clips = [(stages1, targets1, assignment.clip1)]
         if assignment.clip2 is not None:
             clips.append((stages2, targets2, [assignment.clip2] * len(stages2)))
+            for (stages, targets), assign in zip(later, assignment.later):
+                clips.append((stages, targets, [assign] * len(stages)))
         device = stages1[-1]["logits"].device
         terms = {k: torch.zeros((), device=device) for k in LOSS_TERMS}
         for stages, targets, assigns in clips:

@@ -8,7 +8,7 @@ Why it is built this way:
   pure function of the iteration. A checkpoint carries weights, AdamW state, grad-scaler
   state, torch RNG state and the iteration, so `--resume` continues bit-for-bit.
 * DDP under torchrun with the same command: RANK/WORLD_SIZE/LOCAL_RANK in the
-  environment start a process group (nccl on CUDA, gloo on CPU); the whole two-clip
+  environment start a process group (nccl on CUDA, gloo on CPU); the whole clip-pair (or chain)
   forward is one module (`PairForward`) wrapped in DistributedDataParallel so its
   gradient hooks see a normal forward; only rank 0 writes files and evaluates.
 * AMP (float16 autocast + GradScaler) on CUDA only; losses are computed in float32.
@@ -113,11 +113,13 @@ def stack_clip(samples: list[dict], c: int, device: torch.device) -> tuple[Tenso
 
 
 class PairForward(nn.Module):
-    """Both clips of a sample in one forward (so DDP sees one normal forward per step).
+    """The clips of a sample in one forward (so DDP sees one normal forward per step).
 
-    Clip 1 starts from the learned initial state; clip 2 from clip 1's query_out (gradients
-    flow through it) and boxes_out (detached), as the runtime carries them. With an
-    `aux_head`, the backbone's FPN output of each clip is captured by a forward hook and
+    Clip 1 starts from the learned initial state; clip k + 1 from clip k's query_out (gradients
+    flow through it) and boxes_out (detached), as the runtime carries them. A pair is the paper's
+    recipe; `train.chain_clips` > 2 adds clips 3.. (`later`), so the heads also learn from a state
+    that was carried more than once, as every clip after the second is at inference. With an
+    `aux_head`, the backbone's FPN output of clips 1 and 2 is captured by a forward hook and
     also returns the auxiliary semantic logits ([B*T, K, H/8, W/8] per clip, else None).
     """
 
@@ -140,9 +142,10 @@ class PairForward(nn.Module):
             self._hook.remove()
             self._hook = None
 
-    def forward(self, frames1: Tensor, frames2: Tensor, gt_tubes: Tensor | None = None):
-        """-> (stages1, stages2, aux1, aux2, gt_stages): `gt_stages` is clip 1's stages run a second
-        time on the same features from the proposals `gt_tubes` [B, N, T, 4] (None if not given)."""
+    def forward(self, frames1: Tensor, frames2: Tensor, gt_tubes: Tensor | None = None, later: tuple = ()):
+        """-> (stages1, stages2, aux1, aux2, gt_stages, later_stages): `gt_stages` is clip 1's stages run a
+        second time on the same features from the proposals `gt_tubes` [B, N, T, 4] (None if not given);
+        `later_stages` the stages of each clip in `later` (frames of clips 3.., each carried on)."""
         m = self.model
         b, hw = frames1.shape[0], tuple(frames1.shape[2:4])
         self._features, self._capturing = [], self.aux_head is not None
@@ -154,13 +157,16 @@ class PairForward(nn.Module):
         gt_stages = None
         if gt_tubes is not None:
             gt_stages = m.forward_stages(frames1, query0, gt_tubes, all_masks=masks, features=features1)
-        carry = TrackletState.from_outputs(m.outputs_from_last_stage(stages1[-1], boxes0, hw))
-        stages2 = m.forward_stages(frames2, carry.queries, carry.boxes.detach(), all_masks=masks)
+        chain, boxes_in = [stages1], boxes0
+        for frames in (frames2, *later):
+            carry = TrackletState.from_outputs(m.outputs_from_last_stage(chain[-1][-1], boxes_in, hw))
+            boxes_in = carry.boxes.detach()
+            chain.append(m.forward_stages(frames, carry.queries, boxes_in, all_masks=masks))
         aux = (None, None)
         if self.aux_head is not None:
-            aux = tuple(self.aux_head(f) for f in self._features[-2:])
+            aux = tuple(self.aux_head(f) for f in self._features[:2])
         self._features, self._capturing = [], False
-        return stages1, stages2, aux[0], aux[1], gt_stages
+        return stages1, chain[1], aux[0], aux[1], gt_stages, chain[2:]
 
 
 def gt_proposal_tubes(
@@ -428,6 +434,7 @@ class Trainer:
             hflip_prob=t.hflip_prob,
             scale_jitter=t.scale_jitter,
             max_frame_stride=t.max_frame_stride,
+            clips=t.chain_clips,
         )
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -507,6 +514,7 @@ class Trainer:
             group["lr"] = lr
         frames1, targets1 = stack_clip(samples, 0, self.device)
         frames2, targets2 = stack_clip(samples, 1, self.device)
+        later = [stack_clip(samples, c, self.device) for c in range(2, len(samples[0]["clips"]))]
         hw = tuple(frames1.shape[2:4])
         gt_tubes = gt_assign = None
         if t.gt_proposals > 0:
@@ -514,8 +522,12 @@ class Trainer:
                 targets1, self.model.init_boxes.weight, frames1.shape[1], generator=self.gt_jitter
             )
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
-            stages1, stages2, aux1, aux2, gt_stages = self.net(frames1, frames2, gt_tubes)
-        loss, terms, _ = self.criterion(stages1, targets1, hw, stages2, targets2)
+            stages1, stages2, aux1, aux2, gt_stages, later_stages = self.net(
+                frames1, frames2, gt_tubes, tuple(f for f, _ in later)
+            )
+        loss, terms, _ = self.criterion(
+            stages1, targets1, hw, stages2, targets2, later=list(zip(later_stages, (tg for _, tg in later)))
+        )
         if gt_stages is not None:
             num = self.criterion.num_boxes(targets1, self.device)
             gt_loss = sum(
