@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
-from helpers import missing_for, run_python
+from helpers import REPO_ROOT, missing_for, run_python
 
 from efficientvis_trt import capabilities
 from efficientvis_trt.capabilities import Capabilities, Feature
@@ -60,6 +61,17 @@ def test_without_tensorrt_and_openvino_each_probe_says_how_to_install():
     assert "TensorRT is not installed" in trt_reason and "trt-cu13" in trt_reason
     assert "OpenVINO is not installed" in ov_reason and "[openvino]" in ov_reason
     assert mode == "unavailable"
+
+
+def test_a_broken_openvino_says_it_does_not_import_not_that_it_is_missing(tmp_path):
+    (tmp_path / "openvino").mkdir()
+    (tmp_path / "openvino" / "__init__.py").write_text("raise ImportError('libopenvino.so.2540: cannot open')\n")
+    path = os.pathsep.join([str(tmp_path), str(REPO_ROOT)])
+    code = "from efficientvis_trt import capabilities as c; print(c.openvino().reason)"
+    proc = run_python(code, env={"PYTHONPATH": path})
+    assert proc.returncode == 0, proc.stderr
+    reason = proc.stdout.strip()
+    assert "does not import" in reason and "libopenvino.so.2540" in reason and "not installed" not in reason
 
 
 def test_auto_on_a_cpu_reads_openvino_from_the_record(tiny_random_bundle):

@@ -153,6 +153,8 @@ def test_short_video_falls_back_to_stride_1_then_repeats_the_last_frame(tmp_path
     assert pair_frame_indices(20, 3, 2, 0.999) == (9, 11, 13, 15, 17, 19)
     assert pair_frame_indices(10, 3, 2, 0.0) == (0, 1, 2, 3, 4, 5)  # stride 2 needs 11 frames
     assert pair_frame_indices(4, 3, 2, 0.5) == (0, 1, 2, 3, 3, 3)
+    assert pair_frame_indices(20, 3, 2, 0.0, clips=3) == tuple(range(0, 18, 2))
+    assert pair_frame_indices(12, 3, 2, 0.0, clips=3) == tuple(range(9))  # stride 2 needs 17 frames
     ds = YTVISClipPairs(_write_tiny(tmp_path), 3, [32, 64], max_frame_stride=2)
     s = ds.sample(0, np.random.default_rng(0))
     c2 = s["clips"][1]

@@ -178,6 +178,35 @@ def test_criterion_perfect_prediction_has_zero_box_loss_and_clip2_keeps_the_assi
     assert pairs[0] == 1 and pairs[1] != 1 and pairs[1] == 3  # the entering gt gets the best free query
 
 
+def test_a_longer_chain_inherits_the_assignment_clip_to_clip_and_gives_entering_gt_a_free_query():
+    cfg = get_config("tiny").train
+    hw, t, n = (64, 96), 2, 4
+    gt = torch.tensor([[[0.25, 0.375, 0.25, 0.25]] * t, [[0.75, 0.625, 0.25, 0.25]] * t])
+    clip = {
+        "labels": torch.tensor([0, 2]),
+        "boxes": gt,
+        "masks": torch.ones(2, t, *hw, dtype=torch.uint8),
+        "valid": torch.ones(2, t, dtype=torch.bool),
+    }
+    only_gt0 = dict(clip, valid=torch.tensor([[True, True], [False, False]]))  # gt 1 enters in clip 3
+    logits = _logits_for([0, 0, 2, 2], n, t, high=8.0)
+
+    def stage(on_gt0: int, on_gt1: int) -> dict:
+        boxes = torch.full((n, t, 4), 0.1)
+        boxes[on_gt0], boxes[on_gt1] = gt[0], gt[1]
+        return _stage(logits, boxes, hw, torch.zeros(n, t, 28, 28))
+
+    crit = SetCriterion(cfg)
+    # Clip 1 puts gt 0 on query 1; in clips 2 and 3 query 0 sits on gt 0 instead, query 3 on gt 1.
+    s1, s2, s3 = [stage(1, 2)], [stage(0, 3)], [stage(0, 3)]
+    loss, _, assign = crit(s1, [only_gt0], hw, s2, [only_gt0], later=[(s3, [clip])])
+    q3, g3 = assign.later[0][0]
+    assert dict(zip(g3.tolist(), q3.tolist())) == {0: 1, 1: 3}  # query 1 keeps gt 0; gt 1 takes a free query
+    assert len(assign.later) == 1 and torch.isfinite(loss)
+    pair_loss = crit(s1, [only_gt0], hw, s2, [only_gt0])[0]
+    assert not torch.isclose(loss, pair_loss)  # the third clip's losses count
+
+
 def test_criterion_unmatched_queries_are_background_and_loss_decreases_toward_target():
     cfg = get_config("tiny").train
     hw, t, n = (64, 96), 2, 3

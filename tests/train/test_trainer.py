@@ -180,6 +180,33 @@ def test_mask_stages_last_drops_the_earlier_mask_heads(tiny_data):
         cfg.validate()
 
 
+def test_a_chain_of_three_clips_carries_the_state_twice_and_trains(tiny_data, tmp_path):
+    import numpy as np
+
+    from efficientvis_trt.model.efficientvis import EfficientVIS
+    from efficientvis_trt.train.trainer import PairForward, Trainer
+
+    cfg = _small_config(chain_clips=3, iters=2)
+    model = EfficientVIS(cfg)
+    torch.manual_seed(0)
+    frames = [torch.randint(0, 255, (1, cfg.model.clip_len, *cfg.model.input_size, 3), dtype=torch.uint8)]
+    frames += [frames[0].flip(1), frames[0]]
+    _, stages2, *_, later = PairForward(model, all_masks=False)(frames[0], frames[1], None, (frames[2],))
+    assert len(later) == 1 and later[0][-1]["boxes_xyxy"].shape == stages2[-1]["boxes_xyxy"].shape
+    # Clip 3 saw clip 2's carried state, not clip 1's: same frames as clip 1, other output.
+    again = PairForward(model, all_masks=False)(frames[2], frames[0])[0]
+    assert not torch.allclose(later[0][-1]["logits"], again[-1]["logits"])
+
+    trainer = Trainer(cfg, tiny_data / "two", tmp_path / "run", progress=False)
+    sample = trainer.pairs.sample(0, np.random.default_rng(0))
+    assert len(sample["clips"]) == 3
+    out = trainer.step([sample])
+    assert np.isfinite(out["loss"]) and out["grad_norm"] > 0
+    cfg.train.chain_clips = 1
+    with pytest.raises(EvisError, match="chain_clips"):
+        cfg.validate()
+
+
 def test_evaluation_runs_and_is_logged(tiny_data, tmp_path):
     from efficientvis_trt.train.trainer import train
 
