@@ -4,8 +4,9 @@
 
 The checkpoint defaults to the shipped tiny model; the split is the val split of a
 benchmarks/train_synthetic.py run (its DATA/val). Rows: the defaults, the video
-score over only the m best frames (`Predictor(score_frames=m)`), and the carried proposal boxes moved
-by their last velocity (`model.carry_boxes = "velocity"`). All rows run the torch backend on the CPU.
+score over only the m best frames (`Predictor(score_frames=m)`), the carried proposal boxes moved
+by their last velocity (`model.carry_boxes = "velocity"`), and each clip starting from the learned
+proposal boxes with only the queries carried (`model.carry_boxes = "init"`). All rows run the torch backend on the CPU.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, dict]] = [("defaults", "", {})]
     rows += [(f"video score over the {m} best frames", "", {"score_frames": m}) for m in args.score_frames]
     rows += [("carried boxes moved by their velocity", "velocity", {})]
+    rows += [("carried queries, boxes back to the learned proposals (`carry_boxes: init`)", "init", {})]
     print("| inference | AP | AP50 | AP75 | seconds |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         for name, carry, options in rows:

@@ -35,7 +35,7 @@ with torch.no_grad():
         f1, t1 = stack_clip(s, 0, "cpu")
         f2, t2 = stack_clip(s, 1, "cpu")
         hw = tuple(f1.shape[2:4])
-        st1, st2, _, _, _ = pf(f1, f2)
+        st1, st2, *_ = pf(f1, f2)
         a = crit.match(st1, t1, hw, st2, t2)
         for clip, (stages, tg, assigns) in enumerate(((st1, t1, a.clip1), (st2, t2, [a.clip2] * len(st2)))):
             for k, (stg, asg) in enumerate(zip(stages, assigns)):
