@@ -149,14 +149,8 @@ def onnxruntime() -> tuple[Feature, tuple[str, ...]]:
 
 @functools.cache
 def openvino() -> Feature:
-    from efficientvis_trt.extras import install_command
-
-    mod, version, why = _import_version("openvino")
-    if mod is None and why.startswith("openvino does not import"):
-        return Feature(False, f"{why} (reinstall: {install_command('openvino')})")  # broken, not missing
-    if mod is None:
-        return Feature(False, f"OpenVINO is not installed: {install_command('openvino')}")
-    return Feature(True, f"OpenVINO {version}", version)
+    mod, version, why = _import_version("openvino")  # why: the install hint if missing, the error if broken
+    return Feature(mod is not None, why or f"OpenVINO {version}", version)
 
 
 @functools.cache

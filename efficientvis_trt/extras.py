@@ -24,7 +24,12 @@ EXTRA_FOR_MODULE: dict[str, str] = {
     "triton": "triton",
 }
 # distribution names where they differ from the module
-_DISTRIBUTION = {"skvideo": "scikit-video", "tritonclient": "tritonclient", "onnxruntime": "onnxruntime"}
+_DISTRIBUTION = {
+    "skvideo": "scikit-video",
+    "tritonclient": "tritonclient",
+    "onnxruntime": "onnxruntime",
+    "openvino": "OpenVINO",
+}
 DEPLOY_DOC = "docs/deploy.md"
 
 
