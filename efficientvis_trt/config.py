@@ -66,6 +66,9 @@ class ModelConfig:
     # next clip's proposals: "last" (this clip's last-frame boxes), "velocity" (those moved on by the clip's
     # motion, EfficientVIS._extrapolated) or "init" (the learned boxes)
     carry_boxes: str = "last"
+    # the carried boxes' width and height times this (centre kept): a larger RoI still holds an object
+    # that moved during the clip gap; must be trained with (docs/training.md, "The carried state")
+    carry_box_scale: float = 1.0
     pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])  # RGB
     pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
 
@@ -190,6 +193,8 @@ class Config:
             raise EvisError("pooler.resolution must be divisible by pooler.box_pool_stride")
         if m.carry_boxes not in ("last", "velocity", "init"):
             raise EvisError(f"carry_boxes must be 'last', 'velocity' or 'init', got {m.carry_boxes!r}")
+        if not isinstance(m.carry_box_scale, (int, float)) or not 0.5 <= m.carry_box_scale <= 4.0:
+            raise EvisError(f"carry_box_scale must be a number in [0.5, 4], got {m.carry_box_scale!r}")
         if m.pooler.impl not in ("reference", "triton"):
             raise EvisError(f"pooler.impl must be 'reference' or 'triton', got {m.pooler.impl!r}")
         t = self.train

@@ -319,9 +319,11 @@ class EfficientVIS(nn.Module):
         boxes = xyxy_to_cxcywh(last["boxes_xyxy"] / scale)
         carry = self.config.model.carry_boxes
         if carry == "last":
-            boxes_out = self._carried_boxes(last["boxes_xyxy"][:, :, -1] / scale)
+            boxes_out = self._carried_boxes(last["boxes_xyxy"][:, :, -1] / scale, self.config.model.carry_box_scale)
         elif carry == "velocity":
-            boxes_out = self._carried_boxes(self._extrapolated(last["boxes_xyxy"] / scale))
+            boxes_out = self._carried_boxes(
+                self._extrapolated(last["boxes_xyxy"] / scale), self.config.model.carry_box_scale
+            )
         else:
             boxes_out = self.init_boxes.weight[None].expand_as(boxes_in)
         return {
@@ -341,11 +343,14 @@ class EfficientVIS(nn.Module):
         return xyxy[:, :, -1] + velocity * ((t + 1) / 2)
 
     @staticmethod
-    def _carried_boxes(xyxy: Tensor) -> Tensor:
-        """Last-frame boxes clipped to the canvas, never thinner than MIN_CARRIED_BOX (a dead box cannot regrow)."""
+    def _carried_boxes(xyxy: Tensor, size_scale: float = 1.0) -> Tensor:
+        """Last-frame boxes clipped to the canvas, never thinner than MIN_CARRIED_BOX (a dead box cannot regrow),
+        their sides times `size_scale` (model.carry_box_scale; never wider than the canvas)."""
         xyxy = xyxy.clamp(0.0, 1.0)
         cxcywh = xyxy_to_cxcywh(xyxy)
         wh = cxcywh[..., 2:].clamp(min=MIN_CARRIED_BOX)
+        if size_scale != 1.0:
+            wh = (wh * size_scale).clamp(max=1.0)
         return torch.cat([cxcywh[..., :2], wh], dim=-1)
 
     def forward_clip(self, frames: Tensor, query_in: Tensor, boxes_in: Tensor) -> dict[str, Tensor]:

@@ -95,6 +95,17 @@ def test_carried_boxes_never_collapse(tiny_model):
     assert torch.allclose(out[0, 1], torch.tensor([0.5, 0.5, 1.0, 1.0]))
 
 
+def test_carry_box_scale_grows_the_carried_box_about_its_centre_within_the_canvas(tiny_model):
+    xyxy = torch.tensor([[[0.2, 0.2, 0.4, 0.6], [0.0, 0.0, 0.9, 0.5]]])
+    out = tiny_model._carried_boxes(xyxy, 1.5)
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.3, 0.4, 0.3, 0.6]))
+    torch.testing.assert_close(out[0, 1], torch.tensor([0.45, 0.25, 1.0, 0.75]))  # width capped at the canvas
+    cfg = get_config("tiny")
+    cfg.model.carry_box_scale = 0.1
+    with pytest.raises(EvisError, match="carry_box_scale"):
+        cfg.validate()
+
+
 def test_velocity_carry_moves_the_box_to_the_next_clips_centre(tiny_model):
     # A box moving +0.02 in x per frame over 5 frames: the next clip's centre frame is 3 frames on.
     t = torch.arange(5, dtype=torch.float32)
