@@ -153,6 +153,43 @@ def openvino() -> Feature:
     return Feature(mod is not None, why or f"OpenVINO {version}", version)
 
 
+# x86 instructions that add uint8 x int8 products in 32 bits (docs/precision.md, "Saturation on x86").
+_EXACT_INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@functools.cache
+def cpu_int8_full_range() -> Feature:
+    """Whether full 8-bit int8 weights run unsaturated on this CPU's int8 kernels.
+
+    x86 CPUs without VNNI (AVX2, AVX-512 without VNNI) multiply uint8 activations by int8 weights with
+    vpmaddubsw, which sums pairs of products in int16 and saturates when both are large; ONNX Runtime's
+    and OpenVINO's int8 kernels both use it there. ONNX Runtime's quantization guide names 7-bit weights
+    (`reduce_range`) as the remedy on such CPUs (onnxruntime.ai/docs/performance/model-optimizations/
+    quantization.html). Non-x86 CPUs (Jetson's Arm cores) do not pair-sum in int16.
+    """
+    import platform
+    from pathlib import Path
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    flags = {f for line in lines if line.startswith("flags") for f in line.split(":", 1)[1].split()}
+    return int8_full_range_of(platform.machine(), flags)
+
+
+def int8_full_range_of(machine: str, flags: set[str]) -> Feature:
+    """`cpu_int8_full_range` for a given machine name and set of CPU flags (empty: unreadable)."""
+    machine = machine.lower()
+    if machine not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return Feature(True, f"{machine or 'this'} CPU: int8 dot products do not saturate")
+    have = [f for f in _EXACT_INT8_DOT_FLAGS if f in flags]
+    if have:
+        return Feature(True, f"x86 with {', '.join(have)}: int8 dot products in 32 bits")
+    seen = "no VNNI or AMX in its CPU flags" if flags else "its CPU flags unreadable, so assumed"
+    return Feature(False, f"x86 without VNNI ({seen}): uint8 x int8 pairs saturate in int16 on full 8-bit weights")
+
+
 @functools.cache
 def polygraphy() -> Feature:
     mod, version, why = _import_version("polygraphy")
@@ -222,6 +259,7 @@ _PROBES = (
     triton,
     onnxruntime,
     openvino,
+    cpu_int8_full_range,
     polygraphy,
     plugin_path,
     capabilities,

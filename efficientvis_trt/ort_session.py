@@ -104,7 +104,8 @@ def ort_graph(bundle, precision: str, cpu_provider: bool) -> tuple[Path, str]:
     default_name, cpu_name = ONNX_FILES[precision], ORT_CPU_ONNX_FILES[precision]
     if path.name != default_name:
         return path, (
-            f"onnxruntime {precision}: CPU graph {path.name} (uint8 activations; TensorRT uses {default_name})"
+            f"onnxruntime {precision}: CPU graph {path.name} "
+            f"(uint8 activations, 7-bit weights; TensorRT uses {default_name})"
         )
     note = (
         f"onnxruntime {precision}: no CPU graph {cpu_name} in this bundle, running {default_name} "

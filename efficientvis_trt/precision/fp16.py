@@ -94,6 +94,7 @@ def convert(model: onnx.ModelProto, block: Sequence[str]) -> onnx.ModelProto:
     )
     # The converter leaves stale value_info (fp16 entries for initializers it kept fp32): drop it all.
     del out.graph.value_info[:]
+    G.drop_repeated_nodes(out)
     G.toposort(out)
     G.fold_cast_pairs(out)
     G.restore_tensor_names(out)

@@ -48,6 +48,27 @@ def ensure_node_names(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def drop_repeated_nodes(model: onnx.ModelProto) -> int:
+    """Remove each node that repeats an earlier one exactly (name, op, inputs, outputs, attributes).
+
+    onnxruntime < 1.32's fp16 converter inserts one Cast per blocked consumer of an fp16 tensor, each
+    with the same name and output (`<tensor>_cast_to_fp32[_node]`), which ORT then refuses to load
+    ("two nodes with same node name"); the repeats compute the same thing, so one is kept.
+    """
+    seen: set[bytes] = set()
+    keep = []
+    for node in model.graph.node:
+        key = node.SerializeToString(deterministic=True)
+        if key not in seen:
+            seen.add(key)
+            keep.append(node)
+    dropped = len(model.graph.node) - len(keep)
+    if dropped:
+        del model.graph.node[:]
+        model.graph.node.extend(keep)
+    return dropped
+
+
 def constant_names(model: onnx.ModelProto) -> set[str]:
     """Initializers and Constant-node outputs: inputs that are weights, not activations."""
     names = {i.name for i in model.graph.initializer}

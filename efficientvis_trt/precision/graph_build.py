@@ -191,7 +191,7 @@ def build_graph(bundle, precision: str, opts: BuildOptions) -> dict[str, Any]:
             "for": "ONNX Runtime CPUExecutionProvider (TensorRT uses model.int8.onnx)",
             "format": "QDQ with output Q/DQ (ORT fuses QLinearConv/QLinearAdd)",
             "activations": "uint8 asymmetric per-tensor (ranges: this section's calibration)",
-            "weights": "int8 symmetric per-channel",
+            "weights": "int8 symmetric per-channel, 7-bit range [-64, 64] (no int16 saturation on x86 without VNNI)",
             "float_parts": "fp32",
             "check_vs_fp32": cpu_check,
         }

@@ -190,6 +190,7 @@ def _quantize_static(
     output_quant: bool = False,
     percentile: float = 99.999,
     u8_activations: bool = False,
+    seven_bit_weights: bool = False,
 ) -> onnx.ModelProto:
     """onnxruntime's quantize_static with our node selection; ranges come from / go to `cache`."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -230,7 +231,7 @@ def _quantize_static(
             quant_format=QuantFormat.QOperator if qoperator else QuantFormat.QDQ,
             op_types_to_quantize=["Conv", "MatMul", "Gemm", "Add"],
             per_channel=True,
-            reduce_range=False,
+            reduce_range=seven_bit_weights,  # weights in [-64, 64]: see quantize_cpu_graph
             activation_type=QuantType.QUInt8 if u8_activations else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             nodes_to_quantize=to_quantize,
@@ -385,13 +386,15 @@ def quantize_for_cpu(
     qoperator: bool = False,
     output_quant: bool = True,
     u8_activations: bool = False,
+    seven_bit_weights: bool = False,
 ) -> onnx.ModelProto:
     """The same node selection with fp32 float parts, in the layouts ONNX Runtime's CPU kernels fuse.
 
     For measuring int8 on a CPU (benchmarks/precision_throughput.py), not for TensorRT:
     QOperator (QLinearConv, ...) or QDQ with output Q/DQ, which ORT fuses into QLinearConv;
     `u8_activations`: asymmetric uint8 activations, ORT's recommended x86 recipe (TensorRT
-    cannot take it: it only supports symmetric quantization).
+    cannot take it: it only supports symmetric quantization); `seven_bit_weights`: weights in
+    [-64, 64], so x86 CPUs without VNNI cannot saturate (quantize_cpu_graph).
     """
     return _quantize_static(
         model,
@@ -402,6 +405,7 @@ def quantize_for_cpu(
         qoperator=qoperator,
         output_quant=output_quant,
         u8_activations=u8_activations,
+        seven_bit_weights=seven_bit_weights,
     )
 
 
@@ -414,11 +418,24 @@ def quantize_cpu_graph(
     and fp32 float parts: the form ONNX Runtime's CPU provider fuses into U8S8 QLinearConv/
     QLinearAdd. Same node selection and the same calibrated ranges (`cache`, written by
     `quantize`; no second calibration pass). Not for TensorRT, which takes symmetric only.
+
+    The weights use 7 bits ([-64, 64]): on x86 CPUs without VNNI the U8S8 kernels add pairs of
+    products in int16, which saturates on full 8-bit weights (capabilities.cpu_int8_full_range;
+    measured: 6x the error vs fp32 on an AVX2 EPYC, docs/precision.md, "Saturation on x86"). A
+    bundle is built once and run on any CPU, so the CPU form is always the one that cannot saturate.
     """
     if not Path(cache).is_file():
         raise EvisError(f"no calibration cache at {cache}: run quantize() first")
     return quantize_for_cpu(
-        model, None, roles, Path(cache), method, qoperator=False, output_quant=True, u8_activations=True
+        model,
+        None,
+        roles,
+        Path(cache),
+        method,
+        qoperator=False,
+        output_quant=True,
+        u8_activations=True,
+        seven_bit_weights=True,
     )
 
 

@@ -172,7 +172,29 @@ def _make_openvino(bundle, precision: str, device: str | None, threads: int | No
     if precision not in OPENVINO_PRECISIONS:
         inference_precision(precision, ())  # the one error that says which precisions it runs
     graph = OPENVINO_PRECISIONS[precision][0]
-    return OpenVINOBackend(bundle.onnx_path(graph), precision, threads=threads)
+    path, note = bundle.onnx_path(graph), ""
+    if graph == "int8":
+        path, note = _openvino_int8_graph(bundle)
+    return OpenVINOBackend(path, precision, threads=threads), note
+
+
+def _openvino_int8_graph(bundle) -> tuple[Path, str]:
+    """model.int8.onnx (the faster one on OpenVINO) where this CPU's int8 kernels take full 8-bit weights,
+    else the CPU form with 7-bit weights, which cannot saturate (docs/openvino.md, "Precisions")."""
+    from efficientvis_trt import capabilities
+
+    full = capabilities.cpu_int8_full_range()
+    if full:
+        return bundle.onnx_path("int8"), ""
+    path = bundle.onnx_path("int8", target="ort-cpu")
+    if path.name != bundle.onnx_path("int8").name:
+        return path, f"openvino int8: CPU graph {path.name} (7-bit weights: {full.reason})"
+    note = (
+        f"openvino int8: {full.reason}, and this bundle has no CPU graph with 7-bit weights: "
+        f"expect a larger int8 error (rebuild with `evis build {bundle.path} --precision int8`)"
+    )
+    log.warning(note)
+    return path, note
 
 
 def _find_trt_engine(bundle, precision: str) -> tuple[Path | None, str]:
@@ -263,10 +285,12 @@ def load_runtime(
         if graph_note:
             reason += f"; {graph_note}"
     elif backend == "openvino":
-        be = _make_openvino(bundle, precision, device, threads)
+        be, graph_note = _make_openvino(bundle, precision, device, threads)
         names = bundle.class_names
         where = f"{be.ov_device}, {be.onnx_path.name} at {be.inference_precision}, {be.threads} threads"
         reason = (reason or "openvino: asked for") + f" [{where}]"
+        if graph_note:
+            reason += f"; {graph_note}"
     else:
         if precision == "bf16":
             raise EvisError(f"TensorRT has no bf16 engines here: {BF16_BACKEND_HINT}")

@@ -80,3 +80,20 @@ def test_auto_on_a_cpu_reads_openvino_from_the_record(tiny_random_bundle):
     with Predictor(tiny_random_bundle, device="cpu") as p:
         want = "openvino" if capabilities.openvino().available else "onnxruntime"
         assert p.backend.name == want
+
+
+@pytest.mark.parametrize(
+    "machine, flags, full",
+    [
+        ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, True),
+        ("x86_64", {"avx2", "avx_vnni"}, True),
+        ("AMD64", {"amx_int8"}, True),
+        ("x86_64", {"avx2", "avx512f", "avx512bw"}, False),  # AVX-512 without VNNI still pair-sums in int16
+        ("x86_64", set(), False),  # flags unreadable: assume the worst
+        ("aarch64", set(), True),  # Jetson's Arm cores
+    ],
+)
+def test_int8_full_range_reads_vnni_from_the_cpu_flags(machine, flags, full):
+    got = capabilities.int8_full_range_of(machine, flags)
+    assert got.available is full and got.reason
+    assert ("saturate in int16" in got.reason) is not full
