@@ -69,6 +69,9 @@ class ModelConfig:
     # the carried boxes' width and height times this (centre kept): a larger RoI still holds an object
     # that moved during the clip gap; must be trained with (docs/training.md, "The carried state")
     carry_box_scale: float = 1.0
+    # next clip's queries: "mean" over this clip's frames (the paper's correspondence) or "last" (the
+    # last frame's, in step with the last-frame box carried beside it)
+    carry_query: str = "mean"
     pixel_mean: list[float] = field(default_factory=lambda: [123.675, 116.28, 103.53])  # RGB
     pixel_std: list[float] = field(default_factory=lambda: [58.395, 57.12, 57.375])
 
@@ -193,6 +196,8 @@ class Config:
             raise EvisError("pooler.resolution must be divisible by pooler.box_pool_stride")
         if m.carry_boxes not in ("last", "velocity", "init"):
             raise EvisError(f"carry_boxes must be 'last', 'velocity' or 'init', got {m.carry_boxes!r}")
+        if m.carry_query not in ("mean", "last"):
+            raise EvisError(f"carry_query must be 'mean' or 'last', got {m.carry_query!r}")
         if not isinstance(m.carry_box_scale, (int, float)) or not 0.5 <= m.carry_box_scale <= 4.0:
             raise EvisError(f"carry_box_scale must be a number in [0.5, 4], got {m.carry_box_scale!r}")
         if m.pooler.impl not in ("reference", "triton"):

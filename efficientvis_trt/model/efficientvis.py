@@ -326,11 +326,12 @@ class EfficientVIS(nn.Module):
             )
         else:
             boxes_out = self.init_boxes.weight[None].expand_as(boxes_in)
+        query_out = last["query"][:, :, -1] if self.config.model.carry_query == "last" else last["query"].mean(dim=2)
         return {
             "logits": last["logits"],
             "boxes": boxes,
             "mask_logits": last["mask_logits"],
-            "query_out": last["query"].mean(dim=2),
+            "query_out": query_out,
             "boxes_out": boxes_out,
         }
 

@@ -421,7 +421,7 @@ def quantize_cpu_graph(
 
     The weights use 7 bits ([-64, 64]): on x86 CPUs without VNNI the U8S8 kernels add pairs of
     products in int16, which saturates on full 8-bit weights (capabilities.cpu_int8_full_range;
-    measured: 6x the error vs fp32 on an AVX2 EPYC, docs/precision.md, "Saturation on x86"). A
+    measured: 5.7x the error vs fp32 on an AVX2 EPYC, docs/precision.md, "Saturation on x86"). A
     bundle is built once and run on any CPU, so the CPU form is always the one that cannot saturate.
     """
     if not Path(cache).is_file():

@@ -106,6 +106,22 @@ def test_carry_box_scale_grows_the_carried_box_about_its_centre_within_the_canva
         cfg.validate()
 
 
+def test_carry_query_last_carries_the_last_frames_query_not_the_mean(tiny_model, monkeypatch):
+    b, n, t, c = 1, 3, 4, 8
+    query = torch.randn(b, n, t, c)
+    last = {"query": query, "logits": None, "mask_logits": None, "boxes_xyxy": torch.rand(b, n, t, 4) * 50}
+    boxes_in = torch.rand(b, n, 4)
+    out = tiny_model.outputs_from_last_stage(last, boxes_in, (100, 100))
+    torch.testing.assert_close(out["query_out"], query.mean(dim=2))  # the default
+    monkeypatch.setattr(tiny_model.config.model, "carry_query", "last")
+    out = tiny_model.outputs_from_last_stage(last, boxes_in, (100, 100))
+    torch.testing.assert_close(out["query_out"], query[:, :, -1])
+    cfg = get_config("tiny")
+    cfg.model.carry_query = "first"
+    with pytest.raises(EvisError, match="carry_query"):
+        cfg.validate()
+
+
 def test_velocity_carry_moves_the_box_to_the_next_clips_centre(tiny_model):
     # A box moving +0.02 in x per frame over 5 frames: the next clip's centre frame is 3 frames on.
     t = torch.arange(5, dtype=torch.float32)
