@@ -188,13 +188,10 @@ def environment(args, argv) -> dict:
     import onnxruntime
     import openvino
 
-    from efficientvis_trt.measure.machine import cpu_model
+    from efficientvis_trt.measure.machine import cpu_flags, cpu_model
     from efficientvis_trt.runtime.openvino_backend import device_capabilities
 
-    flags = next(
-        (line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines() if "flags" in line),
-        [],
-    )
+    flags = cpu_flags()
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),

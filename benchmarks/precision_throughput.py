@@ -48,11 +48,9 @@ def cpu_model() -> str:
 
 
 def cpu_flags() -> list[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    from efficientvis_trt.measure.machine import cpu_flags as all_flags
+
+    flags = all_flags()
     return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "f16c", "avx512_fp16") if f in flags]
 
 

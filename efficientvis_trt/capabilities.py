@@ -168,14 +168,10 @@ def cpu_int8_full_range() -> Feature:
     quantization.html). Non-x86 CPUs (Jetson's Arm cores) do not pair-sum in int16.
     """
     import platform
-    from pathlib import Path
 
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    flags = {f for line in lines if line.startswith("flags") for f in line.split(":", 1)[1].split()}
-    return int8_full_range_of(platform.machine(), flags)
+    from efficientvis_trt.measure.machine import cpu_flags
+
+    return int8_full_range_of(platform.machine(), cpu_flags())
 
 
 def int8_full_range_of(machine: str, flags: set[str]) -> Feature:
