@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from efficientvis_trt import capabilities
     from efficientvis_trt.bundle import Bundle
+    from efficientvis_trt.cpu_info import cpu_model
     from efficientvis_trt.export.exporter import export_bundle
-    from efficientvis_trt.measure.machine import cpu_model, library_versions
+    from efficientvis_trt.measure.machine import library_versions
     from efficientvis_trt.precision.graph_build import BuildOptions, build
     from efficientvis_trt.video import Letterbox, read_frames, sample_video
 

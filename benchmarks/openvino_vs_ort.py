@@ -188,7 +188,7 @@ def environment(args, argv) -> dict:
     import onnxruntime
     import openvino
 
-    from efficientvis_trt.measure.machine import cpu_flags, cpu_model
+    from efficientvis_trt.cpu_info import cpu_flags, cpu_model
     from efficientvis_trt.runtime.openvino_backend import device_capabilities
 
     flags = cpu_flags()

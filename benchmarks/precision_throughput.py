@@ -37,18 +37,8 @@ END = "<!-- precision:end -->"
 CPU_ROW = "int8 CPU graph (model.int8.cpu.onnx, what ORT-CPU loads)"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def cpu_flags() -> list[str]:
-    from efficientvis_trt.measure.machine import cpu_flags as all_flags
+    from efficientvis_trt.cpu_info import cpu_flags as all_flags
 
     flags = all_flags()
     return [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "f16c", "avx512_fp16") if f in flags]
@@ -328,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
 
     from efficientvis_trt.bundle import Bundle
+    from efficientvis_trt.cpu_info import cpu_model
     from efficientvis_trt.io_utils import write_json_atomic
     from efficientvis_trt.ort_session import make_session, run
 
@@ -372,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             "fp32": bundle.onnx_path("fp32"),
             "fp16": bundle.onnx_path("fp16"),
             "int8 (graph as built)": bundle.onnx_path("int8"),
-            CPU_ROW: bundle.onnx_path("int8", target="ort-cpu"),
+            CPU_ROW: bundle.cpu_graph("int8")[0],
         }
         groups = [models]
         if args.variants:

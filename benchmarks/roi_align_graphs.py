@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     from efficientvis_trt.ort_session import make_session, run
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from precision_throughput import cpu_model, real_clips
+    from precision_throughput import real_clips
+
+    from efficientvis_trt.cpu_info import cpu_model
 
     bundle = Bundle.open(args.bundle)
     before = Path(args.before)

@@ -237,7 +237,7 @@ def main() -> int:
 
 
 def _machine() -> str:
-    from efficientvis_trt.measure.machine import cpu_model
+    from efficientvis_trt.cpu_info import cpu_model
 
     return f"{cpu_model()}, {os.cpu_count()} cores"
 

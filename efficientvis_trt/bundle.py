@@ -74,7 +74,6 @@ ENGINE_DIR = "engines"
 ONNX_FILES = {"fp32": MODEL_FILE, "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 # ONNX Runtime CPU-provider forms (TensorRT and GPU providers use ONNX_FILES)
 ORT_CPU_ONNX_FILES = {"int8": "model.int8.cpu.onnx"}
-ONNX_TARGETS = ("default", "ort-cpu")
 LOCK_FILE = ".evis.lock"
 JOURNAL_FILE = ".evis-commit.json"
 HASH_CACHE_FILE = ".evis-hashes.json"
@@ -447,24 +446,25 @@ class Bundle:
         self._verify(name, {})
         return self._file(name)
 
-    def onnx_path(self, precision: str = "fp32", target: str = "default") -> Path:
-        """The ONNX graph for a precision; a missing one says how to build it.
-
-        target "ort-cpu": the CPU-provider form (model.int8.cpu.onnx) when the bundle has one,
-        else the default graph; compare the returned name to tell which.
-        """
+    def onnx_path(self, precision: str = "fp32") -> Path:
+        """The ONNX graph for a precision; a missing one says how to build it."""
         if precision not in PRECISIONS:
             raise EvisError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-        if target not in ONNX_TARGETS:
-            raise EvisError(f"unknown ONNX target {target!r}: use one of {', '.join(ONNX_TARGETS)}")
-        if target == "ort-cpu" and ORT_CPU_ONNX_FILES.get(precision) in self.files:
-            return self.file_path(ORT_CPU_ONNX_FILES[precision])
         name = ONNX_FILES[precision]
         if name not in self.files:
             raise EvisError(
                 f"{self._path / name} is missing: run `evis build {self._path} --precision {precision}` first"
             )
         return self.file_path(name)
+
+    def cpu_graph(self, precision: str) -> tuple[Path, bool]:
+        """(path, True): the CPU form of a precision (model.int8.cpu.onnx, docs/bundle.md); (default graph,
+        False) where the precision has none or this bundle predates it, so each caller says so its own way."""
+        default = self.onnx_path(precision)
+        name = ORT_CPU_ONNX_FILES.get(precision)
+        if name in self.files:
+            return self.file_path(name), True
+        return default, False
 
     def available_precisions(self) -> list[str]:
         """Precisions whose default graph the metadata lists (the files were verified on open)."""

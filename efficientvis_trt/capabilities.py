@@ -169,7 +169,7 @@ def cpu_int8_full_range() -> Feature:
     """
     import platform
 
-    from efficientvis_trt.measure.machine import cpu_flags
+    from efficientvis_trt.cpu_info import cpu_flags
 
     return int8_full_range_of(platform.machine(), cpu_flags())
 

@@ -100,9 +100,9 @@ def ort_graph(bundle, precision: str, cpu_provider: bool) -> tuple[Path, str]:
 
     if not cpu_provider or precision not in ORT_CPU_ONNX_FILES:
         return bundle.onnx_path(precision), ""
-    path = bundle.onnx_path(precision, target="ort-cpu")
+    path, own = bundle.cpu_graph(precision)
     default_name, cpu_name = ONNX_FILES[precision], ORT_CPU_ONNX_FILES[precision]
-    if path.name != default_name:
+    if own:
         return path, (
             f"onnxruntime {precision}: CPU graph {path.name} "
             f"(uint8 activations, 7-bit weights; TensorRT uses {default_name})"

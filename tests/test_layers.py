@@ -21,6 +21,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         (
             "",  # the package itself: __version__
             "errors",
+            "cpu_info",
             "extras",
             "io_utils",
             "memory",

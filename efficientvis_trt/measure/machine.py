@@ -8,6 +8,8 @@ import platform
 from datetime import datetime, timezone
 from typing import Any
 
+from efficientvis_trt.cpu_info import cpu_model
+
 _LIBRARIES = (
     "efficientvis-trt",
     "torch",
@@ -22,29 +24,6 @@ _LIBRARIES = (
     "tensorrt",
     "cuda-python",
 )
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (Linux); empty where it cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def gpu_info() -> dict[str, Any] | None:

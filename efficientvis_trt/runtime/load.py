@@ -186,8 +186,8 @@ def _openvino_int8_graph(bundle) -> tuple[Path, str]:
     full = capabilities.cpu_int8_full_range()
     if full:
         return bundle.onnx_path("int8"), ""
-    path = bundle.onnx_path("int8", target="ort-cpu")
-    if path.name != bundle.onnx_path("int8").name:
+    path, own = bundle.cpu_graph("int8")
+    if own:
         return path, f"openvino int8: CPU graph {path.name} (7-bit weights: {full.reason})"
     note = (
         f"openvino int8: {full.reason}, and this bundle has no CPU graph with 7-bit weights: "

@@ -365,7 +365,7 @@ def write_repository(
     if repo.exists() and (not repo.is_dir() or (any(repo.iterdir()) and not (repo / MARKER_FILE).is_file())):
         raise EvisError(f"--repo {repo} exists and is not a repository written by `evis serve`: give a new folder")
     bundle = Bundle.open(bundle_path)
-    cpu_graph = bundle.onnx_path(precision, target="ort-cpu")  # says how to build a missing precision
+    cpu_graph, _ = bundle.cpu_graph(precision)  # says how to build a missing precision
     contract = contract_of(bundle, precision, cpu_graph)
     report = RepositoryReport(repo)
     batch = max_batch_size

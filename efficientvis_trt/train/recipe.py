@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from efficientvis_trt.config import Config, get_config
+from efficientvis_trt.cpu_info import cpu_model
 from efficientvis_trt.errors import EvisError
 from efficientvis_trt.io_utils import write_json_atomic
 
@@ -85,18 +86,10 @@ class Recipe:
 
 def machine_description() -> dict[str, Any]:
     """CPU model and core count (for the results record)."""
-    model = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import torch
 
     return {
-        "cpu": model,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

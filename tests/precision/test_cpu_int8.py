@@ -45,9 +45,11 @@ def test_cpu_graph_written_and_recorded(bundle_dir):
     assert cpu["output_onnx"] == CPU_FILE and "uint8" in cpu["activations"]
     assert all(v["finite"] for v in cpu["check_vs_fp32"].values())
     b = Bundle.open(bundle_dir)
-    assert b.onnx_path("int8", target="ort-cpu").name == CPU_FILE
+    path, own = b.cpu_graph("int8")
+    assert (path.name, own) == (CPU_FILE, True)
     assert b.onnx_path("int8").name == "model.int8.onnx"
-    assert b.onnx_path("fp32", target="ort-cpu").name == "model.onnx"
+    path, own = b.cpu_graph("fp32")
+    assert (path.name, own) == ("model.onnx", False)
 
 
 def test_cpu_graph_is_ort_x86_recipe(bundle_dir):
